@@ -1,0 +1,139 @@
+"""Fast-weight state of one TTT layer and one Update(S, B) step (spec 3.3-3.5a)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .checks import check_tokens, check_weights
+from .ops import fw_grad, newton_schulz5
+
+Weights = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (W0 [H, Dh, D], W1 [H, D, Dh], W2 [H, Dh, D])
+
+
+def row_norms(w: torch.Tensor) -> torch.Tensor:  # [H, R, C] -> [H, R, 1]
+    """L2 norm of every row (over the last axis)."""
+    if w.ndim != 3:
+        raise ValueError(f"w must be [H, R, C], got {tuple(w.shape)}")
+    return w.norm(dim=-1, keepdim=True)
+
+
+def row_renorm(
+    w: torch.Tensor,  # [H, R, C]
+    row_norms: torch.Tensor,  # [H, R, 1] target norms r_X
+    *,
+    eps: float = 1e-5,
+) -> torch.Tensor:  # [H, R, C]
+    """w / (||row|| + eps) * row_norms; eps is added to the norm, not inside the square root."""
+    if w.ndim != 3:
+        raise ValueError(f"w must be [H, R, C], got {tuple(w.shape)}")
+    if tuple(row_norms.shape) != (*w.shape[:2], 1):
+        raise ValueError(f"row_norms must be [H, R, 1] = {(*w.shape[:2], 1)}, got {tuple(row_norms.shape)}")
+    return w / (w.norm(dim=-1, keepdim=True) + eps) * row_norms
+
+
+@dataclass
+class FastWeightState:
+    """Everything one TTT layer's fast-weight memory is, as tensors (fp32 by default)."""
+
+    w: Weights  # weights in use for apply and gradient (normalised)
+    w_main: Weights | None  # pre-norm un-normalised accumulator; None for post-norm
+    momentum: Weights | None  # momentum buffers M (start at zero); None when momentum is off
+    norms: Weights  # row norms r_X of the initial weights: [H, Dh, 1], [H, D, 1], [H, Dh, 1]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for group in (self.w, self.w_main, self.momentum, self.norms) if group for t in group]
+
+    def clone(self) -> FastWeightState:
+        def copy(group: Weights | None) -> Weights | None:
+            return None if group is None else tuple(t.clone() for t in group)
+
+        return FastWeightState(copy(self.w), copy(self.w_main), copy(self.momentum), copy(self.norms))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+
+def init_fast_weight_state(
+    w0: torch.Tensor,  # [H, Dh, D] initial gate weight (the learned parameter, usually bf16)
+    w1: torch.Tensor,  # [H, D, Dh]
+    w2: torch.Tensor,  # [H, Dh, D]
+    *,
+    use_momentum: bool,
+    prenorm: bool,
+    dtype: torch.dtype = torch.float32,
+) -> FastWeightState:
+    """Start-of-sequence state: copies of the initial weights in ``dtype``, zero momentum, their row norms."""
+    check_weights(w0, w1, w2)
+    w = tuple(t.to(dtype=dtype, copy=True) for t in (w0, w1, w2))
+    return FastWeightState(
+        w=w,
+        w_main=tuple(t.clone() for t in w) if prenorm else None,
+        momentum=tuple(torch.zeros_like(t) for t in w) if use_momentum else None,
+        norms=tuple(row_norms(t) for t in w),
+    )
+
+
+def _check_state(state: FastWeightState, *, use_momentum: bool, prenorm: bool) -> None:
+    check_weights(*state.w)
+    if use_momentum != (state.momentum is not None):
+        raise ValueError(
+            f"state.momentum is {'missing' if use_momentum else 'set'} but use_momentum={use_momentum}"
+        )
+    if prenorm != (state.w_main is not None):
+        raise ValueError(f"state.w_main is {'missing' if prenorm else 'set'} but prenorm={prenorm}")
+    for name, group in (("w_main", state.w_main), ("momentum", state.momentum)):
+        for i, (t, ref) in enumerate(zip(group or (), state.w)):
+            if t.shape != ref.shape:
+                raise ValueError(
+                    f"state.{name}[{i}] must be {tuple(ref.shape)} like state.w[{i}], got {tuple(t.shape)}"
+                )
+    for i, (n, ref) in enumerate(zip(state.norms, state.w)):
+        if tuple(n.shape) != (*ref.shape[:2], 1):
+            raise ValueError(f"state.norms[{i}] must be {(*ref.shape[:2], 1)}, got {tuple(n.shape)}")
+
+
+def fw_update(
+    state: FastWeightState,
+    k: torch.Tensor,  # [H, L, D] keys of the chunk
+    v: torch.Tensor,  # [H, L, D] values of the chunk
+    lr: torch.Tensor,  # [H, L, 3] per-token steps of W0, W1, W2
+    mu: torch.Tensor,  # [H, L, 1] per-token momentum coefficient; beta = mean over L
+    *,
+    use_momentum: bool,
+    use_muon: bool,
+    prenorm: bool,
+    backend: str = "auto",
+) -> FastWeightState:
+    """One Update(S, B) of spec 3.5a for one chunk; returns a new state and leaves ``state`` untouched."""
+    _check_state(state, use_momentum=use_momentum, prenorm=prenorm)
+    w0 = state.w[0]
+    H, _, D = w0.shape
+    L = check_tokens("k", k, "[H, L, D]", H, D, device=w0.device)
+    if L == 0:
+        raise ValueError(f"k must hold at least one token, got {tuple(k.shape)}")
+    check_tokens("mu", mu, "[H, L, 1]", H, 1, L=L, device=w0.device)
+
+    # 1. closed-form directions with the weights in use (fw_grad validates v and lr)
+    dw = fw_grad(*state.w, k, v, lr, backend=backend)
+
+    # 2. momentum: the buffer keeps the post-momentum, pre-orthogonalisation update
+    momentum = None
+    if use_momentum:
+        beta = mu.to(w0.dtype).mean(dim=1, keepdim=True)  # [H, 1, 1]
+        dw = tuple(d + beta * m for d, m in zip(dw, state.momentum))
+        momentum = dw
+
+    # 3. Muon: orthogonalise each matrix separately (bf16), then add into the state dtype
+    if use_muon:
+        dw = tuple(newton_schulz5(d, backend=backend).to(w0.dtype) for d in dw)
+
+    # 4. post-norm renormalises W + U; pre-norm accumulates un-normalised and renormalises a copy
+    w_main = None
+    if prenorm:
+        w_main = tuple(m + u for m, u in zip(state.w_main, dw))
+        w = tuple(row_renorm(m, r) for m, r in zip(w_main, state.norms))
+    else:
+        w = tuple(row_renorm(x + u, r) for x, u, r in zip(state.w, dw, state.norms))
+    return FastWeightState(w=w, w_main=w_main, momentum=momentum, norms=state.norms)

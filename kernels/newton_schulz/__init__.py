@@ -1,0 +1,1 @@
+"""Muon's quintic Newton-Schulz orthogonalisation (README.md, section 4)."""
