@@ -1,52 +1,453 @@
-"""Perception node (foundation version): brings the node up and publishes its status.
+"""The perception node: camera + pose in, a spatial memory, /spatial_query out.
 
-The full node (synced ingest, /spatial_query, memory services, lifecycle) replaces this file.
+A thin lifecycle adapter around rclpy-free parts: `params` (settings), `sync` (pairing, where
+message_filters is missing), `ingest` (gate + decode), `worker` (the thread that owns the engine),
+`query` (request -> prompt -> typed answer) and `status` (MemoryStatus, /diagnostics).
+
+Lifecycle: configure reads the parameters and loads the engine (a bad checkpoint -> FAILURE with the
+reason logged and in memory_status.last_error); activate subscribes `image` (or `image`/compressed),
+`pose`, optionally `camera_info`, and offers `spatial_query`, `save_memory`, `load_memory` and
+`reset_memory`; deactivate stops ingest and the services (memory is kept); cleanup frees the engine.
+memory_status and /diagnostics are published in every state. Parameters are read at configure.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import threading
+import time
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
 
 from spatial_ttt_ros.msg import MemoryStatus
+from spatial_ttt_ros.ros import memory_jobs, status
+from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg, stamp_to_ns
+from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
+from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, NodeSettings
+from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
+from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
+from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
+from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
+
+try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
+    import message_filters
+except ImportError:
+    message_filters = None
+
+SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
+                           TransitionCallbackReturn.ERROR)
+POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry, "none": None}
 
 
-class PerceptionNode(Node):
-    def __init__(self) -> None:
-        super().__init__("spatial_ttt_perception")
-        self.declare_parameter("status_rate_hz", 1.0)
-        for name, default in (("model_preset", "tiny"), ("checkpoint", ""), ("base_model", ""), ("device", "auto")):
-            self.declare_parameter(name, default)
-        rate = float(self.get_parameter("status_rate_hz").value)
+def load_engine(settings: NodeSettings) -> Any:
+    """The engine for `settings` (imported here: torch loads only when a node configures)."""
+    from spatial_ttt_ros.runtime.engine import StreamingEngine
+
+    return StreamingEngine.from_preset(**settings.engine_kwargs())
+
+
+class PerceptionNode(LifecycleNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in PARAMETERS:
+            # dynamic typing: `-p status_rate_hz:=5` (an int) must not kill the node at start-up;
+            # NodeSettings coerces and validates every value at configure.
+            self.declare_parameter(spec.name, spec.default,
+                                   ParameterDescriptor(description=spec.description, dynamic_typing=True))
+        self.settings = self._read_settings_or_defaults()
+        self._ingest_group = MutuallyExclusiveCallbackGroup()
+        self._status_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
         self._status_pub = self.create_publisher(MemoryStatus, "memory_status", 10)
-        self.create_timer(1.0 / rate, self._publish_status)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._lock = threading.Lock()
+        self._engine: Any = None
+        self._worker: EngineWorker | None = None
+        self._ingest: FrameIngest | None = None
+        self._bound: AdmissionBound | None = None
+        self._sync: Any = None
+        self._subscriptions_active: list[Any] = []
+        self._services_active: list[Any] = []
+        self._autosave_timer: Any = None
+        self._autosave: memory_jobs.Autosave | None = None
+        self._camera_k: tuple[float, ...] = ()
+        self._configure_error = ""
+        self._last_error = ""
+        self._seen_errors: tuple[str, str] = ("", "")
+        self._previous_view: status.StatusView | None = None
+        self._previous_tick = (time.monotonic(), 0)
+        self.device, self.model_id = self.settings.device, self.settings.model_preset
+        self.create_timer(1.0 / self.settings.status_rate_hz, self._publish_status,
+                          callback_group=self._status_group)
+        if self.settings.autostart:
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
+    # -------------------------------------------------------------- settings and lifecycle
+    def _read_settings(self) -> NodeSettings:
+        return NodeSettings.from_values({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
+
+    def _read_settings_or_defaults(self) -> NodeSettings:
+        try:
+            return self._read_settings()
+        except ValueError:
+            return NodeSettings()  # configure reports the problem
+
+    @property
+    def state(self) -> str:
+        """Current lifecycle state label ("unconfigured", "inactive", "active", ...)."""
+        return self._state_machine.current_state[1]
+
+    def executor_threads(self) -> int:
+        """Waiting queries each hold an executor thread; the rest keep ingest and status going."""
+        return self.settings.max_concurrent_queries + 4
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            settings = self._read_settings()
+            self.get_logger().info(f"loading engine: {settings.engine_kwargs()}")
+            engine = load_engine(settings)
+        except (ValueError, OSError) as exc:
+            return self._configure_failed(FAILURE, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return self._configure_failed(ERROR, f"unexpected {type(exc).__name__}: {exc}")
+        self.settings, self._engine = settings, engine
+        self.device, self.model_id = str(engine.device), str(engine.model_id)
+        self._configure_error = ""
+        if settings.load_on_start and settings.memory_path:
+            self._load_on_start(Path(settings.memory_path))
+        self._worker = EngineWorker(engine, settings.ingest_queue_size)
+        self._worker.start()
+        self._bound = AdmissionBound(settings.max_concurrent_queries)
+        decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
+        self._ingest = FrameIngest(decode, KeyframeGate(settings.gate_config()), self._worker.push)
+        self._previous_view = None
+        self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
+                               f"{engine.frames_in_memory} frames in memory")
+        return SUCCESS
+
+    def _configure_failed(self, code: TransitionCallbackReturn, reason: str) -> TransitionCallbackReturn:
+        self._configure_error = self._last_error = f"configure failed: {reason}"
+        self.get_logger().error(self._configure_error)
+        return code
+
+    def _load_on_start(self, path: Path) -> None:
+        if not path.exists():
+            self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
+            return
+        try:
+            self._engine.load(str(path))
+            self.get_logger().info(f"loaded memory from {path}: {self._engine.frames_in_memory} frames")
+        except (ValueError, OSError) as exc:
+            self._last_error = f"load_on_start failed, starting empty: {exc}"
+            self.get_logger().warning(self._last_error)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._create_inputs()
+        except Exception as exc:
+            self._destroy_inputs()
+            self._last_error = f"activate failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self._last_error)
+            return FAILURE
+        group = self._service_group
+        self._services_active = [
+            self.create_service(SpatialQuery, "spatial_query", self._on_query, callback_group=group),
+            self.create_service(MemoryFile, "save_memory", self._on_save, callback_group=group),
+            self.create_service(MemoryFile, "load_memory", self._on_load, callback_group=group),
+            self.create_service(Trigger, "reset_memory", self._on_reset, callback_group=group),
+        ]
+        if self.settings.autosave_period_s > 0:
+            self._autosave = memory_jobs.Autosave(self._worker, self.settings.memory_path, self.get_logger())
+            self._autosave_timer = self.create_timer(self.settings.autosave_period_s, self._autosave.tick,
+                                                     callback_group=self._status_group)
+        self.get_logger().info("active: ingesting and answering")
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_inputs()
+        for service in self._services_active:
+            self.destroy_service(service)
+        self._services_active = []
+        if self._autosave_timer is not None:
+            self.destroy_timer(self._autosave_timer)
+            self._autosave_timer = self._autosave = None
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._free_engine()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if state.label == "active":
+            self.on_deactivate(state)
+        self._free_engine()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.on_deactivate(state)
+        self._free_engine()
+        return SUCCESS
+
+    def _free_engine(self) -> None:
+        worker, engine = self._worker, self._engine
+        self._worker = self._ingest = self._bound = self._engine = None
+        if worker is not None and not worker.stop(timeout_s=30.0):
+            self.get_logger().warning("engine worker did not stop within 30 s; freeing the engine anyway")
+        if engine is not None:
+            engine.close()
+
+    def close(self) -> None:
+        """Free the engine and destroy the node (what main does on exit)."""
+        self.on_deactivate(LifecycleState(0, "shutting_down"))
+        self._free_engine()
+        self.destroy_node()
+
+    # -------------------------------------------------------------- inputs
+    def _create_inputs(self) -> None:
+        s, qos, group = self.settings, qos_profile_sensor_data, self._ingest_group
+        ingest = self._ingest
+        raw = s.image_transport == "raw"
+        image_type = Image if raw else CompressedImage
+        # image_transport's convention: the compressed stream of `image` is `<resolved image>/compressed`,
+        # so a remap of `image` carries over.
+        image_topic = "image" if raw else self.resolve_topic_name("image") + "/compressed"
+        pose_type = POSE_TYPES[s.pose_type]
+        subs: list[Any] = []
+        if pose_type is None:
+            def on_image(msg: Any) -> None:
+                ingest.on_image(msg)
+                ingest.on_pair(msg, None)
+            subs.append(self.create_subscription(image_type, image_topic, on_image, qos, callback_group=group))
+        elif message_filters is not None:
+            image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=qos, callback_group=group)
+            pose_sub = message_filters.Subscriber(self, pose_type, "pose", qos_profile=qos, callback_group=group)
+            image_sub.registerCallback(ingest.on_image)
+            self._sync = message_filters.ApproximateTimeSynchronizer([image_sub, pose_sub], s.sync_queue_size,
+                                                                     s.sync_slop_s)
+            self._sync.registerCallback(ingest.on_pair)
+            subs += [image_sub.sub, pose_sub.sub]
+        else:
+            sync = self._sync = ApproximateTimeSynchronizer(2, s.sync_queue_size, s.sync_slop_s)
+            sync.register_callback(ingest.on_pair)
+
+            def on_image(msg: Any) -> None:
+                ingest.on_image(msg)
+                sync.add(0, stamp_to_ns(msg.header.stamp), msg)
+
+            def on_pose(msg: Any) -> None:
+                sync.add(1, stamp_to_ns(msg.header.stamp), msg)
+            subs.append(self.create_subscription(image_type, image_topic, on_image, qos, callback_group=group))
+            subs.append(self.create_subscription(pose_type, "pose", on_pose, qos, callback_group=group))
+        if s.use_camera_info:
+            subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                                 callback_group=group))
+        self._subscriptions_active = subs
+
+    def _destroy_inputs(self) -> None:
+        for sub in self._subscriptions_active:
+            self.destroy_subscription(sub)
+        self._subscriptions_active = []
+        self._sync = None
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        k = list(msg.k)
+        self._camera_k = (k[0], k[4], k[2], k[5])
+
+    # -------------------------------------------------------------- services
+    def _on_query(self, request: SpatialQuery.Request, response: SpatialQuery.Response) -> SpatialQuery.Response:
+        start = time.monotonic()
+        result = self._answer(request)
+        for name in ("success", "message", "answer", "value", "unit", "choice", "choice_text", "prompt"):
+            setattr(response, name, getattr(result, name))
+        response.frames_in_memory = result.frames_in_memory
+        response.memory_stamp = seconds_to_time_msg(result.memory_stamp_s)
+        response.latency_s = time.monotonic() - start
+        return response
+
+    def _answer(self, request: SpatialQuery.Request) -> QueryResult:
+        worker, bound, s = self._worker, self._bound, self.settings
+        if worker is None or bound is None or self.state != "active":
+            return failure(f"node is not active (state: {self.state})")
+        try:
+            query = prepare_query(request.kind, list(request.objects), request.question, list(request.options),
+                                  request.max_new_tokens, request.timeout_s,
+                                  default_max_new_tokens=s.max_new_tokens,
+                                  max_new_tokens_limit=s.max_new_tokens_limit,
+                                  default_timeout_s=s.query_timeout_s, append_many_rooms=s.append_many_rooms)
+        except ValueError as exc:
+            return failure(f"bad request: {exc}")
+        snap = worker.snapshot()
+        if snap.frames_in_memory == 0 and snap.queue_depth == 0:
+            return failure("no frames in memory yet: nothing has been seen to answer from "
+                           "(is the camera publishing, and the pose in sync?)", query.prompt)
+        if not bound.try_acquire():
+            return failure(f"busy: {bound.limit} queries already in flight (max_concurrent_queries)", query.prompt,
+                           snap.frames_in_memory)
+        prompt, tokens = query.prompt, query.max_new_tokens
+        future = worker.submit(lambda engine: engine.ask(prompt.text, max_new_tokens=tokens))
+        future.add_done_callback(lambda _: bound.release())
+        try:
+            answer = wait_result(future, query.timeout_s)
+        except TimeoutError:
+            return failure(f"timeout: no answer within {query.timeout_s:g} s", prompt, snap.frames_in_memory)
+        except CancelledError:
+            return failure("cancelled: the engine stopped (node deactivated or shutting down)", prompt)
+        except ValueError as exc:
+            return failure(str(exc), prompt, snap.frames_in_memory)
+        except Exception as exc:
+            return failure(f"engine error: {type(exc).__name__}: {exc}", prompt, snap.frames_in_memory)
+        return answer_result(prompt, answer)
+
+    def _file_job(self, response: Any, job: Any, what: str) -> Any:
+        worker = self._worker
+        if worker is None:
+            response.success, response.message = False, f"node is not configured (state: {self.state})"
+            return response
+        try:
+            frames = wait_result(worker.submit(job), max(60.0, self.settings.query_timeout_s))
+        except TimeoutError:
+            response.success, response.message = False, f"timeout: {what} did not finish"
+        except CancelledError:
+            response.success, response.message = False, f"cancelled: the engine stopped during {what}"
+        except (ValueError, OSError) as exc:
+            response.success, response.message = False, f"{what} failed: {exc}"
+        except Exception as exc:
+            response.success, response.message = False, f"{what} failed: {type(exc).__name__}: {exc}"
+        else:
+            response.success, response.message = True, f"{what}: {frames} frames in memory"
+            if hasattr(response, "frames_in_memory"):
+                response.frames_in_memory = frames
+        if not response.success:
+            self._last_error = response.message
+        return response
+
+    def _memory_path(self, requested: str) -> str:
+        path = requested.strip() or self.settings.memory_path
+        if not path:
+            raise ValueError("no path in the request and the memory_path parameter is empty")
+        return os.path.abspath(path)
+
+    def _on_save(self, request: MemoryFile.Request, response: MemoryFile.Response) -> MemoryFile.Response:
+        try:
+            path = self._memory_path(request.path)
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        return self._file_job(response, lambda engine: memory_jobs.save(engine, path), f"save to {path}")
+
+    def _on_load(self, request: MemoryFile.Request, response: MemoryFile.Response) -> MemoryFile.Response:
+        try:
+            path = self._memory_path(request.path)
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        worker, ingest = self._worker, self._ingest
+        result = self._file_job(response, lambda engine: memory_jobs.load(engine, path, worker), f"load {path}")
+        if result.success and ingest is not None:
+            ingest.reset_gate()
+        return result
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        worker, ingest = self._worker, self._ingest
+        result = self._file_job(response, lambda engine: memory_jobs.reset(engine, worker), "reset")
+        if result.success and ingest is not None:
+            ingest.reset_gate()
+        return result
+
+    # -------------------------------------------------------------- status
     def _publish_status(self) -> None:
-        msg = MemoryStatus()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.device = "cpu"
-        msg.last_error = "engine not loaded (foundation node)"
-        self._status_pub.publish(msg)
+        worker, ingest = self._worker, self._ingest
+        restarted = worker.ensure_alive() if worker is not None else ""
+        if restarted:
+            self.get_logger().error(f"engine worker died and was restarted:\n{restarted}")
+        snap = worker.snapshot() if worker is not None else None
+        counts = ingest.counts() if ingest is not None else IngestCounts()
+        self._track_last_error(counts.last_reject, snap.last_error if snap else "")
+        now = time.monotonic()
+        ingested = snap.frames_ingested if snap else 0
+        then, before = self._previous_tick
+        fps = max(0, ingested - before) / max(now - then, 1e-6)
+        self._previous_tick = (now, ingested)
+        view = status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
+                                 model_id=self.model_id, last_error=self._last_error, ingest_fps=fps,
+                                 camera_k=self._camera_k)
+        level, message = status.health(view, self._previous_view, restarted, self._configure_error)
+        self._previous_view = view
+        stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(status.memory_status(view, stamp))
+        self._diag_pub.publish(status.diagnostics(view, level, message, f"{self.get_name()}: spatial memory", stamp))
+
+    def _track_last_error(self, reject: str, worker_error: str) -> None:
+        """last_error is the newest of: a rejected frame, a worker/job error, a failed transition."""
+        seen_reject, seen_worker = self._seen_errors
+        if reject and reject != seen_reject:
+            self._last_error = f"rejected frame: {reject}"
+        if worker_error and worker_error != seen_worker:
+            self._last_error = worker_error
+        self._seen_errors = (reject, worker_error)
 
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
-    node = PerceptionNode()
+    node = None
     try:
-        rclpy.spin(node)
+        node = PerceptionNode()
+        executor = MultiThreadedExecutor(num_threads=node.executor_threads())
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
+        if node is not None:
+            node.close()
         rclpy.try_shutdown()
     return 0
 
 
+def default_params_file() -> Path:
+    """config/perception.yaml from the installed share dir, else from the source tree."""
+    from spatial_ttt_ros.ros.launch_inspect import find_package_share
+
+    try:
+        return find_package_share("spatial_ttt_ros") / "config" / "perception.yaml"
+    except ValueError:
+        return Path(__file__).resolve().parents[2] / "config" / "perception.yaml"
+
+
 def cli_node(argv: list[str]) -> int:
-    return main(["spatial-ttt-node", *argv])
+    """`spatial-ttt node [--params-file FILE] [--ros-args ...]`: the launch file's node without launch."""
+    argv = list(argv)
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="spatial-ttt node", description="bring up the perception node")
+    parser.add_argument("--params-file", type=Path, default=None,
+                        help="YAML with ros__parameters (default: config/perception.yaml)")
+    options = parser.parse_args(argv[:split])
+    params_file = options.params_file or default_params_file()
+    if not params_file.is_file():
+        print(f"spatial-ttt node: params file {params_file} not found", file=sys.stderr)
+        return 2
+    return main(["spatial-ttt-node", "--ros-args", "--params-file", str(params_file), *argv[split + 1:]])
 
 
 if __name__ == "__main__":

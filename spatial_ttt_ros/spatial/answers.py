@@ -125,7 +125,10 @@ def _parse_number(spec: KindSpec, text: str) -> ParsedAnswer:
     unit = um.group(1).lower() if um else ""
     if um:
         rest = rest[um.end():]
-    if rest and not (rest[0].isspace() or rest.rstrip(".") == "" or rest[0] in ",;:!?)"):
+    # Whatever follows the number (and unit) must start a new word: "3, maybe" is fine,
+    # "1,200", "3/4" and "3x" are not read.
+    ends_cleanly = not rest or rest[0].isspace() or (rest[0] in ".,;:!?)" and not rest[1:2].isdigit())
+    if not ends_cleanly:
         return _fail(f"unreadable number {text.split()[0]!r}", text)
     if not math.isfinite(value):
         return _fail(f"number is not finite: {m.group(0)!r}", text)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 DEFAULT_PRE_PROMPT = "These are frames of a video."
 NA_POST_PROMPT = "Please answer the question using a single word or phrase."
@@ -54,7 +54,9 @@ REL_DIRECTION_OPTIONS: dict[str, tuple[str, ...]] = {
 ROUTE_FILL_IN = "[please fill in]"
 
 
-class QuestionKind(str, Enum):
+class QuestionKind(StrEnum):
+    """Our question kinds; the str value is the wire name used in services and files."""
+
     COUNT = "count"
     ABS_DISTANCE = "abs_distance"
     OBJECT_SIZE = "object_size"

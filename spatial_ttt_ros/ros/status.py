@@ -1,0 +1,106 @@
+"""MemoryStatus and /diagnostics contents from the node's counters (messages only, no rclpy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from spatial_ttt_ros.msg import MemoryStatus
+from spatial_ttt_ros.ros.conversions import seconds_to_time_msg
+from spatial_ttt_ros.ros.ingest import IngestCounts
+from spatial_ttt_ros.ros.worker import WorkerSnapshot
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """One consistent look at the node, taken once per status period."""
+
+    state: str  # lifecycle state label
+    ingest: IngestCounts
+    worker: WorkerSnapshot | None  # None while no engine is loaded
+    device: str
+    model_id: str
+    last_error: str
+    ingest_fps: float
+    camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
+
+    @property
+    def rejected(self) -> int:
+        return self.ingest.rejected + (self.worker.frames_rejected if self.worker else 0)
+
+    @property
+    def dropped(self) -> int:
+        return self.worker.frames_dropped if self.worker else 0
+
+
+def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
+    msg = MemoryStatus()
+    msg.header.stamp = stamp
+    msg.frames_received = view.ingest.received
+    msg.frames_synced = view.ingest.synced
+    msg.keyframes = view.ingest.keyframes
+    msg.frames_dropped = view.dropped
+    msg.frames_rejected = view.rejected
+    msg.ingest_fps = float(view.ingest_fps)
+    msg.device = view.device
+    msg.model_id = view.model_id
+    msg.last_error = view.last_error
+    w = view.worker
+    if w is not None:
+        msg.frames_in_memory = w.frames_in_memory
+        msg.queue_depth = w.queue_depth
+        c = w.counters
+        if c is not None:
+            msg.tokens = int(c.tokens)
+            msg.chunk_updates = int(c.updates)
+            parts = sorted(c.bytes_by_part.items())
+            msg.memory_parts = [name for name, _ in parts]
+            msg.memory_bytes = [int(n) for _, n in parts]
+            msg.memory_bytes_total = sum(msg.memory_bytes)
+            msg.memory_stamp = seconds_to_time_msg(c.last_stamp_s)
+    return msg
+
+
+def health(view: StatusView, previous: StatusView | None, restarted: str, configure_error: str) -> tuple[bytes, str]:
+    """(level, message): ERROR when the worker died or the engine failed to load, WARN when
+    frames were dropped or rejected since the last report or the node is not active, else OK."""
+    if restarted:
+        first_line = restarted.strip().splitlines()[-1] if restarted.strip() else "unknown error"
+        return ERROR, f"engine worker died ({first_line}); restarted"
+    if view.worker is not None and not view.worker.alive and view.state == "active":
+        return ERROR, "engine worker is not running"
+    if configure_error and view.worker is None:
+        return ERROR, f"engine not loaded: {configure_error}"
+    if view.state != "active":
+        return WARN, f"node is {view.state}"
+    if previous is not None and view.dropped > previous.dropped:
+        return WARN, f"dropping frames: {view.dropped - previous.dropped} since the last report (queue full)"
+    if previous is not None and view.rejected > previous.rejected:
+        return WARN, f"rejecting frames: {view.rejected - previous.rejected} since the last report ({view.last_error})"
+    if view.worker is not None and view.worker.busy_s > 30.0:
+        return WARN, f"engine busy on one item for {view.worker.busy_s:.0f} s"
+    return OK, "ok"
+
+
+def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: object) -> DiagnosticArray:
+    w = view.worker
+    values = {
+        "state": view.state, "device": view.device, "model_id": view.model_id,
+        "frames_received": view.ingest.received, "frames_synced": view.ingest.synced,
+        "frames_gated": view.ingest.gated, "keyframes": view.ingest.keyframes,
+        "frames_rejected": view.rejected, "frames_dropped": view.dropped,
+        "ingest_fps": f"{view.ingest_fps:.2f}", "last_error": view.last_error,
+    }
+    if w is not None:
+        values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,
+                      worker_alive=w.alive, worker_restarts=w.restarts, worker_busy_s=f"{w.busy_s:.1f}")
+    if view.camera_k:
+        values.update(dict(zip(("fx", "fy", "cx", "cy"), (f"{v:.2f}" for v in view.camera_k))))
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=view.device,
+                              values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array

@@ -1,0 +1,248 @@
+"""The streaming engine: push camera frames one at a time, ask questions from the memory.
+
+    engine = StreamingEngine.from_preset("tiny")
+    engine.push_frame(rgb_uint8, stamp_s=12.3)
+    answer = engine.ask("How many chairs are in this room?")
+
+Frames are paired (temporal patch 2), resized to the model's frame size and laid out exactly as
+the HF Qwen3-VL processor lays out the same video (tokens.py). Cost per frame is constant except
+for the anchor layers' KV cache. `ask` forks the memory, finishes the conv wavefront on the fork,
+prefills the question and decodes greedily; the live memory is untouched. Not thread-safe: one
+worker owns an engine.
+
+Decode-time fast-weight updates follow the block-causal rule: answer tokens join the pending
+chunk and an update happens only when it reaches C tokens. The reference implementation instead
+updates on the first decode step with the last C prompt tokens, re-using tokens the last prefill
+update already consumed (REFERENCE_SPEC §6.4, §10.3); for answers of <= 16 tokens the reference
+therefore produces tokens 2..16 from once-more-updated weights, this engine does not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import SpatialTTTConfig, load_config
+from .model import build_model, load_checkpoint, resolve_device
+from .state import MemoryState, Unit, load_state, save_state
+from .streaming import Decoder
+from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
+
+MAX_QUESTION_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    token_ids: list[int]
+    frames_seen: int               # frames in memory when asked
+    last_stamp_s: float | None     # stamp of the newest frame in memory
+    prefill_s: float
+    decode_s: float
+    total_s: float
+    logits: torch.Tensor | None = None  # [len(token_ids), vocab] fp32 when ask(..., return_logits=True)
+
+
+@dataclass
+class EngineCounters:
+    frames: int
+    tokens: int
+    updates: int
+    bytes_by_part: dict[str, int]
+    last_stamp_s: float | None
+
+
+class StreamingEngine:
+    def __init__(self, config: SpatialTTTConfig, model: torch.nn.Module, tokenizer: object, *,
+                 model_id: str | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.model_id = model_id or config.name
+        self.layout = ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
+        self.decoder = Decoder(model, config)
+        self.state = self.decoder.new_state()
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", *, checkpoint: str | None = None, base_model: str | None = None,
+                    device: str = "auto", overrides: dict | None = None) -> StreamingEngine:
+        changes = dict(overrides or {})
+        if base_model:
+            changes["base_model"] = base_model
+        config = load_config(preset, **changes)
+        dev = resolve_device(device)
+        model, tokenizer = build_model(config, dev)
+        model_id = config.name
+        if checkpoint:
+            load_checkpoint(model, checkpoint)
+            model_id = f"{config.name}:{os.path.basename(os.path.normpath(checkpoint))}"
+        return cls(config, model, tokenizer, model_id=model_id)
+
+    # ------------------------------------------------------------ ingest
+    def push_frame(self, image: np.ndarray, stamp_s: float, pose: np.ndarray | None = None) -> None:
+        """Add one HxWx3 uint8 RGB frame taken at `stamp_s` (seconds, non-decreasing).
+
+        `pose` (optional camera pose, 4x4 or 7 = xyz + quaternion xyzw) is validated; the model
+        itself is vision-only. Bad input raises ValueError and leaves the memory unchanged.
+        """
+        check_frame(image)
+        if not isinstance(stamp_s, int | float) or not math.isfinite(stamp_s):
+            raise ValueError(f"stamp_s must be a finite number of seconds, got {stamp_s!r}")
+        last = self.state.pending_stamp_s if self.state.pending_stamp_s is not None else self.state.last_stamp_s
+        if last is not None and stamp_s < last:
+            raise ValueError(f"stamp_s went backwards: {stamp_s} < previous {last}")
+        if pose is not None:
+            pose = np.asarray(pose, dtype=np.float64)
+            if pose.shape not in ((4, 4), (7,)) or not np.all(np.isfinite(pose)):
+                raise ValueError(f"pose must be a finite 4x4 matrix or 7-vector, got shape {pose.shape}")
+        frame = torch.from_numpy(resize_frame(image, self.config.frame_height, self.config.frame_width))
+        state = self.state
+        if state.first_stamp_s is None:
+            state.first_stamp_s = float(stamp_s)
+        state.frames += 1
+        state.last_stamp_s = float(stamp_s)
+        if state.pending_frame is None:
+            state.pending_frame, state.pending_stamp_s = frame, float(stamp_s)
+            return
+        units = self._frame_units(state, state.pending_frame, state.pending_stamp_s, frame, float(stamp_s))
+        state.pending_frame = state.pending_stamp_s = None
+        self.decoder.run(state, units)
+
+    def flush(self) -> None:
+        """End the current video segment: pair a lone frame with itself (as the processor pads odd
+        frame counts), finish the conv wavefront with replicate padding, and start a new segment.
+        Frames pushed later continue the memory; their conv does not look across the boundary."""
+        state = self.state
+        units = []
+        if state.pending_frame is not None:
+            units = self._frame_units(state, state.pending_frame, state.pending_stamp_s,
+                                      state.pending_frame, state.pending_stamp_s)
+            state.pending_frame = state.pending_stamp_s = None
+        self.decoder.run(state, units, drain=True)
+        state.segment += 1
+
+    def reset(self) -> None:
+        self.state = self.decoder.new_state()
+
+    # ------------------------------------------------------------ questions
+    @torch.no_grad()
+    def ask(self, question: str, max_new_tokens: int | None = None, *, return_logits: bool = False) -> Answer:
+        """Answer `question` (the user text after the video) from a fork of the memory."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be non-empty text, got {question!r}")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ValueError(f"question is {len(question)} characters, the limit is {MAX_QUESTION_CHARS}")
+        max_new = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if not 1 <= max_new <= 4096:
+            raise ValueError(f"max_new_tokens must be in 1..4096, got {max_new_tokens!r}")
+        if self.state.frames == 0:
+            raise ValueError("no frames in memory yet: push frames before asking")
+        t0 = time.perf_counter()
+        fork = self.state.fork()
+        units = []
+        if fork.pending_frame is not None:
+            units = self._frame_units(fork, fork.pending_frame, fork.pending_stamp_s,
+                                      fork.pending_frame, fork.pending_stamp_s)
+            fork.pending_frame = fork.pending_stamp_s = None
+        ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
+        units.append(self._text_unit(fork, ids))
+        top = self.decoder.run(fork, units, drain=True)
+        logits = [self.decoder.logits(top[-1])]
+        token = int(logits[-1].argmax())
+        t1 = time.perf_counter()
+        tokens = [token]
+        while token != self.layout.eos and len(tokens) < max_new:
+            top = self.decoder.run(fork, [self._text_unit(fork, [token])])
+            logits.append(self.decoder.logits(top[-1]))
+            token = int(logits[-1].argmax())
+            tokens.append(token)
+        t2 = time.perf_counter()
+        text = self.tokenizer.decode([t for t in tokens if t != self.layout.eos], skip_special_tokens=True)
+        return Answer(text=text.strip(), token_ids=tokens, frames_seen=self.state.frames,
+                      last_stamp_s=self.state.last_stamp_s, prefill_s=t1 - t0, decode_s=t2 - t1, total_s=t2 - t0,
+                      logits=torch.stack(logits) if return_logits else None)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        header = {"config": self.config.state_signature(), "model_id": self.model_id,
+                  "frames": self.state.frames, "last_stamp_s": self.state.last_stamp_s}
+        save_state(self.state, path, header)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Replace the memory with a saved one; ValueError (memory untouched) if it does not fit."""
+        state, header = load_state(path, self.device)
+        mine, theirs = self.config.state_signature(), header.get("config", {})
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            raise ValueError(f"memory file {str(path)!r} was made with another config (differs in {diff})")
+        if len(state.layers) != len(self.state.layers):
+            raise ValueError(f"memory file {str(path)!r} has {len(state.layers)} layers, model has {len(self.state.layers)}")
+        self.state = state
+
+    # ------------------------------------------------------------ status
+    @property
+    def frames_in_memory(self) -> int:
+        return self.state.frames
+
+    @property
+    def counters(self) -> EngineCounters:
+        return EngineCounters(frames=self.state.frames, tokens=self.state.tokens, updates=self.state.updates(),
+                              bytes_by_part=self.state.nbytes_by_part(), last_stamp_s=self.state.last_stamp_s)
+
+    def close(self) -> None:
+        """Drop the model and memory; frees GPU memory."""
+        self.model = self.decoder = None  # type: ignore[assignment]
+        self.state = None  # type: ignore[assignment]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------ building units
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        return self.model.model.language_model.embed_tokens(torch.tensor(ids, device=self.device))
+
+    def _text_unit(self, state: MemoryState, ids: list[int]) -> Unit:
+        n = len(ids)
+        pos = torch.arange(state.next_position, state.next_position + n, device=self.device).expand(3, n)
+        unit = Unit(hidden=self._embed(ids), position_ids=pos, start=state.tokens,
+                    video=torch.zeros(n, dtype=torch.bool, device=self.device))
+        state.next_position += n
+        state.tokens += n
+        return unit
+
+    def _frame_units(self, state: MemoryState, frame_a: torch.Tensor, stamp_a: float, frame_b: torch.Tensor,
+                     stamp_b: float) -> list[Unit]:
+        """The chat prefix (before the first group) and one frame-group unit."""
+        units = [] if state.tokens else [self._text_unit(state, list(self.layout.prefix))]
+        pixels, (_, gh, gw) = patchify_pair(torch.stack((frame_a, frame_b)).numpy())
+        visual = self.model.model.visual
+        out = visual(pixels.to(self.device, visual.dtype), grid_thw=torch.tensor([[1, gh, gw]], device=self.device),
+                     return_dict=True)
+        h, w = gh // 2, gw // 2
+        t_rel = ((stamp_a - state.first_stamp_s) + (stamp_b - state.first_stamp_s)) / 2
+        head = self.tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [self.layout.vision_start]
+        ids = head + [self.layout.video_pad] * (h * w) + [self.layout.vision_end]
+        hidden = self._embed(ids)
+        video = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
+        video[len(head):len(head) + h * w] = True
+        hidden = hidden.clone()
+        hidden[video] = out.pooler_output.to(hidden.dtype)
+        # rope positions: text ids count up; the visual block is (s, s + i, s + j) for block (i, j)
+        p = state.next_position
+        pos = torch.empty(3, len(ids), dtype=torch.long, device=self.device)
+        pos[:, :len(head)] = torch.arange(p, p + len(head), device=self.device)
+        s = p + len(head)
+        ii, jj = torch.meshgrid(torch.arange(h, device=self.device), torch.arange(w, device=self.device), indexing="ij")
+        pos[0, video], pos[1, video], pos[2, video] = s, s + ii.flatten(), s + jj.flatten()
+        pos[:, -1] = s + max(h, w)
+        state.next_position = s + max(h, w) + 1
+        unit = Unit(hidden=hidden, position_ids=pos, start=state.tokens, video=video, hw=(h, w),
+                    segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features])
+        state.tokens += len(ids)
+        state.groups += 1
+        return units + [unit]

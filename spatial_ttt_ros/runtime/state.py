@@ -1,0 +1,242 @@
+"""The spatial memory as an explicit object: everything the stream has left behind.
+
+Per TTT layer: fast weights (+ pre-norm accumulator, momentum, initial row norms), the pending
+tokens of the next chunk update, the sliding-window KV of the last W positions, and the SP-conv
+carry (the previous frame group's raw q/k/v and the frame group waiting for its look-ahead).
+Per anchor layer: its full KV cache. Plus stream bookkeeping (frames, stamps, positions).
+It can be cloned (ask() forks it), measured per part, digested, and saved/loaded atomically
+(safetensors + a JSON header). Tensors only; no module holds hidden state between calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..kernels import FastWeightState
+
+STATE_FORMAT = "spatial_ttt_memory/1"
+
+
+@dataclass
+class Unit:
+    """A run of consecutive tokens travelling up the decoder: the chat prefix, one frame group
+    (timestamp text, vision start, visual tokens, vision end), or question/answer text."""
+
+    hidden: torch.Tensor            # [n, d] residual stream entering the current layer
+    position_ids: torch.Tensor      # [3, n] (t, h, w) rope positions
+    start: int                      # global index of the first token
+    video: torch.Tensor             # [n] bool: visual tokens
+    hw: tuple[int, int] = (0, 0)    # merged grid (h, w) of the visual tokens; (0, 0) if none
+    segment: int = -1               # video segment of the frame group (conv neighbours stay inside)
+    deepstack: list[torch.Tensor] = field(default_factory=list)  # per early layer [n_video, d]
+
+    @property
+    def has_video(self) -> bool:
+        return self.hw != (0, 0)
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+
+@dataclass
+class TTTLayerState:
+    fast: FastWeightState
+    pending_k: torch.Tensor         # [H, Lp, D] fp32, keys after conv/SiLU/L2/RoPE
+    pending_v: torch.Tensor         # [H, Lp, D] fp32
+    pending_lr: torch.Tensor        # [H, Lp, 3] fp32
+    pending_mu: torch.Tensor        # [H, Lp, 1] fp32
+    window_k: torch.Tensor          # [Hkv, Lw, hd] RoPE'd keys of the last Lw <= W tokens
+    window_v: torch.Tensor          # [Hkv, Lw, hd]
+    tokens_seen: int = 0            # tokens this layer has processed (global index of the next one)
+    updates: int = 0
+    conv_prev: torch.Tensor | None = None   # [3, h*w, C] raw q', k', v' of the previous frame group
+    conv_prev_segment: int = -1
+    held: Unit | None = None        # frame group waiting for the next one (conv look-ahead)
+
+
+@dataclass
+class AnchorLayerState:
+    k: torch.Tensor                 # [Hkv, capacity, hd] RoPE'd keys of every token; valid [:, :length]
+    v: torch.Tensor                 # [Hkv, capacity, hd]
+    length: int = 0
+    tokens_seen: int = 0
+
+    def trimmed(self) -> AnchorLayerState:
+        return AnchorLayerState(k=self.k[:, :self.length], v=self.v[:, :self.length], length=self.length,
+                                tokens_seen=self.tokens_seen)
+
+
+@dataclass
+class MemoryState:
+    layers: list[TTTLayerState | AnchorLayerState]
+    frames: int = 0                 # frames pushed (both frames of every pair)
+    groups: int = 0                 # frame groups (pairs) fed into the decoder
+    tokens: int = 0                 # tokens fed into the decoder
+    next_position: int = 0          # next rope position id
+    segment: int = 0                # current video segment (flush() starts a new one)
+    first_stamp_s: float | None = None
+    last_stamp_s: float | None = None
+    pending_frame: torch.Tensor | None = None  # [H, W, 3] uint8, waiting for its pair
+    pending_stamp_s: float | None = None
+
+    # ------------------------------------------------------------ copying and measuring
+    def clone(self) -> MemoryState:
+        """A deep copy (anchor caches trimmed to their used length)."""
+        return _map_tensors(self.trimmed(), lambda t: t.clone())
+
+    def fork(self) -> MemoryState:
+        """A structural copy sharing tensors. Cheap; valid because the decoder never writes into a
+        tensor region another state can read (fast weights and pending are replaced, anchor caches
+        are only written past their length)."""
+        return _map_tensors(self, lambda t: t)
+
+    def trimmed(self) -> MemoryState:
+        state = _map_tensors(self, lambda t: t)
+        state.layers = [s.trimmed() if isinstance(s, AnchorLayerState) else s for s in state.layers]
+        return state
+
+    def updates(self) -> int:
+        return sum(s.updates for s in self.layers if isinstance(s, TTTLayerState))
+
+    def nbytes_by_part(self) -> dict[str, int]:
+        parts = dict.fromkeys(("fast_weights", "momentum", "row_norms", "pending", "window_kv", "conv_carry",
+                               "anchor_kv", "frame_buffer"), 0)
+        for s in self.layers:
+            if isinstance(s, AnchorLayerState):
+                parts["anchor_kv"] += _nbytes(s.k[:, :s.length], s.v[:, :s.length])
+                continue
+            parts["fast_weights"] += _nbytes(*s.fast.w, *(s.fast.w_main or ()))
+            parts["momentum"] += _nbytes(*(s.fast.momentum or ()))
+            parts["row_norms"] += _nbytes(*s.fast.norms)
+            parts["pending"] += _nbytes(s.pending_k, s.pending_v, s.pending_lr, s.pending_mu)
+            parts["window_kv"] += _nbytes(s.window_k, s.window_v)
+            parts["conv_carry"] += _nbytes(s.conv_prev) + (_unit_nbytes(s.held) if s.held else 0)
+        parts["frame_buffer"] = _nbytes(self.pending_frame)
+        return parts
+
+    def digest(self) -> str:
+        """SHA-256 over every tensor and counter: equal digests = identical memory."""
+        flat, meta = flatten_state(self.trimmed())
+        h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+        for name in sorted(flat):
+            t = flat[name].contiguous().cpu()
+            h.update(name.encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+
+def _nbytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _unit_nbytes(unit: Unit) -> int:
+    return _nbytes(unit.hidden, unit.position_ids, unit.video, *unit.deepstack)
+
+
+def _map_tensors(obj: Any, fn: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, list):
+        return [_map_tensors(o, fn) for o in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(o, fn) for o in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return type(obj)(**{f.name: _map_tensors(getattr(obj, f.name), fn) for f in fields(obj)})
+    return obj
+
+
+# ---------------------------------------------------------------- serialisation
+def flatten_state(state: MemoryState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors by dotted name, and the JSON-able rest (counters, shapes of optional parts)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any, prefix: str) -> Any:
+        if isinstance(obj, torch.Tensor):
+            tensors[prefix] = obj
+            return {"__tensor__": prefix}
+        if obj is None or isinstance(obj, bool | int | float | str):
+            return obj
+        if isinstance(obj, list | tuple):
+            return {"__seq__": type(obj).__name__, "items": [walk(o, f"{prefix}.{i}") for i, o in enumerate(obj)]}
+        if hasattr(obj, "__dataclass_fields__"):
+            return {"__type__": type(obj).__name__, **{f.name: walk(getattr(obj, f.name), f"{prefix}.{f.name}")
+                                                       for f in fields(obj)}}
+        raise TypeError(f"cannot serialise {type(obj).__name__} at {prefix}")
+
+    meta = walk(state, "state")
+    return tensors, meta
+
+
+_TYPES = {cls.__name__: cls for cls in (MemoryState, TTTLayerState, AnchorLayerState, Unit, FastWeightState)}
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryState:
+    def build(obj: Any) -> Any:
+        if isinstance(obj, dict) and "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if isinstance(obj, dict) and "__seq__" in obj:
+            items = [build(o) for o in obj["items"]]
+            return tuple(items) if obj["__seq__"] == "tuple" else items
+        if isinstance(obj, dict) and "__type__" in obj:
+            cls = _TYPES[obj["__type__"]]
+            return cls(**{k: build(v) for k, v in obj.items() if k != "__type__"})
+        return obj
+
+    state = build(meta)
+    for s in state.layers:
+        if isinstance(s, TTTLayerState) and s.held is not None:
+            s.held.hw = tuple(s.held.hw)
+    return state
+
+
+def save_state(state: MemoryState, path: str | os.PathLike, header: dict[str, Any]) -> Path:
+    """Atomic write: temp file in the same directory, fsync, rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, meta = flatten_state(state.trimmed())
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {"format": STATE_FORMAT, "header": json.dumps(header), "state": json.dumps(meta)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_state(path: str | os.PathLike, device: torch.device) -> tuple[MemoryState, dict[str, Any]]:
+    """Read a memory file; ValueError for anything that is not a complete memory file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"memory file not found: {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != STATE_FORMAT:
+                raise ValueError(f"format {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        header = json.loads(metadata["header"])
+        state = unflatten_state(tensors, json.loads(metadata["state"]))
+    except (ValueError, KeyError, OSError, RuntimeError, json.JSONDecodeError, Exception) as exc:
+        raise ValueError(f"not a valid memory file {str(path)!r}: {exc}") from exc
+    return state, header

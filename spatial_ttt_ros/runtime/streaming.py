@@ -1,0 +1,213 @@
+"""Incremental decoder: units of tokens travel up the layers, the memory state is updated in place.
+
+Exactness rules (each checked against the one-pass reference in tests):
+* TTT layers answer every token from the fast weights of all previous complete chunks (apply,
+  then update when the pending buffer reaches C tokens: REFERENCE_SPEC §4.1), plus sliding-window
+  attention over the last W tokens (§2.4).
+* The SP conv reads the next frame group (§5.3). A conv layer therefore holds one frame group
+  until the next one has reached it; with k conv layers the top of the stack lags k groups behind
+  (a wavefront). `drain` treats the newest group as the end of the video (replicate padding),
+  exactly as a one-pass run over the same frames would.
+* Anchor layers keep a full KV cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels import fw_apply, fw_update, init_fast_weight_state
+from .config import SpatialTTTConfig
+from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
+from .ttt_layer import TTTAttention
+
+
+class Decoder:
+    """Runs units through the wrapped Qwen3-VL text stack against a MemoryState."""
+
+    def __init__(self, model: nn.Module, config: SpatialTTTConfig) -> None:
+        self.model = model
+        self.config = config
+        self.text = model.model.language_model
+        self.layers = list(self.text.layers)
+        self.backend = config.kernel_backend
+        self.param = next(model.parameters())
+
+    # ------------------------------------------------------------ state
+    def new_state(self) -> MemoryState:
+        layers = []
+        dev, dt = self.param.device, self.param.dtype
+        for layer in self.layers:
+            attn = layer.self_attn
+            if isinstance(attn, TTTAttention):
+                fast = init_fast_weight_state(attn.w0.detach(), attn.w1.detach(), attn.w2.detach(),
+                                              use_momentum=self.config.use_momentum, prenorm=self.config.prenorm)
+                f32 = dict(device=dev, dtype=torch.float32)
+                layers.append(TTTLayerState(
+                    fast=fast, pending_k=torch.zeros(attn.n_fw, 0, attn.d_fw, **f32),
+                    pending_v=torch.zeros(attn.n_fw, 0, attn.d_fw, **f32),
+                    pending_lr=torch.zeros(attn.n_fw, 0, 3, **f32), pending_mu=torch.zeros(attn.n_fw, 0, 1, **f32),
+                    window_k=torch.zeros(attn.num_kv_heads, 0, attn.head_dim, device=dev, dtype=dt),
+                    window_v=torch.zeros(attn.num_kv_heads, 0, attn.head_dim, device=dev, dtype=dt)))
+            else:
+                kv = (attn.config.num_key_value_heads, 0, attn.head_dim)
+                layers.append(AnchorLayerState(k=torch.zeros(kv, device=dev, dtype=dt),
+                                               v=torch.zeros(kv, device=dev, dtype=dt)))
+        return MemoryState(layers=layers)
+
+    # ------------------------------------------------------------ driving units through the stack
+    @torch.no_grad()
+    def run(self, state: MemoryState, units: list[Unit], *, drain: bool = False) -> list[Unit]:
+        """Feed `units` (in order) at the bottom; return the units that left the top layer (after
+        the final norm is NOT applied). With `drain`, every held frame group is finished as the
+        end of its video on the way up."""
+        for idx, layer in enumerate(self.layers):
+            out: list[Unit] = []
+            for unit in units:
+                out += self._feed(idx, layer, state.layers[idx], unit)
+            if drain:
+                out += self._drain(idx, layer, state.layers[idx])
+            units = out
+        return units
+
+    def _feed(self, idx: int, layer: nn.Module, st: TTTLayerState | AnchorLayerState, unit: Unit) -> list[Unit]:
+        if isinstance(st, AnchorLayerState):
+            return [self._finish_layer(idx, layer, unit, self._anchor(layer, st, unit))]
+        if not self.config.use_conv:
+            return [self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None))]
+        emitted = []
+        if st.held is not None:
+            nxt = None
+            if unit.has_video and unit.segment == st.held.segment:
+                nxt = self._raw(layer, unit)[:, unit.video]
+            emitted.append(self._release(idx, layer, st, nxt))
+        if unit.has_video:
+            st.held = unit
+        else:
+            emitted.append(self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None)))
+        return emitted
+
+    def _drain(self, idx: int, layer: nn.Module, st: TTTLayerState | AnchorLayerState) -> list[Unit]:
+        if isinstance(st, TTTLayerState) and st.held is not None:
+            return [self._release(idx, layer, st, None)]
+        return []
+
+    def _release(self, idx: int, layer: nn.Module, st: TTTLayerState, nxt: torch.Tensor | None) -> Unit:
+        unit, st.held = st.held, None
+        return self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, nxt))
+
+    def _finish_layer(self, idx: int, layer: nn.Module, unit: Unit, attn_out: torch.Tensor) -> Unit:
+        hidden = unit.hidden + attn_out
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        deepstack = unit.deepstack
+        if idx < len(deepstack) and unit.has_video:
+            hidden = hidden.clone()
+            hidden[unit.video] += deepstack[idx].to(hidden.dtype)
+        if idx + 1 >= len(deepstack):
+            deepstack = []
+        return Unit(hidden=hidden, position_ids=unit.position_ids, start=unit.start, video=unit.video,
+                    hw=unit.hw, segment=unit.segment, deepstack=deepstack)
+
+    # ------------------------------------------------------------ attention kinds
+    def _rope(self, unit: Unit) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.text.rotary_emb(unit.hidden, unit.position_ids[:, None, :])
+        return cos[0], sin[0]  # [n, hd]
+
+    def _raw(self, layer: nn.Module, unit: Unit) -> torch.Tensor:
+        attn: TTTAttention = layer.self_attn
+        return attn.raw_fast_inputs(*attn.project(layer.input_layernorm(unit.hidden)))
+
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
+                window: int | None, scaling: float) -> torch.Tensor:
+        """q [Hq, n, hd] at global positions q_start.., k/v [Hkv, m, hd] at k_start.. -> [n, Hq*hd]."""
+        qi = torch.arange(q_start, q_start + q.shape[1], device=q.device)[:, None]
+        ki = torch.arange(k_start, k_start + k.shape[1], device=q.device)[None, :]
+        mask = ki <= qi
+        if window is not None:
+            mask &= ki > qi - window
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask[None, None], scale=scaling,
+                                             enable_gqa=True)
+        return out[0].transpose(0, 1).reshape(q.shape[1], -1)
+
+    def _anchor(self, layer: nn.Module, st: AnchorLayerState, unit: Unit) -> torch.Tensor:
+        attn = layer.self_attn
+        x = layer.input_layernorm(unit.hidden)
+        n = x.shape[0]
+        q = attn.q_norm(attn.q_proj(x).view(n, -1, attn.head_dim))
+        k = attn.k_norm(attn.k_proj(x).view(n, -1, attn.head_dim))
+        v = attn.v_proj(x).view(n, -1, attn.head_dim)
+        cos, sin = self._rope(unit)
+        q, k = TTTAttention.rope(q, k, cos, sin)
+        # Append into a growing buffer (amortised doubling) instead of re-concatenating the whole
+        # cache per unit. Writes land past `length`, which forks sharing the buffer never read
+        # once the parent moves on (ask() discards its fork before the next push).
+        end = st.length + n
+        if end > st.k.shape[1]:
+            cap = max(end, 2 * st.k.shape[1], 256)
+            grown_k = st.k.new_empty(st.k.shape[0], cap, st.k.shape[2])
+            grown_v = st.v.new_empty(st.v.shape[0], cap, st.v.shape[2])
+            grown_k[:, :st.length], grown_v[:, :st.length] = st.k[:, :st.length], st.v[:, :st.length]
+            st.k, st.v = grown_k, grown_v
+        st.k[:, st.length:end] = k
+        st.v[:, st.length:end] = v.transpose(0, 1)
+        st.length = end
+        out = self._attend(q, st.k[:, :end], st.v[:, :end], st.tokens_seen, 0, None, attn.scaling)
+        st.tokens_seen += n
+        return attn.o_proj(out)
+
+    def _ttt(self, layer: nn.Module, st: TTTLayerState, unit: Unit, nxt: torch.Tensor | None) -> torch.Tensor:
+        attn: TTTAttention = layer.self_attn
+        cfg = self.config
+        x = layer.input_layernorm(unit.hidden)
+        n = x.shape[0]
+        q_hat, k_hat, v = attn.project(x)
+        cos, sin = self._rope(unit)
+
+        # Sliding-window attention over the cached window + this unit.
+        q_rot, k_rot = attn.rope(q_hat, k_hat, cos, sin)
+        keys = torch.cat((st.window_k, k_rot), dim=1)
+        values = torch.cat((st.window_v, v.transpose(0, 1)), dim=1)
+        swa = self._attend(q_rot, keys, values, st.tokens_seen, st.tokens_seen - st.window_k.shape[1],
+                           cfg.window_size, attn.attn_layer.scaling)
+        st.window_k, st.window_v = keys[:, -cfg.window_size:], values[:, -cfg.window_size:]
+
+        # Fast-weight branch inputs, with the SP conv on the visual tokens.
+        raw = attn.raw_fast_inputs(q_hat, k_hat, v)
+        if cfg.use_conv and unit.has_video:
+            cur = raw[:, unit.video]
+            same_segment = st.conv_prev is not None and st.conv_prev_segment == unit.segment
+            prev = st.conv_prev if same_segment else cur
+            raw = raw.clone()
+            raw[:, unit.video] = attn.conv_group(prev, cur, cur if nxt is None else nxt, unit.hw)
+            st.conv_prev, st.conv_prev_segment = cur, unit.segment
+        q, k, v_fw = attn.fast_qkv(raw, cos, sin)
+        lr, mu = attn.lr_and_momentum(x)
+
+        # Apply-then-update in exact blocks of C tokens (global token index multiples of C).
+        outputs = []
+        i = 0
+        while i < n:
+            step = min(cfg.chunk_size - st.pending_k.shape[1], n - i)
+            outputs.append(fw_apply(*st.fast.w, q[:, i:i + step], backend=self.backend))
+            st.pending_k = torch.cat((st.pending_k, k[:, i:i + step]), dim=1)
+            st.pending_v = torch.cat((st.pending_v, v_fw[:, i:i + step]), dim=1)
+            st.pending_lr = torch.cat((st.pending_lr, lr[:, i:i + step]), dim=1)
+            st.pending_mu = torch.cat((st.pending_mu, mu[:, i:i + step]), dim=1)
+            if st.pending_k.shape[1] == cfg.chunk_size:
+                st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
+                                    use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
+                                    backend=self.backend)
+                st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
+                st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
+                st.updates += 1
+            i += step
+        ttt = attn.ttt_output(torch.cat(outputs, dim=1), x)
+        st.tokens_seen += n
+        return attn.attn_layer.o_proj(swa + ttt)
+
+    # ------------------------------------------------------------ head
+    def logits(self, unit: Unit) -> torch.Tensor:
+        """Final norm + LM head on the last token of a unit that left the top layer -> [vocab] fp32."""
+        return self.model.lm_head(self.text.norm(unit.hidden[-1:]))[0].float()

@@ -1,0 +1,108 @@
+"""Text and video token layout, exactly as the HF Qwen3-VL chat template + processor produce it.
+
+For a conversation (system, user[video, question]) the template renders
+
+    <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n
+    <{t0:.1f} seconds><|vision_start|><|video_pad|>*n<|vision_end|><{t1:.1f} seconds>...
+    {question}<|im_end|>\\n<|im_start|>assistant\\n
+
+where each frame group (2 frames, temporal patch 2) gets the mean time of its two frames. Special
+tokens split the text into independently tokenised pieces, so tokenising the prefix, each group's
+timestamp and the question separately gives the same ids as tokenising the whole prompt: that is
+what makes streaming possible. Frames are resized to the model's frame size, scaled to [-1, 1]
+(mean = std = 0.5) and patchified in the processor's row order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")
+
+
+def build_byte_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+    """A byte-level tokenizer for the tiny model: 256 byte tokens + the Qwen special tokens.
+
+    Built locally (no hub); ids: bytes 0..255, then SPECIAL_TOKENS in order.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(f"tiny vocab_size must be >= {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")
+    byte_vocab = {tok: i for i, tok in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    byte_vocab = {tok: i for i, tok in enumerate(sorted(byte_vocab, key=lambda t: ord(t)))}
+    core = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    return tok
+
+
+@dataclass(frozen=True)
+class ChatLayout:
+    """Token ids of the fixed pieces of the chat template for one tokenizer."""
+
+    prefix: tuple[int, ...]        # system turn + "<|im_start|>user\n"
+    vision_start: int
+    vision_end: int
+    video_pad: int
+    eos: int
+    suffix: tuple[int, ...]        # "<|im_end|>\n<|im_start|>assistant\n"
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, system_prompt: str) -> ChatLayout:  # noqa: ANN001
+        ids = tokenizer.convert_tokens_to_ids
+        prefix = f"<|im_start|>system\n{system_prompt}<|im_end|>\n<|im_start|>user\n"
+        return cls(prefix=tuple(tokenizer.encode(prefix, add_special_tokens=False)),
+                   vision_start=ids("<|vision_start|>"), vision_end=ids("<|vision_end|>"),
+                   video_pad=ids("<|video_pad|>"), eos=ids("<|im_end|>"),
+                   suffix=tuple(tokenizer.encode("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)))
+
+
+def timestamp_text(t_s: float) -> str:
+    return f"<{t_s:.1f} seconds>"
+
+
+def check_frame(image: object) -> np.ndarray:
+    """Validate an HxWx3 uint8 RGB frame; ValueError naming the problem."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"frame must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"frame dtype must be uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"frame must be HxWx3 RGB, got shape {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"frame is too small: {image.shape[1]}x{image.shape[0]} pixels")
+    return image
+
+
+def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Hard resize to the model's frame size (bicubic, as the training preprocessing)."""
+    if image.shape[:2] == (height, width):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def patchify_pair(frames: np.ndarray, patch: int = 16, merge: int = 2) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Two resized frames [2, H, W, 3] uint8 -> vision rows [gh*gw, 3*2*patch*patch] fp32, grid (1, gh, gw).
+
+    Row order = the HF Qwen3-VL video processor's: time group, merged-block row, merged-block
+    column, in-block row, in-block column; each row is channel x time x patch x patch.
+    """
+    t, height, width, _ = frames.shape
+    if t != 2 or height % (patch * merge) or width % (patch * merge):
+        raise ValueError(f"expected 2 frames with sides divisible by {patch * merge}, got {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0).sub_(0.5).div_(0.5)
+    x = x.permute(0, 3, 1, 2)  # [T, C, H, W]
+    gh, gw = height // patch, width // patch
+    x = x.reshape(1, 2, 3, gh // merge, merge, patch, gw // merge, merge, patch)
+    # -> [t, block row, block col, in-block row, in-block col, C, T, patch, patch]
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gh * gw, 3 * 2 * patch * patch).contiguous(), (1, gh, gw)
