@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping
 
 import torch
@@ -50,3 +51,18 @@ def pick_impl(op: str, impls: Mapping[str, Callable], device: torch.device, requ
         else:
             raise NotImplementedError(f"{op} has no {backend!r} implementation yet (have {sorted(impls)})")
     return impls[backend]
+
+
+def lazy_impl(module: str, name: str) -> Callable:
+    """``kernels.<module>.<name>``, imported at its first call.
+
+    The Triton modules import triton at load time; deferring that keeps ``import kernels`` working on
+    machines without triton, where :func:`select_backend` never picks them.
+    """
+
+    def call(*args, **kwargs):  # noqa: ANN202
+        impl = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+        return impl(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = f"{module}.{name}"
+    return call

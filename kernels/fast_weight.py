@@ -6,31 +6,19 @@ from dataclasses import dataclass
 
 import torch
 
+from .backend import lazy_impl, pick_impl
 from .checks import check_tokens, check_weights
-from .ops import fw_grad, newton_schulz5
+from .ops import fw_grad
+from .state_update import naive as update_naive
+from .state_update.naive import Weights, row_norms, row_renorm
 
-Weights = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (W0 [H, Dh, D], W1 [H, D, Dh], W2 [H, Dh, D])
+__all__ = ["FastWeightState", "Weights", "fw_update", "init_fast_weight_state", "row_norms", "row_renorm"]
 
-
-def row_norms(w: torch.Tensor) -> torch.Tensor:  # [H, R, C] -> [H, R, 1]
-    """L2 norm of every row (over the last axis)."""
-    if w.ndim != 3:
-        raise ValueError(f"w must be [H, R, C], got {tuple(w.shape)}")
-    return w.norm(dim=-1, keepdim=True)
-
-
-def row_renorm(
-    w: torch.Tensor,  # [H, R, C]
-    row_norms: torch.Tensor,  # [H, R, 1] target norms r_X
-    *,
-    eps: float = 1e-5,
-) -> torch.Tensor:  # [H, R, C]
-    """w / (||row|| + eps) * row_norms; eps is added to the norm, not inside the square root."""
-    if w.ndim != 3:
-        raise ValueError(f"w must be [H, R, C], got {tuple(w.shape)}")
-    if tuple(row_norms.shape) != (*w.shape[:2], 1):
-        raise ValueError(f"row_norms must be [H, R, 1] = {(*w.shape[:2], 1)}, got {tuple(row_norms.shape)}")
-    return w / (w.norm(dim=-1, keepdim=True) + eps) * row_norms
+# Steps 2-4 of one update (momentum, Muon, renorm), by backend.
+_UPDATE_WEIGHTS = {
+    "torch": update_naive.update_weights,
+    "triton": lazy_impl("state_update.triton", "update_weights"),
+}
 
 
 @dataclass
@@ -117,23 +105,10 @@ def fw_update(
 
     # 1. closed-form directions with the weights in use (fw_grad validates v and lr)
     dw = fw_grad(*state.w, k, v, lr, backend=backend)
-
-    # 2. momentum: the buffer keeps the post-momentum, pre-orthogonalisation update
-    momentum = None
-    if use_momentum:
-        beta = mu.to(w0.dtype).mean(dim=1, keepdim=True)  # [H, 1, 1]
-        dw = tuple(d + beta * m for d, m in zip(dw, state.momentum))
-        momentum = dw
-
-    # 3. Muon: orthogonalise each matrix separately (bf16), then add into the state dtype
-    if use_muon:
-        dw = tuple(newton_schulz5(d, backend=backend).to(w0.dtype) for d in dw)
-
-    # 4. post-norm renormalises W + U; pre-norm accumulates un-normalised and renormalises a copy
-    w_main = None
-    if prenorm:
-        w_main = tuple(m + u for m, u in zip(state.w_main, dw))
-        w = tuple(row_renorm(m, r) for m, r in zip(w_main, state.norms))
-    else:
-        w = tuple(row_renorm(x + u, r) for x, u, r in zip(state.w, dw, state.norms))
+    # 2-4. momentum (beta = chunk mean of mu), Muon, post- or pre-norm renormalisation
+    beta = mu.to(w0.dtype).mean(dim=1, keepdim=True) if use_momentum else None  # [H, 1, 1]
+    update = pick_impl("fw_update", _UPDATE_WEIGHTS, w0.device, backend)
+    w, w_main, momentum = update(
+        state.w, state.w_main, state.momentum, state.norms, dw, beta, use_muon=use_muon, backend=backend
+    )
     return FastWeightState(w=w, w_main=w_main, momentum=momentum, norms=state.norms)

@@ -1,20 +1,23 @@
 """Public fast-weight ops: validate the inputs, then dispatch to the chosen backend.
 
-A Triton version plugs in by adding a "triton" entry to the op's table below.
+Each op has a table backend -> implementation; the "triton" entries import triton only when called.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .backend import pick_impl
+from .backend import lazy_impl, pick_impl
 from .checks import check_tokens, check_weights
 from .newton_schulz import naive as ns_naive
 from .swiglu_fw import naive as swiglu_naive
 
-_FW_APPLY = {"torch": swiglu_naive.fw_apply}
-_FW_GRAD = {"torch": swiglu_naive.fw_grad}
-_NEWTON_SCHULZ5 = {"torch": ns_naive.newton_schulz5}
+_FW_APPLY = {"torch": swiglu_naive.fw_apply, "triton": lazy_impl("swiglu_fw.triton", "fw_apply")}
+_FW_GRAD = {"torch": swiglu_naive.fw_grad, "triton": lazy_impl("swiglu_fw.triton", "fw_grad")}
+_NEWTON_SCHULZ5 = {
+    "torch": ns_naive.newton_schulz5,
+    "triton": lazy_impl("newton_schulz.triton", "newton_schulz5"),
+}
 
 
 def fw_apply(
@@ -25,7 +28,11 @@ def fw_apply(
     *,
     backend: str = "auto",
 ) -> torch.Tensor:  # [H, L, D] in w0.dtype
-    """o = W1 (silu(W0 x) * (W2 x)) per head and token, computed in the dtype of the weights."""
+    """o = W1 (silu(W0 x) * (W2 x)) per head and token.
+
+    "torch" computes in the dtype of the weights. "triton" uses bf16 GEMM inputs when x is bf16/fp16
+    (or the weights are bf16) and exact fp32 otherwise; it accumulates in fp32 and returns w0.dtype.
+    """
     H, _, D = check_weights(w0, w1, w2)
     check_tokens("x", x, "[H, L, D]", H, D, device=w0.device)
     return pick_impl("fw_apply", _FW_APPLY, w0.device, backend)(w0, w1, w2, x)
@@ -41,7 +48,11 @@ def fw_grad(
     *,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dW0 [H, Dh, D], dW1 [H, D, Dh], dW2 [H, Dh, D]
-    """Update directions of spec 3.2: negative gradients of the lr-weighted loss -sum_t <v_t, f_S(k_t)>."""
+    """Update directions of spec 3.2: negative gradients of the lr-weighted loss -sum_t <v_t, f_S(k_t)>.
+
+    Precision as in :func:`fw_apply`, chosen by k and v: "triton" runs bf16 GEMM inputs when both are
+    bf16/fp16 (or the weights are bf16), exact fp32 otherwise.
+    """
     H, _, D = check_weights(w0, w1, w2)
     L = check_tokens("k", k, "[H, L, D]", H, D, device=w0.device)
     check_tokens("v", v, "[H, L, D]", H, D, L=L, device=w0.device)

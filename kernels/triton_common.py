@@ -4,6 +4,9 @@ Imported only through the Triton op modules, which are themselves imported lazil
 CPU machines without triton never load this file.
 """
 
+# Triton kernel arguments are pointers and scalars that Triton types itself; they take no annotations.
+# ruff: noqa: ANN001, ANN201
+
 from __future__ import annotations
 
 import functools
@@ -54,13 +57,24 @@ def launch(
     raise RuntimeError(f"no config of {kernel.fn.__name__} fits this GPU: {list(configs)}")
 
 
+# How fp32 GEMM operands are multiplied: "ieee" = exact fp32 products on the CUDA cores (the reference
+# inference numerics, tf32 off). The benchmark also times "tf32x3" (three tf32 tensor-core products,
+# error close to fp32) for comparison.
+FP32_DOT = "ieee"
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """The PREC constexpr for GEMM operands of ``dtype``: FP32_DOT for fp32, the tensor-core default else."""
+    return FP32_DOT if dtype == torch.float32 else "default"
+
+
 @triton.jit
-def dot(a, b, acc, IEEE: tl.constexpr):
-    """acc + a @ b with fp32 accumulation; IEEE forces exact fp32 products for fp32 operands (no tf32)."""
-    if IEEE:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
-    else:
+def dot(a, b, acc, PREC: tl.constexpr):
+    """acc + a @ b with fp32 accumulation; PREC is dot_precision() of the operands."""
+    if PREC == "default":
         acc = tl.dot(a, b, acc)
+    else:
+        acc = tl.dot(a, b, acc, input_precision=PREC)
     return acc
 
 
@@ -74,7 +88,7 @@ def _bmm_kernel(
     s_cz, s_cm, s_cn,
     s_dz, s_dm, s_dn,
     alpha, beta,
-    HAS_ADD: tl.constexpr, IEEE: tl.constexpr,
+    HAS_ADD: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     # C[z] = alpha * A[z % ZA] @ B[z % ZB] (+ beta * ADD[z]); every operand is a strided view.
@@ -101,7 +115,7 @@ def _bmm_kernel(
         mask_k = offs_k < K - k0
         a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = dot(a, b, acc, IEEE)
+        acc = dot(a, b, acc, PREC)
         a_ptrs += BLOCK_K * s_ak
         b_ptrs += BLOCK_K * s_bk
 
@@ -138,7 +152,7 @@ def bmm(
 ) -> torch.Tensor:
     """Batched GEMM with fp32 accumulation; operand z of the output uses a[z % Za] and b[z % Zb].
 
-    Operands must share a dtype: bf16 (tensor cores) or fp32 (exact fp32 products, no tf32).
+    Operands must share a dtype: bf16 (tensor cores) or fp32 (products as FP32_DOT says).
     """
     Z, M, N = out.shape
     K = a.shape[2]
@@ -146,8 +160,8 @@ def bmm(
         raise ValueError(f"bmm operands must both be bf16 or fp32, got {a.dtype} and {b.dtype}")
     if a.shape[1:] != (M, K) or b.shape[1:] != (K, N) or Z % a.shape[0] or Z % b.shape[0]:
         raise ValueError(f"bmm shapes do not chain: {tuple(a.shape)} @ {tuple(b.shape)} -> {tuple(out.shape)}")
-    ieee = a.dtype == torch.float32
-    if ieee:
+    prec = dot_precision(a.dtype)
+    if a.dtype == torch.float32:
         kind = "fp32"
     else:
         # Fewer than two waves of 128x128 tiles leave SMs idle: use 64x128 tiles then.
@@ -163,8 +177,8 @@ def bmm(
         lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), Z),
         (a, b, out, d, M, N, K, a.shape[0], b.shape[0], *a.stride(), *b.stride(), *out.stride(), *d.stride(),
          float(alpha), float(beta)),
-        dict(HAS_ADD=add is not None, IEEE=ieee),
+        dict(HAS_ADD=add is not None, PREC=prec),
         configs,
-        ("bmm", kind, add is not None),
+        ("bmm", kind, prec, add is not None),
     )
     return out

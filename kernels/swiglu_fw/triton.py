@@ -6,13 +6,16 @@ the reference inference numerics). Accumulation, the gating maths and the output
 outputs come back in the state dtype). Float64 states fall back to the reference.
 """
 
+# Triton kernel arguments are pointers and scalars that Triton types itself; they take no annotations.
+# ruff: noqa: ANN001, ANN201
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from ..triton_common import bmm, dot, launch, new_output
+from ..triton_common import bmm, dot, dot_precision, launch, new_output
 from . import naive
 
 _LOW = (torch.bfloat16, torch.float16)
@@ -22,7 +25,7 @@ _LOW = (torch.bfloat16, torch.float16)
 def _hidden_kernel(
     X, V, W0, W1, W2, LR, P0, P1, P2,
     L, D, DH,
-    GRAD: tl.constexpr, IEEE: tl.constexpr,
+    GRAD: tl.constexpr, PREC: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     # One [BLOCK_L tokens, BLOCK_N hidden units] tile of one head: a = X W0^T, b = X W2^T (and, for
@@ -51,11 +54,11 @@ def _hidden_kernel(
         mask_tok = mask_l[:, None] & mask_k[None, :]
         mask_w = mask_k[:, None] & mask_n[None, :]
         x = tl.load(x_ptrs, mask=mask_tok, other=0.0)
-        acc_a = dot(x, tl.load(w0_ptrs, mask=mask_w, other=0.0), acc_a, IEEE)
-        acc_b = dot(x, tl.load(w2_ptrs, mask=mask_w, other=0.0), acc_b, IEEE)
+        acc_a = dot(x, tl.load(w0_ptrs, mask=mask_w, other=0.0), acc_a, PREC)
+        acc_b = dot(x, tl.load(w2_ptrs, mask=mask_w, other=0.0), acc_b, PREC)
         if GRAD:
             v = tl.load(v_ptrs, mask=mask_tok, other=0.0)
-            acc_g = dot(v, tl.load(w1_ptrs, mask=mask_w, other=0.0), acc_g, IEEE)
+            acc_g = dot(v, tl.load(w1_ptrs, mask=mask_w, other=0.0), acc_g, PREC)
         x_ptrs += BLOCK_K
         w0_ptrs += BLOCK_K
         w2_ptrs += BLOCK_K
@@ -121,9 +124,9 @@ def _hidden(
         _hidden_kernel,
         lambda meta: (triton.cdiv(L, meta["BLOCK_L"]), triton.cdiv(Dh, meta["BLOCK_N"]), H),
         (x, v, w0, w1, w2, lr, *outs, L, D, Dh),
-        dict(GRAD=grad is not None, IEEE=prec == "fp32"),
+        dict(GRAD=grad is not None, PREC=dot_precision(x.dtype)),
         configs,
-        ("hidden", prec, grad is not None),
+        ("hidden", dot_precision(x.dtype), grad is not None),
     )
 
 

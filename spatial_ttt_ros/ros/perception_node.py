@@ -14,6 +14,7 @@ memory_status and /diagnostics are published in every state. Parameters are read
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import threading
@@ -92,6 +93,7 @@ class PerceptionNode(LifecycleNode):
         self._seen_errors: tuple[str, str] = ("", "")
         self._previous_view: status.StatusView | None = None
         self._previous_tick = (time.monotonic(), 0)
+        self._fps = 0.0
         self.device, self.model_id = self.settings.device, self.settings.model_preset
         self.create_timer(1.0 / self.settings.status_rate_hz, self._publish_status,
                           callback_group=self._status_group)
@@ -112,6 +114,15 @@ class PerceptionNode(LifecycleNode):
     def state(self) -> str:
         """Current lifecycle state label ("unconfigured", "inactive", "active", ...)."""
         return self._state_machine.current_state[1]
+
+    @property
+    def last_error(self) -> str:
+        return self._last_error
+
+    @property
+    def configure_error(self) -> str:
+        """Why the last configure failed ("" after a successful one)."""
+        return self._configure_error
 
     def executor_threads(self) -> int:
         """Waiting queries each hold an executor thread; the rest keep ingest and status going."""
@@ -376,22 +387,26 @@ class PerceptionNode(LifecycleNode):
         return result
 
     # -------------------------------------------------------------- status
-    def _publish_status(self) -> None:
+    def status_view(self) -> status.StatusView:
+        """The counters as the next memory_status would report them (ingest_fps: last period's)."""
         worker, ingest = self._worker, self._ingest
-        restarted = worker.ensure_alive() if worker is not None else ""
-        if restarted:
-            self.get_logger().error(f"engine worker died and was restarted:\n{restarted}")
         snap = worker.snapshot() if worker is not None else None
         counts = ingest.counts() if ingest is not None else IngestCounts()
         self._track_last_error(counts.last_reject, snap.last_error if snap else "")
-        now = time.monotonic()
-        ingested = snap.frames_ingested if snap else 0
-        then, before = self._previous_tick
-        fps = max(0, ingested - before) / max(now - then, 1e-6)
-        self._previous_tick = (now, ingested)
-        view = status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
-                                 model_id=self.model_id, last_error=self._last_error, ingest_fps=fps,
+        return status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
+                                 model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
                                  camera_k=self._camera_k)
+
+    def _publish_status(self) -> None:
+        restarted = self._worker.ensure_alive() if self._worker is not None else ""
+        if restarted:
+            self.get_logger().error(f"engine worker died and was restarted:\n{restarted}")
+        view = self.status_view()
+        now, ingested = time.monotonic(), view.worker.frames_ingested if view.worker else 0
+        then, before = self._previous_tick
+        self._fps = max(0, ingested - before) / max(now - then, 1e-6)
+        self._previous_tick = (now, ingested)
+        view = dataclasses.replace(view, ingest_fps=self._fps)
         level, message = status.health(view, self._previous_view, restarted, self._configure_error)
         self._previous_view = view
         stamp = self.get_clock().now().to_msg()
@@ -400,12 +415,13 @@ class PerceptionNode(LifecycleNode):
 
     def _track_last_error(self, reject: str, worker_error: str) -> None:
         """last_error is the newest of: a rejected frame, a worker/job error, a failed transition."""
-        seen_reject, seen_worker = self._seen_errors
-        if reject and reject != seen_reject:
-            self._last_error = f"rejected frame: {reject}"
-        if worker_error and worker_error != seen_worker:
-            self._last_error = worker_error
-        self._seen_errors = (reject, worker_error)
+        with self._lock:
+            seen_reject, seen_worker = self._seen_errors
+            if reject and reject != seen_reject:
+                self._last_error = f"rejected frame: {reject}"
+            if worker_error and worker_error != seen_worker:
+                self._last_error = worker_error
+            self._seen_errors = (reject, worker_error)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ from .tokens import patchify_pair, resize_frame, timestamp_text
 from .ttt_layer import TTTAttention
 
 
-def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray, float]]], text_ids: list[int]):
+def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray, float]]],
+                   text_ids: list[int]) -> tuple:
     """ids [N], inputs_embeds [N, d], video mask [N], per-video (T, h, w), deepstack, position_ids [3, N]."""
     cfg, tok, layout, model = engine.config, engine.tokenizer, engine.layout, engine.model
     ids: list[int] = list(layout.prefix)

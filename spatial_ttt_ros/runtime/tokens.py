@@ -20,18 +20,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>")
 
 
-def build_byte_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+def build_byte_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer for the tiny model: 256 byte tokens + the Qwen special tokens.
 
     Built locally (no hub); ids: bytes 0..255, then SPECIAL_TOKENS in order.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"tiny vocab_size must be >= {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")

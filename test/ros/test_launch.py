@@ -51,9 +51,10 @@ def test_launched_node_declares_every_parameter_the_launch_sets(ros_node, spin, 
 
 def test_launch_file_runs_in_launch_service():
     launch_ros = pytest.importorskip("launch_ros")
-    from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from launch import LaunchDescription, LaunchService
 
     assert launch_ros
     service = LaunchService()

@@ -13,10 +13,9 @@ from spatial_ttt_ros.ros.launch_inspect import find_executable
 
 
 def test_generated_interfaces_come_from_the_install_prefix():
+    import spatial_ttt_ros.msg as msg_pkg
     from spatial_ttt_ros.msg import MemoryStatus
     from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
-
-    import spatial_ttt_ros.msg as msg_pkg
 
     prefix = Path(os.environ["AMENT_PREFIX_PATH"].split(os.pathsep)[0])
     assert Path(msg_pkg.__file__).resolve().is_relative_to(prefix.resolve())

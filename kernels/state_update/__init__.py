@@ -1,0 +1,1 @@
+"""Momentum, Muon and row re-normalisation of one update step (README.md, sections 3-5)."""

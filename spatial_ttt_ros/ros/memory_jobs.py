@@ -1,0 +1,77 @@
+"""Save, load, reset and autosave as worker jobs (no rclpy).
+
+Each function takes the engine first and runs on the worker thread (submitted with
+`EngineWorker.submit`), so it never races a frame. Each returns the frames held afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from spatial_ttt_ros.ros.worker import EngineWorker
+
+
+def save(engine: Any, path: str | os.PathLike[str]) -> int:
+    """Write the memory to `path`; the engine writes atomically (temp file, fsync, rename), so a
+    crash or a full disk leaves the previous file at `path` untouched."""
+    if Path(path).is_dir():
+        raise ValueError(f"memory path {path} is a directory; expected a file path")
+    engine.save(str(path))
+    return int(engine.frames_in_memory)
+
+
+def load(engine: Any, path: str | os.PathLike[str], worker: EngineWorker | None = None) -> int:
+    """Replace the memory with the file at `path` (a bad file: ValueError, memory untouched).
+
+    Frames still waiting in the queue were seen before the load; they are dropped so the loaded
+    memory is not continued with them.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"memory file {path} does not exist")
+    engine.load(str(path))
+    if worker is not None:
+        worker.clear_frames()
+    return int(engine.frames_in_memory)
+
+
+def reset(engine: Any, worker: EngineWorker | None = None) -> int:
+    """Empty the memory and the frames waiting for it."""
+    engine.reset()
+    if worker is not None:
+        worker.clear_frames()
+    return int(engine.frames_in_memory)
+
+
+class Autosave:
+    """Periodic save to one path, skipped while the memory has not changed or a save is running."""
+
+    def __init__(self, worker: EngineWorker, path: str, logger: Any) -> None:
+        self.worker = worker
+        self.path = path
+        self.logger = logger
+        self._pending: Future | None = None
+        self._saved: tuple[int, int] = (0, 0)  # (frames ingested, frames in memory) at the last save
+        self.saves = 0
+
+    def tick(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            return
+        snap = self.worker.snapshot()
+        key = (snap.frames_ingested, snap.frames_in_memory)
+        if snap.frames_in_memory == 0 or key == self._saved:
+            return
+        self._pending = self.worker.submit(lambda engine: save(engine, self.path))
+        self._pending.add_done_callback(lambda future: self._done(future, key))
+
+    def _done(self, future: Future, key: tuple[int, int]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.logger.warning(f"autosave to {self.path} failed: {exc}")
+            return
+        self._saved = key
+        self.saves += 1

@@ -1,0 +1,192 @@
+"""Triton fast-weight kernels vs the PyTorch reference: outputs and final states, NaN-poisoned outputs.
+
+Every comparison is against the reference run in float64 on the same (already rounded) inputs, as a
+relative Frobenius error ||got - ref|| / ||ref||. Tolerances per tensor and precision mode:
+
+* fp32 mode (fp32 tokens, exact fp32 products): sums of <= 2648 fp32 products with fp32
+  accumulation land near 1e-6; 2e-5 leaves room for the longest chunk and still catches any
+  tf32 product (~3e-4) or a wrong index (O(1)).
+* bf16 mode (bf16 tokens): GEMM inputs are rounded to bf16 (2^-9 relative per element) and the
+  gated hidden quantities are stored in bf16 before the second GEMM: about 3e-3 expected, 2e-2
+  bound (a missing term or tile is O(1)).
+* Muon: Newton-Schulz is bf16 in the reference too; both versions round differently (the Triton
+  epilogue rounds P = c A A + b A once, the reference four times) and the quintic amplifies the
+  differences along small singular directions, so Muon-updated states get 6e-2.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU", allow_module_level=True)
+
+from spatial_ttt_ros import kernels as K  # noqa: E402
+from spatial_ttt_ros.kernels import triton_common  # noqa: E402
+from spatial_ttt_ros.kernels.newton_schulz import naive as ns_naive  # noqa: E402
+from spatial_ttt_ros.kernels.newton_schulz import triton as ns_triton  # noqa: E402
+
+DEV = torch.device("cuda")
+LENGTHS = [1, 63, 100, 2648]
+HEADS = [3, 4, 5]
+TOL = {"fp32": 2e-5, "bf16": 2e-2, "muon": 6e-2}
+TOKEN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every kernel output starts as NaN, so an unwritten element fails the comparison."""
+    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def make_weights(H, D=512, Dh=512, seed=0):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    w0 = torch.randn(H, Dh, D, generator=gen, device=DEV) / D**0.5
+    w1 = torch.randn(H, D, Dh, generator=gen, device=DEV) / Dh**0.5
+    w2 = torch.randn(H, Dh, D, generator=gen, device=DEV) / D**0.5
+    return w0, w1, w2
+
+
+def make_chunk(H, L, D=512, dtype=torch.float32, seed=1, lr_scale=0.02):
+    """Keys/values shaped like the TTT branch's (silu; keys L2-normalised), per-token lr and mu."""
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    k = F.normalize(F.silu(torch.randn(H, L, D, generator=gen, device=DEV)), dim=-1).to(dtype)
+    v = F.silu(torch.randn(H, L, D, generator=gen, device=DEV)).to(dtype)
+    lr = lr_scale * torch.rand(H, L, 3, generator=gen, device=DEV)
+    mu = torch.sigmoid(torch.randn(H, L, 1, generator=gen, device=DEV))
+    return k, v, lr, mu
+
+
+def rel_err(got, want):
+    assert got.shape == want.shape
+    assert torch.isfinite(got).all(), "non-finite values (an unwritten NaN-poisoned element?)"
+    return ((got.double() - want.double()).norm() / want.double().norm()).item()
+
+
+def f64(ts):
+    return tuple(t.double() for t in ts)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("L", LENGTHS)
+@pytest.mark.parametrize("H", HEADS)
+def test_fw_apply_matches_reference(H, L, mode):
+    w = make_weights(H, seed=H)
+    x, *_ = make_chunk(H, L, dtype=TOKEN_DTYPE[mode], seed=L)
+    got = K.fw_apply(*w, x, backend="triton")
+    assert got.dtype == torch.float32
+    want = K.fw_apply(*f64(w), x.double(), backend="torch")
+    assert rel_err(got, want) < TOL[mode]
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("L", LENGTHS)
+@pytest.mark.parametrize("H", HEADS)
+def test_fw_grad_matches_reference(H, L, mode):
+    w = make_weights(H, seed=H)
+    k, v, lr, _ = make_chunk(H, L, dtype=TOKEN_DTYPE[mode], seed=L)
+    got = K.fw_grad(*w, k, v, lr, backend="triton")
+    want = K.fw_grad(*f64(w), k.double(), v.double(), lr, backend="torch")
+    for j in range(3):
+        assert got[j].dtype == torch.float32 and got[j].is_contiguous()
+        assert rel_err(got[j], want[j]) < TOL[mode], f"dW{j}"
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_non_square_and_ragged_shapes(mode):
+    """D, Dh and L that are no multiple of any tile: masks on every axis, Newton-Schulz per matrix."""
+    H, L, D, Dh = 3, 37, 80, 48
+    w = make_weights(H, D, Dh)
+    k, v, lr, mu = make_chunk(H, L, D, dtype=TOKEN_DTYPE[mode])
+    assert rel_err(K.fw_apply(*w, k, backend="triton"), K.fw_apply(*f64(w), k.double())) < TOL[mode]
+    for got, want in zip(K.fw_grad(*w, k, v, lr, backend="triton"), K.fw_grad(*f64(w), k.double(), v.double(), lr)):
+        assert rel_err(got, want) < TOL[mode]
+    flags = dict(use_momentum=True, use_muon=True, prenorm=True)
+    got = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True), k, v, lr, mu,
+                      backend="triton", **flags)  # fmt: skip
+    want = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True, dtype=torch.float64),
+                       k.double(), v.double(), lr, mu, backend="torch", **flags)  # fmt: skip
+    for j in range(3):
+        assert rel_err(got.momentum[j], want.momentum[j]) < TOL[mode]
+        assert rel_err(got.w[j] - w[j], want.w[j] - w[j].double()) < TOL["muon"]
+
+
+FLAGS = [  # (use_momentum, use_muon, prenorm)
+    (True, False, False),  # the released inference configuration
+    (True, True, True),  # the training configuration
+    (False, True, False),
+    (False, False, True),
+]
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "mom{:d}-muon{:d}-pre{:d}".format(*f))
+@pytest.mark.parametrize("H,L", [(3, 1), (5, 63), (4, 100), (3, 2648)])
+def test_fw_update_two_chunks_matches_reference(H, L, flags, mode):
+    """Two updates (so momentum and the pre-norm accumulator carry over), then every state tensor."""
+    use_momentum, use_muon, prenorm = flags
+    kw = dict(use_momentum=use_momentum, use_muon=use_muon, prenorm=prenorm)
+    w = make_weights(H, seed=H)
+    got = K.init_fast_weight_state(*w, use_momentum=use_momentum, prenorm=prenorm)
+    want = K.init_fast_weight_state(*w, use_momentum=use_momentum, prenorm=prenorm, dtype=torch.float64)
+    for step in range(2):
+        k, v, lr, mu = make_chunk(H, L, dtype=TOKEN_DTYPE[mode], seed=10 * L + step)
+        got = K.fw_update(got, k, v, lr, mu, backend="triton", **kw)
+        want = K.fw_update(want, k.double(), v.double(), lr, mu, backend="torch", **kw)
+    # The states move by a small fraction of the weights; compare the movement, not the weights.
+    tol_w = TOL["muon"] if use_muon else TOL[mode]
+    for j in range(3):
+        assert got.w[j].dtype == torch.float32
+        assert rel_err(got.w[j] - w[j], want.w[j] - w[j].double()) < tol_w, f"w{j}"
+        torch.testing.assert_close(K.row_norms(got.w[j]), got.norms[j], rtol=1e-4, atol=1e-6)
+        if prenorm:
+            assert rel_err(got.w_main[j] - w[j], want.w_main[j] - w[j].double()) < tol_w, f"w_main{j}"
+        if use_momentum:
+            # the buffer is pre-Muon: only the first update's Muon output feeds into it (via W)
+            tol_m = TOL["muon"] if use_muon else TOL[mode]
+            assert rel_err(got.momentum[j], want.momentum[j]) < tol_m, f"momentum{j}"
+    assert (got.w_main is None) == (not prenorm) and (got.momentum is None) == (not use_momentum)
+
+
+@pytest.mark.parametrize("impl", ["triton", "cublas"])
+@pytest.mark.parametrize("shape", [(4, 512, 512), (12, 512, 512), (3, 96, 64), (5, 64, 96), (2, 3, 40, 24)])
+def test_newton_schulz5_matches_reference(shape, impl):
+    g = torch.randn(shape, device=DEV)
+    fn = ns_triton.newton_schulz5_triton if impl == "triton" else ns_triton.newton_schulz5_cublas
+    got = fn(g)
+    assert got.dtype == torch.bfloat16 and got.shape == g.shape
+    # Both are bf16 throughout; they differ by rounding only (see the module docstring).
+    assert rel_err(got, ns_naive.newton_schulz5(g)) < 3e-2
+    s = torch.linalg.svdvals(got.float())
+    assert s.min() > 0 and s.max() < 1.3
+
+
+def test_auto_picks_triton_on_cuda_and_float64_falls_back():
+    assert K.select_backend(DEV) == "triton"
+    w = make_weights(3, 64, 96)
+    x, *_ = make_chunk(3, 17, 64, dtype=torch.bfloat16)
+    torch.testing.assert_close(K.fw_apply(*w, x), K.fw_apply(*w, x, backend="triton"), rtol=0, atol=0)
+    w64 = f64(w)
+    torch.testing.assert_close(K.fw_apply(*w64, x, backend="triton"), K.fw_apply(*w64, x, backend="torch"),
+                               rtol=0, atol=0)  # fmt: skip
+
+
+def test_update_does_not_mutate_inputs():
+    H, L = 3, 50
+    w = make_weights(H, 64, 96)
+    k, v, lr, mu = make_chunk(H, L, 64, dtype=torch.bfloat16)
+    flags = dict(use_momentum=True, use_muon=False, prenorm=True)
+    state = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True), k, v, lr, mu,
+                        backend="triton", **flags)  # fmt: skip
+    before = state.clone()
+    K.fw_update(state, k, v, lr, mu, backend="triton", **flags)
+    for a, b in zip(state.tensors(), before.tensors()):
+        assert torch.equal(a, b)
+
+
+def test_poisoning_is_active():
+    assert torch.isnan(triton_common.new_output((2, 3), torch.bfloat16, DEV)).all()
