@@ -132,7 +132,7 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
 
 def stamp_to_seconds(stamp: Any) -> float:
     """builtin_interfaces/Time (sec, nanosec) -> float seconds."""
-    return int(stamp.sec) + int(stamp.nanosec) * 1e-9
+    return int(stamp.sec) + int(stamp.nanosec) / 1e9
 
 
 def stamp_to_ns(stamp: Any) -> int:

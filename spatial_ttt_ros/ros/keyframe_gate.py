@@ -70,7 +70,8 @@ class KeyframeGate:
             return PASS
         if stamp_s <= self._last_stamp:
             return STAMP
-        if self.config.max_rate_hz > 0 and stamp_s - self._last_stamp < 1.0 / self.config.max_rate_hz:
+        # The tolerance keeps stamps exactly one period apart (in float seconds) on the passing side.
+        if self.config.max_rate_hz > 0 and stamp_s - self._last_stamp < 1.0 / self.config.max_rate_hz - 1e-6:
             return RATE
         if pose is not None and self._last_pose is not None:
             moved = float(np.linalg.norm(pose.position - self._last_pose.position))

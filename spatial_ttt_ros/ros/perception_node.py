@@ -91,7 +91,7 @@ class PerceptionNode(LifecycleNode):
         self._configure_error = ""
         self._last_error = ""
         self._seen_errors: tuple[str, str] = ("", "")
-        self._previous_view: status.StatusView | None = None
+        self._health = status.Health()
         self._previous_tick = (time.monotonic(), 0)
         self._fps = 0.0
         self.device, self.model_id = self.settings.device, self.settings.model_preset
@@ -152,7 +152,6 @@ class PerceptionNode(LifecycleNode):
         self._bound = AdmissionBound(settings.max_concurrent_queries)
         decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
         self._ingest = FrameIngest(decode, KeyframeGate(settings.gate_config()), self._worker.push)
-        self._previous_view = None
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
@@ -407,8 +406,7 @@ class PerceptionNode(LifecycleNode):
         self._fps = max(0, ingested - before) / max(now - then, 1e-6)
         self._previous_tick = (now, ingested)
         view = dataclasses.replace(view, ingest_fps=self._fps)
-        level, message = status.health(view, self._previous_view, restarted, self._configure_error)
-        self._previous_view = view
+        level, message = self._health.update(view, now, restarted, self._configure_error)
         stamp = self.get_clock().now().to_msg()
         self._status_pub.publish(status.memory_status(view, stamp))
         self._diag_pub.publish(status.diagnostics(view, level, message, f"{self.get_name()}: spatial memory", stamp))

@@ -64,25 +64,45 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
     return msg
 
 
-def health(view: StatusView, previous: StatusView | None, restarted: str, configure_error: str) -> tuple[bytes, str]:
-    """(level, message): ERROR when the worker died or the engine failed to load, WARN when
-    frames were dropped or rejected since the last report or the node is not active, else OK."""
-    if restarted:
-        first_line = restarted.strip().splitlines()[-1] if restarted.strip() else "unknown error"
-        return ERROR, f"engine worker died ({first_line}); restarted"
-    if view.worker is not None and not view.worker.alive and view.state == "active":
-        return ERROR, "engine worker is not running"
-    if configure_error and view.worker is None:
-        return ERROR, f"engine not loaded: {configure_error}"
-    if view.state != "active":
-        return WARN, f"node is {view.state}"
-    if previous is not None and view.dropped > previous.dropped:
-        return WARN, f"dropping frames: {view.dropped - previous.dropped} since the last report (queue full)"
-    if previous is not None and view.rejected > previous.rejected:
-        return WARN, f"rejecting frames: {view.rejected - previous.rejected} since the last report ({view.last_error})"
-    if view.worker is not None and view.worker.busy_s > 30.0:
-        return WARN, f"engine busy on one item for {view.worker.busy_s:.0f} s"
-    return OK, "ok"
+class Health:
+    """The diagnostic level over time: ERROR when the worker died (held for `hold_s` after its
+    restart so a 1 Hz aggregator sees it) or the engine failed to load; WARN while frames were
+    dropped or rejected within `hold_s`, or the node is not active; OK otherwise."""
+
+    def __init__(self, hold_s: float = 5.0) -> None:
+        self.hold_s = hold_s
+        self._previous: StatusView | None = None
+        self._events: dict[str, tuple[float, str]] = {}  # kind -> (time, message)
+
+    def _recent(self, kind: str, now: float) -> str:
+        when, message = self._events.get(kind, (-1e18, ""))
+        return message if now - when <= self.hold_s else ""
+
+    def update(self, view: StatusView, now: float, restarted: str = "", configure_error: str = "") -> tuple[bytes, str]:
+        prev = self._previous
+        self._previous = view
+        if restarted:
+            summary = restarted.strip().splitlines()[-1] if restarted.strip() else "unknown error"
+            self._events["died"] = (now, f"engine worker died ({summary}); restarted")
+        if prev is not None and view.dropped > prev.dropped:
+            self._events["drop"] = (now, f"dropping frames: {view.dropped - prev.dropped} in the last period "
+                                         f"(ingest queue full, {view.dropped} in all)")
+        if prev is not None and view.rejected > prev.rejected:
+            self._events["reject"] = (now, f"rejecting frames: {view.rejected} in all; last: {view.last_error}")
+        if died := self._recent("died", now):
+            return ERROR, died
+        if view.worker is not None and not view.worker.alive:
+            return ERROR, "engine worker is not running"
+        if configure_error and view.worker is None:
+            return ERROR, f"engine not loaded: {configure_error}"
+        if view.state != "active":
+            return WARN, f"node is {view.state}"
+        for kind in ("drop", "reject"):
+            if message := self._recent(kind, now):
+                return WARN, message
+        if view.worker is not None and view.worker.busy_s > 30.0:
+            return WARN, f"engine busy on one item for {view.worker.busy_s:.0f} s"
+        return OK, "ok"
 
 
 def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: object) -> DiagnosticArray:

@@ -59,3 +59,148 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# ---------------------------------------------------------------- the perception node, in process
+
+PUBLISH_RETRY_S = 5.0
+
+
+@pytest.fixture
+def perception() -> Iterator[Callable[..., object]]:
+    """Factory: `perception(params, ros_args=())` starts a PerceptionNode with the REAL engine
+    (tiny preset unless params say otherwise) in its own context; everything is torn down after
+    the test."""
+    from contextlib import ExitStack
+
+    from spatial_ttt_ros.ros.hosting import hosted_perception_node
+
+    with ExitStack() as stack:
+        def start(params: dict | None = None, ros_args: tuple[str, ...] = ()) -> object:
+            node = stack.enter_context(hosted_perception_node(params, ros_args=ros_args))
+            if node.state == "active":
+                from spatial_ttt_ros.runtime.engine import StreamingEngine
+
+                assert isinstance(node._engine, StreamingEngine), "ros tests must run the real engine"
+            return node
+
+        yield start
+
+
+def make_image(stamp_s: float, height: int = 48, width: int = 64) -> object:
+    """A small rgb8 sensor_msgs/Image whose content changes with the stamp."""
+    import numpy as np
+    from sensor_msgs.msg import Image
+
+    rng = np.random.default_rng(int(stamp_s * 1000) % 2**32)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=pixels.tobytes())
+    set_stamp(msg, stamp_s)
+    return msg
+
+
+def set_stamp(msg: object, stamp_s: float) -> None:
+    from spatial_ttt_ros.ros.conversions import seconds_to_sec_nanosec
+
+    msg.header.stamp.sec, msg.header.stamp.nanosec = seconds_to_sec_nanosec(stamp_s)
+    msg.header.frame_id = "camera"
+
+
+def pose_msg(stamp_s: float, position: tuple[float, float, float] = (0.0, 0.0, 0.0), yaw_deg: float = 0.0,
+             kind: str = "pose_stamped") -> object:
+    import math
+
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
+
+    msg = PoseStamped() if kind == "pose_stamped" else Odometry()
+    pose = msg.pose if kind == "pose_stamped" else msg.pose.pose
+    pose.position.x, pose.position.y, pose.position.z = map(float, position)
+    pose.orientation.z, pose.orientation.w = math.sin(math.radians(yaw_deg) / 2), math.cos(math.radians(yaw_deg) / 2)
+    set_stamp(msg, stamp_s)
+    msg.header.frame_id = "map"
+    return msg
+
+
+class Rig:
+    """A camera (+ pose) publisher on the test client node, feeding one perception node.
+
+    `publish` sends a pose and an image with the same stamp and waits until the node synced the
+    pair (not a fixed sleep); a pair lost on the best-effort link is sent again, which is safe
+    because an unsynced pair with the same stamp only replaces itself in the sync queue.
+    """
+
+    def __init__(self, client: object, node: object, *, image_topic: str = "/image", pose_topic: str = "/pose",
+                 image_type: type | None = None, pose_kind: str = "pose_stamped") -> None:
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import Image
+
+        self.client, self.node, self.pose_kind = client, node, pose_kind
+        self.image_pub = client.create_publisher(image_type or Image, image_topic, 10)
+        self.pose_pub = None
+        if pose_kind != "none":
+            self.pose_pub = client.create_publisher(PoseStamped if pose_kind == "pose_stamped" else Odometry,
+                                                    pose_topic, 10)
+        from spatial_ttt_ros.ros.hosting import wait_for
+
+        pubs = [p for p in (self.image_pub, self.pose_pub) if p is not None]
+        assert wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 20.0), "node did not subscribe"
+
+    def synced(self) -> int:
+        return self.node.status_view().ingest.synced
+
+    def handled(self) -> bool:
+        """Every synced pair has an outcome (keyframe, gated or rejected)."""
+        c = self.node.status_view().ingest
+        return c.keyframes + c.gated + c.rejected == c.synced
+
+    def publish(self, stamp_s: float, position: tuple[float, float, float] = (0.0, 0.0, 0.0), yaw_deg: float = 0.0,
+                image: object | None = None) -> None:
+        from spatial_ttt_ros.ros.hosting import wait_for
+
+        image = make_image(stamp_s) if image is None else image
+        pose = None if self.pose_pub is None else pose_msg(stamp_s, position, yaw_deg, self.pose_kind)
+        before = self.synced()
+        for _ in range(3):
+            if pose is not None:
+                self.pose_pub.publish(pose)
+            self.image_pub.publish(image)
+            if wait_for(lambda: self.synced() > before and self.handled(), PUBLISH_RETRY_S):
+                return
+        raise AssertionError(f"frame at {stamp_s} s never synced: {self.node.status_view()}")
+
+    def wait_idle(self, timeout_s: float = 60.0) -> object:
+        """Wait until the worker has taken every queued frame; returns the status view."""
+        from spatial_ttt_ros.ros.hosting import wait_for
+
+        def idle() -> bool:
+            w = self.node.status_view().worker
+            return w is not None and w.queue_depth == 0 and w.jobs_waiting == 0 and w.busy_s == 0.0
+
+        assert wait_for(idle, timeout_s), f"worker still busy: {self.node.status_view()}"
+        return self.node.status_view()
+
+
+def call_service(client: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0) -> object:
+    """One service call from the test client node, spun until the response arrives."""
+    cli = client.create_client(srv_type, name)
+    try:
+        assert cli.wait_for_service(timeout_sec=20.0), f"service {name} not available"
+        future = cli.call_async(request)
+        assert spin_until(client, future.done, timeout_s), f"no response from {name} within {timeout_s} s"
+        return future.result()
+    finally:
+        client.destroy_client(cli)
+
+
+@pytest.fixture(scope="session")
+def helpers() -> object:
+    """The message builders and waiting helpers above, for test modules (importlib import mode
+    does not let them import conftest)."""
+    from types import SimpleNamespace
+
+    from spatial_ttt_ros.ros.hosting import wait_for
+
+    return SimpleNamespace(make_image=make_image, pose_msg=pose_msg, set_stamp=set_stamp, Rig=Rig,
+                           call=call_service, wait_for=wait_for, spin=spin_until)
