@@ -2,7 +2,7 @@
 
 Without Muon one pass per matrix reads dW, M, W (or W_main) and r and writes M, W (and W_main): the
 reference spends about eight elementwise passes on the same work. With Muon the momentum mix runs
-first (one ``addcmul`` per matrix), the three matrices go through Newton-Schulz as one batch when their
+first (as in the reference), the three matrices go through Newton-Schulz as one batch when their
 shapes agree, and the same kernel then adds the bf16 result and renormalises.
 """
 
@@ -104,7 +104,7 @@ def update_weights(
     mix = momentum
     if use_muon:
         if momentum is not None:
-            dw = tuple(torch.addcmul(d, beta, m) for d, m in zip(dw, momentum))
+            dw = tuple(d + beta * m for d, m in zip(dw, momentum))  # as the reference, bit for bit
             momentum, mix = dw, None
         if len({tuple(d.shape) for d in dw}) == 1:  # D == Dh: one batched Newton-Schulz for all three
             dw = tuple(newton_schulz5(torch.stack(dw), backend=backend).unbind(0))

@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -303,6 +304,7 @@ class BagWriter:
     def add_topic(self, topic: str, msgtype: str, msgdef_text: str | None = None) -> None:
         """Declare a topic; its definition comes from the Kilted typestore or `msgdef_text`."""
         with self._lock:
+            self._check_open()
             known = self._topics.get(topic)
             if known is not None:
                 if known.msgtype != msgtype:
@@ -531,3 +533,16 @@ def mcap_files(bag_dir: Path) -> list[Path]:
         return (0, int(m.group(1)), p.name) if m else (1, 0, p.name)
     return sorted((p for p in bag_dir.glob("*.mcap") if p.is_file()), key=key)
 
+
+
+def cli_bag(argv: list[str]) -> int:
+    """`spatial-ttt bag SUBCOMMAND ...`; today only `recover BAG` (see recover.cli_recover)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: spatial-ttt bag recover BAG\n\n  recover   salvage a bag whose writer was killed")
+        return 0 if argv else 2
+    if argv[0] != "recover":
+        print(f"spatial-ttt bag: unknown subcommand {argv[0]!r}; expected 'recover'", file=sys.stderr)
+        return 2
+    from spatial_ttt_ros.data.recover import cli_recover  # recover imports this module
+
+    return cli_recover(argv[1:])

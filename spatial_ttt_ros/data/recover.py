@@ -205,7 +205,7 @@ def recover_bag(path: str | os.PathLike[str], compression: str = "zstd") -> Reco
     for topic in topics:
         report.messages_per_topic.setdefault(topic, 0)
     unchanged = all(f.status == "ok" for f in report.files)
-    if not (unchanged and listed == [i.name for i in infos]):
+    if not (unchanged and listed is not None and sorted(listed) == sorted(i.name for i in infos)):
         write_metadata(bag_dir, infos, topics.values())
         report.metadata_written = True
     return report

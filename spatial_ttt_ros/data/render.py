@@ -136,16 +136,20 @@ class Renderer:
                 add(v, f, rot, obj.box.center, part.color, i, _PLAIN)
 
         self._verts = np.concatenate(verts)  # [N, 3] world
-        self._faces = faces
         self._prim_start = np.asarray(prim_start)
         self._prim_of_face = np.asarray(prim_of_face)
-        first = np.array([self._verts[f[0]] for f in faces])
-        nrm = np.array([np.cross(self._verts[f[1]] - self._verts[f[0]], self._verts[f[2]] - self._verts[f[0]])
-                        for f in faces])
+        self._face_len = np.array([len(f) for f in faces])
+        self._face_start = np.r_[0, np.cumsum(self._face_len)[:-1]]
+        self._face_verts = np.concatenate(faces)  # [sum of face lengths] vertex indices, face by face
+        p0, p1, p2 = (self._verts[[f[k] for f in faces]] for k in range(3))
+        nrm = np.cross(p1 - p0, p2 - p0)
         self._normals = nrm / np.linalg.norm(nrm, axis=1, keepdims=True)  # [F, 3] outward
-        self._offsets = np.einsum("fk,fk->f", self._normals, first)  # [F] n . x = d on the face
+        self._offsets = np.einsum("fk,fk->f", self._normals, p0)  # [F] n . x = d on the face
         self._material = np.asarray(material, dtype=np.int8)
-        self._owner = np.asarray(owner + [-1], dtype=np.int16)  # index -1 (no face) -> -1
+        self._owner = np.asarray(owner + [-1], dtype=np.int16)  # [F + 1]; face -1 (nothing) -> -1
+        # Floors and ceilings count as 0.2 % farther, so what stands on them wins the tie where
+        # they touch instead of z-fighting along the contact line.
+        self._depth_bias = np.where(np.isin(self._material, (_PLANKS, _TILES, _CARPET, _CEILING)), 0.998, 1.0)
 
         # Lighting: a key light from above at a random azimuth, a weaker fill from the other side.
         az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(35), np.radians(70))
@@ -156,12 +160,21 @@ class Renderer:
         lambert = 0.75 * np.clip(self._normals @ key, 0, None) + 0.25 * np.clip(self._normals @ fill, 0, None)
         shade = ambient + (1 - ambient) * lambert
         shade[self._material == _CEILING] = 0.85
-        rgb = np.asarray(colors, dtype=np.float32) * shade[:, None].astype(np.float32)
-        self._face_rgb = np.concatenate([rgb, [[40.0, 40.0, 45.0]]]).astype(np.float32)  # [F + 1, 3]
+        rgb = np.asarray(colors, dtype=np.float64) * shade[:, None]
+        self._face_rgb = np.clip(np.concatenate([rgb, [[40, 40, 45]]]), 0, 255).astype(np.uint8)  # [F + 1, 3]
         self._falloff = rng.uniform(0.03, 0.07)
+        # Floors carry a texture (planks, tiles, carpet) drawn by a homography per floor face.
+        self._floors = {f: _floor_texture(np.asarray(scene.rooms[k].polygon), self._material[f],
+                                          self._face_rgb[f], rng)
+                        for k, f in enumerate(np.flatnonzero(np.isin(self._material, (_PLANKS, _TILES, _CARPET))))}
 
         h, w = intrinsics.height, intrinsics.width
         self._v, self._u = (g.astype(np.float32) for g in np.mgrid[0:h, 0:w])
+        fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+        # Near plane, then the image borders pushed out by the guard band: normal . p >= offset.
+        self._clip_planes = [(np.array([0.0, 0.0, 1.0]), near),
+                             (np.array([fx, 0.0, cx + _GUARD]), 0.0), (np.array([-fx, 0.0, w + _GUARD - cx]), 0.0),
+                             (np.array([0.0, fy, cy + _GUARD]), 0.0), (np.array([0.0, -fy, h + _GUARD - cy]), 0.0)]
 
     def render(self, pose: CameraPose) -> Frame:
         """Image, depth and object-index buffer seen from `pose` (optical frame in the world)."""
@@ -169,79 +182,104 @@ class Renderer:
         fx, fy, cx, cy, w, h = intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height
         rot, cam = pose.rotation, pose.position
         vc = (self._verts - cam) @ rot  # [N, 3] optical frame
-
-        # Cull primitives entirely behind the near plane or outside one side of the frustum.
         x, y, z = vc[:, 0], vc[:, 1], vc[:, 2]
+
+        # Cull primitives entirely behind the near plane or outside one side of the frustum,
+        # and faces turned away from the camera.
         outside = np.stack([z < near, fx * x + cx * z < 0, fx * x + (cx - w) * z > 0,
                             fy * y + cy * z < 0, fy * y + (cy - h) * z > 0], axis=1)
         culled = np.logical_and.reduceat(outside, self._prim_start, axis=0).any(axis=1)
         facing = self._normals @ cam - self._offsets > 1e-9  # the camera is on the outer side
-        todo = np.flatnonzero(facing & ~culled[self._prim_of_face])
+
+        # Per face, vectorised: projected bounding box and depth range; faces crossing the near
+        # plane or far outside the image take the clipping path in the loop.
+        fv, starts = self._face_verts, self._face_start
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = (fx * x / z + cx)[fv]
+            v = (fy * y / z + cy)[fv]
+        zf = z[fv]
+        zmin, zmax = np.minimum.reduceat(zf, starts), np.maximum.reduceat(zf, starts)
+        umin, umax = np.minimum.reduceat(u, starts), np.maximum.reduceat(u, starts)
+        vmin, vmax = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+        clip = (zmin < near) | (umin < -_GUARD) | (umax > w + _GUARD) | (vmin < -_GUARD) | (vmax > h + _GUARD)
+        with np.errstate(invalid="ignore"):
+            x0 = np.clip(np.floor(umin), 0, w).astype(np.int64)
+            x1 = np.clip(np.ceil(umax) + 1, 0, w).astype(np.int64)
+            y0 = np.clip(np.floor(vmin), 0, h).astype(np.int64)
+            y1 = np.clip(np.ceil(vmax) + 1, 0, h).astype(np.int64)
+        todo = facing & ~culled[self._prim_of_face] & (clip | ((x0 < x1) & (y0 < y1)))
+        pts_all = np.zeros((len(fv), 2), np.int32)
+        ok = ~clip[np.repeat(np.arange(len(starts)), self._face_len)]
+        pts_all[ok] = np.round(np.stack([u[ok], v[ok]], axis=1) * 16).astype(np.int32)
 
         # Inverse depth of each face's plane: 1/z = a u + b v + c.
         n_cam = self._normals @ rot  # [F, 3]
         d_cam = self._offsets - self._normals @ cam  # [F]
         with np.errstate(divide="ignore", invalid="ignore"):
-            a = n_cam[:, 0] / (fx * d_cam)
-            b = n_cam[:, 1] / (fy * d_cam)
-            c = (n_cam[:, 2] - n_cam[:, 0] * cx / fx - n_cam[:, 1] * cy / fy) / d_cam
+            scale = self._depth_bias / d_cam
+            a = n_cam[:, 0] / fx * scale
+            b = n_cam[:, 1] / fy * scale
+            c = (n_cam[:, 2] - n_cam[:, 0] * cx / fx - n_cam[:, 1] * cy / fy) * scale
 
         inv_depth = np.zeros((h, w), np.float32)
         face_buf = np.full((h, w), -1, np.int32)
-        sides = [(np.array([fx, 0, cx + _GUARD]), 0.0), (np.array([-fx, 0, w + _GUARD - cx]), 0.0),
-                 (np.array([0, fy, cy + _GUARD]), 0.0), (np.array([0, -fy, h + _GUARD - cy]), 0.0)]
-        near_plane = (np.array([0.0, 0.0, 1.0]), near)
-        for f in todo:
-            poly = vc[self._faces[f]]
-            poly = _clip(poly, *near_plane)
-            if len(poly) < 3:
-                continue
-            u = fx * poly[:, 0] / poly[:, 2] + cx
-            v = fy * poly[:, 1] / poly[:, 2] + cy
-            if u.min() < -_GUARD or u.max() > w + _GUARD or v.min() < -_GUARD or v.max() > h + _GUARD:
-                for plane in sides:
-                    poly = _clip(poly, *plane)
-                    if len(poly) < 3:
-                        break
-                if len(poly) < 3:
+        for f in np.flatnonzero(todo):
+            if clip[f]:
+                poly = self._clipped(vc[fv[starts[f]:starts[f] + self._face_len[f]]])
+                if poly is None:
                     continue
-                u = fx * poly[:, 0] / poly[:, 2] + cx
-                v = fy * poly[:, 1] / poly[:, 2] + cy
-            x0, x1 = max(int(math.floor(u.min())), 0), min(int(math.ceil(u.max())) + 1, w)
-            y0, y1 = max(int(math.floor(v.min())), 0), min(int(math.ceil(v.max())) + 1, h)
-            if x0 >= x1 or y0 >= y1:
-                continue
-            mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            pts = np.round(np.stack([u - x0, v - y0], axis=1) * 16).astype(np.int32)
+                pu = fx * poly[:, 0] / poly[:, 2] + cx
+                pv = fy * poly[:, 1] / poly[:, 2] + cy
+                fx0, fx1 = max(math.floor(pu.min()), 0), min(math.ceil(pu.max()) + 1, w)
+                fy0, fy1 = max(math.floor(pv.min()), 0), min(math.ceil(pv.max()) + 1, h)
+                if fx0 >= fx1 or fy0 >= fy1:
+                    continue
+                pts = np.round(np.stack([pu - fx0, pv - fy0], axis=1) * 16).astype(np.int32)
+                lo, hi = self._depth_bias[f] / poly[:, 2].max(), self._depth_bias[f] / poly[:, 2].min()
+            else:
+                fx0, fx1, fy0, fy1 = x0[f], x1[f], y0[f], y1[f]
+                pts = pts_all[starts[f]:starts[f] + self._face_len[f]] - np.array([fx0 * 16, fy0 * 16], np.int32)
+                lo, hi = self._depth_bias[f] / zmax[f], self._depth_bias[f] / zmin[f]
+            mask = np.zeros((fy1 - fy0, fx1 - fx0), np.uint8)
             cv2.fillConvexPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=4)
-            inv = float(a[f]) * self._u[y0:y1, x0:x1] + float(b[f]) * self._v[y0:y1, x0:x1] + float(c[f])
-            # Outside the polygon's exact edge (coverage is a pixel generous) the plane may run
-            # far off; the polygon's own depth range bounds it.
-            zs = poly[:, 2]
-            np.clip(inv, float(1.0 / zs.max()), float(1.0 / zs.min()), out=inv)
-            region = inv_depth[y0:y1, x0:x1]
+            inv = float(a[f]) * self._u[fy0:fy1, fx0:fx1] + float(b[f]) * self._v[fy0:fy1, fx0:fx1] + float(c[f])
+            # Coverage is a pixel generous at the edges, where the plane may run far off; the
+            # polygon's own depth range bounds it.
+            np.minimum(inv, float(hi), out=inv)
+            np.maximum(inv, float(lo), out=inv)
+            region = inv_depth[fy0:fy1, fx0:fx1]
             nearer = mask.view(bool) & (inv > region)
             np.putmask(region, nearer, inv)
-            np.putmask(face_buf[y0:y1, x0:x1], nearer, f)
-
+            np.putmask(face_buf[fy0:fy1, fx0:fx1], nearer, f)
         return self._shade(pose, inv_depth, face_buf)
+
+    def _clipped(self, poly: np.ndarray) -> np.ndarray | None:
+        """A face [K, 3] (optical frame) clipped to the near plane and the guard band, or None."""
+        for normal, offset in self._clip_planes:
+            poly = _clip(poly, normal, offset)
+            if len(poly) < 3:
+                return None
+        return poly
 
     def _shade(self, pose: CameraPose, inv_depth: np.ndarray, face_buf: np.ndarray) -> Frame:
         intr = self.intr
         with np.errstate(divide="ignore"):
-            depth = np.where(inv_depth > 0, 1.0 / inv_depth, np.inf).astype(np.float32)
-        rgb = self._face_rgb[face_buf]  # [H, W, 3]; -1 picks the background row
-        gain = 1.0 / (1.0 + self._falloff * np.minimum(depth, 20.0))
-        mat = np.where(face_buf >= 0, self._material[face_buf], _PLAIN)
-        textured = np.flatnonzero((mat == _PLANKS) | (mat == _TILES) | (mat == _WALL))
-        if textured.size:
-            vv, uu = np.divmod(textured, intr.width)
-            zz = depth.reshape(-1)[textured]
-            pc = np.stack([(uu - intr.cx) / intr.fx * zz, (vv - intr.cy) / intr.fy * zz, zz], axis=1)
-            world = pc @ pose.rotation.T + pose.position  # [T, 3]
-            gain.reshape(-1)[textured] *= _texture(mat.reshape(-1)[textured], world)
-        out = rgb * gain[..., None]
-        return Frame(np.clip(out, 0, 255).astype(np.uint8), depth, self._owner[face_buf])
+            depth = 1.0 / inv_depth  # inf where nothing was drawn
+        rgb = np.take(self._face_rgb, face_buf, axis=0)  # [H, W, 3]; -1 picks the background row
+        k = intr.matrix @ pose.rotation.T
+        for f, (texture, tex_to_world) in self._floors.items():
+            mask = face_buf == f
+            if not mask.any():
+                continue
+            # Floor texture pixel -> world (z = 0) -> image is a homography.
+            homography = k @ (tex_to_world - np.c_[np.zeros((3, 2)), pose.position])
+            warped = cv2.warpPerspective(texture, homography, (intr.width, intr.height), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REPLICATE)
+            cv2.copyTo(warped, mask.view(np.uint8), rgb)
+        gain = 255.0 / (1.0 + self._falloff * np.minimum(depth, 20.0))
+        gain3 = cv2.merge([gain.astype(np.uint8)] * 3)
+        rgb = cv2.multiply(rgb, gain3, scale=1.0 / 255)
+        return Frame(rgb, depth, np.take(self._owner, face_buf))
 
 
 def _part_extent(part: Part) -> float:
@@ -254,23 +292,24 @@ def _hash(i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return (k % 1009) / 1009.0
 
 
-def _texture(material: np.ndarray, world: np.ndarray) -> np.ndarray:
-    """Brightness factor [T] for textured pixels from their world points [T, 3]."""
-    out = np.ones(len(material), np.float32)
-    x, y, z = world[:, 0], world[:, 1], world[:, 2]
-    planks = material == _PLANKS
-    if planks.any():
-        row = np.floor(y[planks] / 0.18)
-        along = x[planks] + _hash(row, row) * 1.3
-        col = np.floor(along / 1.3)
-        seam = (np.mod(y[planks], 0.18) < 0.006) | (np.mod(along, 1.3) < 0.01)
-        out[planks] = np.where(seam, 0.7, 0.88 + 0.22 * _hash(row, col))
-    tiles = material == _TILES
-    if tiles.any():
-        i, j = np.floor(x[tiles] / 0.5), np.floor(y[tiles] / 0.5)
-        grout = (np.mod(x[tiles], 0.5) < 0.012) | (np.mod(y[tiles], 0.5) < 0.012)
-        out[tiles] = np.where(grout, 0.75, 0.95 + 0.08 * _hash(i, j))
-    walls = material == _WALL
-    if walls.any():
-        out[walls] = np.where(z[walls] < 0.08, 0.7, 1.0)  # skirting board
-    return out
+def _floor_texture(polygon: np.ndarray, material: int, rgb: np.ndarray, rng: np.random.Generator,
+                   res: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """(texture [T, S, 3] uint8, 3x3 map of texture pixel (s, t, 1) to world (x, y, 0) as columns)."""
+    lo, hi = polygon.min(axis=0), polygon.max(axis=0)
+    cols, rows = (np.ceil((hi - lo) / res).astype(int) + 1)
+    t, s = np.mgrid[0:rows, 0:cols]
+    x, y = lo[0] + s * res, lo[1] + t * res
+    if material == _PLANKS:
+        row = np.floor(y / 0.18)
+        along = x + _hash(row, row) * 1.3
+        seam = (np.mod(y, 0.18) < 0.006) | (np.mod(along, 1.3) < 0.01)
+        gain = np.where(seam, 0.7, 0.88 + 0.22 * _hash(row, np.floor(along / 1.3)))
+    elif material == _TILES:
+        grout = (np.mod(x, 0.5) < 0.012) | (np.mod(y, 0.5) < 0.012)
+        gain = np.where(grout, 0.75, 0.95 + 0.08 * _hash(np.floor(x / 0.5), np.floor(y / 0.5)))
+    else:
+        gain = 1.0 + 0.5 * cv2.GaussianBlur(rng.normal(0, 0.1, (rows, cols)).astype(np.float32), (0, 0), 2)
+    texture = np.clip(rgb[None, None, :].astype(np.float64) * gain[..., None], 0, 255).astype(np.uint8)
+    # Homogeneous: (s, t, 1) -> (x - 0, y - 0, 0) before the camera offset is subtracted per frame.
+    tex_to_world = np.array([[res, 0.0, lo[0]], [0.0, res, lo[1]], [0.0, 0.0, 0.0]])
+    return texture, tex_to_world

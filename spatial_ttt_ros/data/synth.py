@@ -8,33 +8,30 @@
 
 Scenes: 1-3 rectangular rooms in a row, each pair joined by a doorway; furniture of 15
 categories (shapes.py) placed without overlaps, on the floor, against walls, on tables, with doors
-and windows on the walls. Paths: the robot visits a few open spots per room through the doorways
-and back again (revisits), planned on an occupancy grid with A*, smoothed, at walking speed,
-with turns on the spot, a camera that pans and tilts a little, at a height of 1.2-1.5 m.
+and windows on the walls, and clear lanes through the doorways. Camera paths: trajectory.py.
+Images: render.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.bags import BagWriter
 from spatial_ttt_ros.data.render import Renderer
-from spatial_ttt_ros.data.shapes import CATEGORIES, DOOR_HEIGHT, WALL_THICKNESS, Category, doorways
-from spatial_ttt_ros.spatial.camera import CameraIntrinsics, CameraPose, look_at_pose
+from spatial_ttt_ros.data.shapes import CATEGORIES, WALL_THICKNESS, Category, doorways
+from spatial_ttt_ros.data.trajectory import FPS, generate_trajectory
+from spatial_ttt_ros.spatial.camera import CameraIntrinsics
 from spatial_ttt_ros.spatial.geometry import OrientedBox
 from spatial_ttt_ros.spatial.scene import Room, Scene, SceneObject, save_scene
 
-FPS = 10
 START_NS = 1_700_000_000 * 10**9
 ROOM_NAMES = ("living_room", "kitchen", "bedroom", "office", "dining_room")
 # What furnishes each kind of room, most important first (weights for the random picks).
@@ -45,8 +42,6 @@ ROOM_FURNITURE = {
     "office": {"table": 3, "shelf": 3, "cabinet": 2, "plant": 2, "trash_can": 2, "lamp": 1, "sofa": 1},
     "dining_room": {"table": 4, "cabinet": 2, "plant": 2, "lamp": 1, "shelf": 1, "tv": 1},
 }
-ROBOT_RADIUS = 0.3
-GRID = 0.1  # metres per planning cell
 
 
 def _overlap(a: OrientedBox, b: OrientedBox, margin: float) -> bool:
@@ -86,6 +81,13 @@ class _Placer:
         others = [o.box for o in self.objects if o.box is not ignore] + self.keep_out
         return not any(_overlap(box, other, margin) for other in others)
 
+    @staticmethod
+    def inside(r: _Room, box: OrientedBox) -> bool:
+        """The box's footprint lies within the room, clear of its walls."""
+        fp = box.footprint()
+        t = WALL_THICKNESS
+        return bool(np.all((fp[:, 0] >= r.x0 + t) & (fp[:, 0] <= r.x1 - t) & (fp[:, 1] >= r.y0 + t) & (fp[:, 1] <= r.y1 - t)))
+
     def size(self, cat: Category) -> np.ndarray:
         return self.rng.uniform(cat.size_min, cat.size_max).round(3)
 
@@ -112,7 +114,7 @@ class _Placer:
             xy = np.array([ax, ay]) + np.array([dx, dy]) * s + inward * (WALL_THICKNESS + size[1] / 2 + 0.01)
             zc = size[2] / 2 if z is None else z
             box = OrientedBox(np.array([xy[0], xy[1], zc]), size, math.atan2(dy, dx))
-            if self.free(box):
+            if self.inside(r, box) and self.free(box):
                 return box
         return None
 
@@ -126,7 +128,7 @@ class _Placer:
                 x = (r.x0 + m, r.x1 - m)[side] if side < 2 else x
                 y = (r.y0 + m, r.y1 - m)[side - 2] if side >= 2 else y
             box = OrientedBox(np.array([x, y, size[2] / 2]), size, yaw)
-            if self.free(box):
+            if self.inside(r, box) and self.free(box):
                 return box
         return None
 
@@ -189,7 +191,7 @@ def _table_group(placer: _Placer, r: _Room, cat: Category, size: np.ndarray,
         to_table = desk.center[:2] - xy
         yaw = math.atan2(-to_table[0], to_table[1])  # local +y (the chair's front) towards the table
         box = OrientedBox(np.array([xy[0], xy[1], csize[2] / 2]), csize, yaw)
-        if placer.free(box, margin=0.02):
+        if placer.inside(r, box) and placer.free(box, margin=0.02):
             placer.add(chair, box)
     return desk
 
@@ -214,6 +216,14 @@ def generate_scene(seed: int, n_rooms: int | None = None) -> Scene:
     for door in doorways(scene_rooms):  # a clear passage through each doorway
         keep_out.append(OrientedBox(np.array([door.center[0], door.center[1], 1.0]),
                                     np.array([door.width + 0.3, 2.4, 2.0]), math.atan2(door.direction[1], door.direction[0])))
+    for r in rooms:  # and a clear lane from each of the room's doorways to its centre
+        centre = np.array([(r.x0 + r.x1) / 2, (r.y0 + r.y1) / 2])
+        for door in doorways(scene_rooms):
+            if r.room.contains(door.center[None] + 0.01 * (centre - door.center)[None])[0]:
+                lane = centre - door.center
+                mid = (centre + door.center) / 2
+                keep_out.append(OrientedBox(np.array([mid[0], mid[1], 0.8]), np.array([np.linalg.norm(lane) + 0.45, 0.9, 1.6]),
+                                            math.atan2(lane[1], lane[0])))
     placer = _Placer(rng, keep_out)
     door_cat, window_cat = CATEGORIES["door"], CATEGORIES["window"]
     for i, r in enumerate(rooms):
@@ -231,169 +241,6 @@ def generate_scene(seed: int, n_rooms: int | None = None) -> Scene:
                 placer.add(window_cat, box)
         _furnish(placer, r, rng)
     return Scene(frame_id="map", rooms=scene_rooms, objects=tuple(placer.objects), name=f"synthetic_{seed}")
-
-
-def _occupancy(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(clearance [H, W] metres to the nearest obstacle, grid origin xy, room index per cell)."""
-    pts = np.concatenate([np.asarray(r.polygon) for r in scene.rooms])
-    origin = pts.min(axis=0) - 0.5
-    shape = tuple(np.ceil((pts.max(axis=0) + 0.5 - origin) / GRID).astype(int))[::-1]  # rows = y
-
-    def cells(poly: np.ndarray) -> np.ndarray:
-        return np.round((poly - origin) / GRID * 16).astype(np.int32)
-
-    free = np.zeros(shape, np.uint8)
-    room_of = np.full(shape, -1, np.int16)
-    for i, room in enumerate(scene.rooms):
-        poly = np.asarray(room.polygon)
-        c = poly.mean(axis=0)
-        inner = c + (poly - c) * (1 - 2 * WALL_THICKNESS / np.ptp(poly, axis=0).clip(min=1e-3))
-        cv2.fillConvexPoly(free, cells(inner), 1, shift=4)
-        mask = np.zeros(shape, np.uint8)
-        cv2.fillConvexPoly(mask, cells(poly), 1, shift=4)
-        room_of[mask > 0] = i
-    for door in doorways(scene.rooms):
-        box = OrientedBox(np.r_[door.center, 1.0], np.array([door.width, 4 * WALL_THICKNESS, 2.0]),
-                          math.atan2(door.direction[1], door.direction[0]))
-        cv2.fillConvexPoly(free, cells(box.footprint()), 1, shift=4)
-    for obj in scene.objects:
-        if obj.box.z_min < 1.6:  # anything the robot's body could hit
-            cv2.fillConvexPoly(free, cells(obj.box.footprint()), 0, shift=4)
-    clearance = cv2.distanceTransform(free, cv2.DIST_L2, 5) * GRID
-    return clearance, origin, room_of
-
-
-def _astar(cost: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> list[tuple[int, int]] | None:
-    """8-connected A* on a cost grid (inf = blocked); returns cells from start to goal."""
-    h, w = cost.shape
-    steps = [(dy, dx, math.hypot(dy, dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-    best = {start: 0.0}
-    parent: dict[tuple[int, int], tuple[int, int]] = {}
-    todo = [(0.0, start)]
-    while todo:
-        _, cell = heapq.heappop(todo)
-        if cell == goal:
-            path = [cell]
-            while cell in parent:
-                cell = parent[cell]
-                path.append(cell)
-            return path[::-1]
-        g = best[cell]
-        for dy, dx, step in steps:
-            nxt = (cell[0] + dy, cell[1] + dx)
-            if not (0 <= nxt[0] < h and 0 <= nxt[1] < w) or not np.isfinite(cost[nxt]):
-                continue
-            ng = g + step * cost[nxt]
-            if ng < best.get(nxt, math.inf):
-                best[nxt], parent[nxt] = ng, cell
-                heapq.heappush(todo, (ng + math.hypot(goal[0] - nxt[0], goal[1] - nxt[1]), nxt))
-    return None
-
-
-def _waypoints(clearance: np.ndarray, room_of: np.ndarray, rng: np.random.Generator) -> list[list[tuple[int, int]]]:
-    """A few well-spread open cells per room (farthest-point sampling)."""
-    out = []
-    for i in range(int(room_of.max()) + 1):
-        cand = np.argwhere((room_of == i) & (clearance >= max(0.5, ROBOT_RADIUS + 0.1)))
-        if len(cand) == 0:
-            cand = np.argwhere((room_of == i) & (clearance >= ROBOT_RADIUS))
-        if len(cand) == 0:
-            out.append([])
-            continue
-        chosen = [cand[int(rng.integers(len(cand)))]]
-        for _ in range(int(rng.integers(2, 5)) - 1):
-            d = np.min([np.hypot(*(cand - c).T) for c in chosen], axis=0)
-            if d.max() * GRID < 1.0:
-                break
-            chosen.append(cand[int(np.argmax(d))])
-        out.append([tuple(int(v) for v in c) for c in chosen])
-    return out
-
-
-def generate_trajectory(scene: Scene, seed: int, n_frames: int, speed: float = 0.4) -> list[CameraPose]:
-    """Camera poses (optical frame in the map) at 10 Hz of a robot touring the rooms and back."""
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    rng = np.random.default_rng([seed, 1])
-    clearance, origin, room_of = _occupancy(scene)
-    cost = np.where(clearance >= ROBOT_RADIUS, 1.0 + 2.0 * np.clip(1.0 - clearance, 0, None), np.inf)
-    per_room = _waypoints(clearance, room_of, rng)
-    order = list(range(len(per_room))) + list(range(len(per_room) - 2, -1, -1))
-    tour = [wp for i, room in enumerate(order) for wp in (per_room[room] if i < len(per_room) else per_room[room][::-1])]
-    if not tour:
-        raise ValueError(f"scene {scene.name!r} has no free floor for a robot of radius {ROBOT_RADIUS} m")
-    # Stitch legs with A*; a waypoint that cannot be reached is skipped.
-    cells, spins = [tour[0]], []
-    for wp in tour[1:]:
-        leg = _astar(cost, cells[-1], wp)
-        if leg is None or len(leg) < 2:
-            continue
-        cells += leg[1:]
-        spins.append(len(cells) - 1)
-    xy = origin + (np.array(cells, dtype=np.float64)[:, ::-1]) * GRID
-    keys = _densify(xy, spins, step=speed / FPS)
-
-    positions, yaws = _walk(keys, n_frames, rng)
-    t = np.arange(n_frames) / FPS
-    height = rng.uniform(1.2, 1.5)
-    pan = np.radians(rng.uniform(10, 25)) * np.sin(2 * np.pi * t / rng.uniform(5, 9))
-    tilt = np.radians(rng.uniform(-20, -8)) + np.radians(4) * np.sin(2 * np.pi * t / rng.uniform(7, 12))
-    poses = []
-    for i in range(n_frames):
-        yaw_i, tilt_i = yaws[i] + pan[i], tilt[i]
-        eye = np.r_[positions[i], height + 0.01 * np.sin(2 * np.pi * t[i] * 1.7)]
-        forward = np.array([math.cos(tilt_i) * math.cos(yaw_i), math.cos(tilt_i) * math.sin(yaw_i), math.sin(tilt_i)])
-        poses.append(look_at_pose(eye, eye + forward))
-    return poses
-
-
-def _walk(keys: list[tuple[np.ndarray, bool]], n_frames: int, rng: np.random.Generator
-          ) -> tuple[list[np.ndarray], list[float]]:
-    """Positions and headings along the keys, turning smoothly, spinning on the spot where
-    flagged; when the tour ends early it is walked back (another revisit)."""
-    positions: list[np.ndarray] = []
-    yaws: list[float] = []
-    yaw = _heading(keys, 0)
-    seq = keys
-    while len(positions) < n_frames:
-        for k, (p, spin) in enumerate(seq):
-            yaw += float(np.clip(_wrap(_heading(seq, k) - yaw), -np.radians(6), np.radians(6)))  # <= 60 deg/s
-            positions.append(p)
-            yaws.append(yaw)
-            if spin:
-                turn = rng.choice([-1, 1]) * rng.uniform(np.radians(60), np.radians(200))
-                for a in np.linspace(0, turn, int(abs(turn) / np.radians(5)) + 1)[1:]:
-                    positions.append(p)
-                    yaws.append(yaw + a)
-                yaw += turn
-            if len(positions) >= n_frames:
-                break
-        seq = seq[::-1]
-    return positions[:n_frames], yaws[:n_frames]
-
-
-def _densify(xy: np.ndarray, spins: list[int], step: float) -> list[tuple[np.ndarray, bool]]:
-    """Smooth a grid path and resample it every `step` metres; flags the points to spin at."""
-    k = 5
-    padded = np.concatenate([np.repeat(xy[:1], k, 0), xy, np.repeat(xy[-1:], k, 0)])
-    kernel = np.ones(2 * k + 1) / (2 * k + 1)
-    smooth = np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(2)], axis=1)
-    seg = np.linalg.norm(np.diff(smooth, axis=0), axis=1)
-    dist = np.r_[0.0, np.cumsum(seg)]
-    samples = np.arange(0.0, dist[-1] + 1e-9, step) if dist[-1] > 0 else np.zeros(1)
-    pts = np.stack([np.interp(samples, dist, smooth[:, i]) for i in range(2)], axis=1)
-    spin_at = {int(np.searchsorted(samples, dist[s])) for s in spins}
-    return [(p, i in spin_at) for i, p in enumerate(pts)]
-
-
-def _heading(keys: list[tuple[np.ndarray, bool]], k: int) -> float:
-    a, b = keys[max(k - 2, 0)][0], keys[min(k + 2, len(keys) - 1)][0]
-    d = b - a
-    return math.atan2(d[1], d[0]) if np.linalg.norm(d) > 1e-6 else 0.0
-
-
-def _wrap(angle: float) -> float:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 @dataclass(frozen=True)
@@ -426,8 +273,8 @@ def synthesize(out_dir: str | Path, seed: int, n_frames: int, width: int = 480, 
             rgb = renderer.render(pose).rgb
             render_s += time.perf_counter() - t0
             if noise > 0:  # sensor noise, seeded per frame
-                grain = np.random.default_rng([seed, 2, i]).normal(0, noise, rgb.shape)
-                rgb = np.clip(rgb + grain, 0, 255).astype(np.uint8)
+                grain = np.random.default_rng([seed, 2, i]).standard_normal(rgb.shape, dtype=np.float32)
+                rgb = np.clip(rgb + noise * grain, 0, 255).astype(np.uint8)
             image = msgs.compressed_image_msg(rgb, stamp) if compressed else msgs.image_msg(rgb, stamp)
             bag.write(image_topic, stamp, image)
             bag.write(msgs.TOPIC_CAMERA_INFO, stamp, msgs.camera_info_msg(intr.matrix, width, height, stamp))

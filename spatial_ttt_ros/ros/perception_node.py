@@ -31,7 +31,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -53,6 +53,7 @@ except ImportError:
 
 SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
                            TransitionCallbackReturn.ERROR)
+SERVICE_QOS = QoSProfile(depth=256, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry, "none": None}
 
 
@@ -182,7 +183,10 @@ class PerceptionNode(LifecycleNode):
             return FAILURE
         group = self._service_group
         self._services_active = [
-            self.create_service(SpatialQuery, "spatial_query", self._on_query, callback_group=group),
+            # A deep request queue: a burst of queries must be answered ("busy" at worst), not lost
+            # from a 10-deep history while the executor threads are waiting on the engine.
+            self.create_service(SpatialQuery, "spatial_query", self._on_query, callback_group=group,
+                                qos_profile=SERVICE_QOS),
             self.create_service(MemoryFile, "save_memory", self._on_save, callback_group=group),
             self.create_service(MemoryFile, "load_memory", self._on_load, callback_group=group),
             self.create_service(Trigger, "reset_memory", self._on_reset, callback_group=group),

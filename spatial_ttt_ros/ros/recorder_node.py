@@ -1,50 +1,540 @@
-"""Recorder node (foundation version): brings the node up.
+"""The recorder node: synced keyframes of a robot run -> a crash-safe rosbag2 MCAP training bag.
 
-The full node (synced ingest, /spatial_query, memory services, lifecycle) replaces this file.
+Frames take the perception node's path up to the keyframe decision, through the same shared code:
+camera (Image, or CompressedImage on `<image>/compressed`) + pose (PoseStamped or Odometry on
+`pose`, or none) + optional CameraInfo on `camera_info` -> approximate-time sync (message_filters
+where installed, else ros/sync.py) -> ros/ingest.py FrameIngest (stamp and pose checks, keyframe
+gate, image must decode) -> the messages as received, serialized by rclpy, into data/bags.py's
+BagWriter (chunk CRCs, flush + fsync every `flush_period_s`, episodes split by duration/size).
+
+Bag topics (data/msgs.py): the image on /camera/image_raw or /camera/image_raw/compressed,
+/camera/pose (geometry_msgs/PoseStamped; an Odometry input is stored as its header + pose),
+/camera/camera_info, /spatial_ttt/descriptions (operator notes) and /spatial_ttt/annotations
+(relayed from the `annotations` topic; `spatial-ttt annotate` adds more). Each message's bag time
+is its header stamp; notes carry the node clock's time of arrival.
+
+A run is `<output_dir>/<run>/bag/`, the layout `spatial-ttt synth` writes: put the scene file at
+`<run>/scene.yaml` and `spatial-ttt annotate <run>/bag` writes `<run>/annotations.jsonl`.
+
+Operator descriptions: std_msgs/String on `descriptions`, or `ros2 param set
+/spatial_ttt_recorder description "..."` (the parameter service answers successful + reason; the
+package has no srv for it). Stored as JSON {"type": "operator_description", "text", "stamp_ns",
+"source", "keyframes_before"}.
+
+Errors: a bag that cannot be created (unwritable output_dir) or a file that fails (disk full) is
+logged and reported on /diagnostics with the path and errno. BagWriter continues in the next file
+of the bag where it can; when the bag is lost as a whole, a new run `<run>_<k>` is tried every
+`retry_period_s` while keyframes arrive (keyframes in between are counted as lost). SIGINT/SIGTERM
+close the bag (footer + metadata.yaml); after a SIGKILL run `spatial-ttt bag recover <run>/bag`.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
 import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
 
-from spatial_ttt_ros.msg import MemoryStatus
+from spatial_ttt_ros.data import msgs
+from spatial_ttt_ros.data.bags import BagWriteError, BagWriter
+from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_to_ns
+from spatial_ttt_ros.ros.ingest import FrameIngest
+from spatial_ttt_ros.ros.keyframe_gate import GateConfig, KeyframeGate
+from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
+from spatial_ttt_ros.ros.params import IMAGE_TRANSPORTS, POSE_TYPES, ParamSpec
+from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
+
+try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
+    import message_filters
+except ImportError:
+    message_filters = None
+
+NODE_NAME = "spatial_ttt_recorder"
+COMPRESSIONS = ("zstd", "lz4", "none")
+DESCRIPTION_PARAM = "description"
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # where and how the bag is written
+    ParamSpec("output_dir", "recordings", str, "directory that receives one <run>/bag/ per recording"),
+    ParamSpec("run_name", "", str, "name of the run directory; empty = spatial_ttt_<local date_time>"),
+    ParamSpec("max_episode_duration_s", 300.0, float, "start the next bag file (episode) after this much "
+              "message time [s]; 0 = no limit"),
+    ParamSpec("max_episode_bytes", 1 << 30, int, "start the next bag file (episode) at this size [bytes]; 0 = no limit"),
+    ParamSpec("flush_period_s", 1.0, float, "close the open chunk and fsync at least this often [s]"),
+    ParamSpec("compression", "zstd", str, "MCAP chunk compression: zstd, lz4 or none"),
+    ParamSpec("retry_period_s", 5.0, float, "after the bag is lost (e.g. disk full), try a new run this often [s]"),
+    # inputs: the perception node's names and meanings
+    ParamSpec("image_transport", PERCEPTION_DEFAULTS["image_transport"], str, "camera input: raw (Image on `image`) "
+              "or compressed (CompressedImage on `image`/compressed); stored as received"),
+    ParamSpec("pose_type", PERCEPTION_DEFAULTS["pose_type"], str, "pose input on `pose`: pose_stamped, odometry or none"),
+    ParamSpec("use_camera_info", True, bool, "sync CameraInfo on `camera_info` with each frame and store it "
+              "(annotate needs the intrinsics)"),
+    ParamSpec("sync_queue_size", PERCEPTION_DEFAULTS["sync_queue_size"], int,
+              "approximate-time synchroniser: messages kept per input"),
+    ParamSpec("sync_slop_s", PERCEPTION_DEFAULTS["sync_slop_s"], float,
+              "approximate-time synchroniser: max stamp difference within a set [s]"),
+    ParamSpec("keyframe_max_rate_hz", PERCEPTION_DEFAULTS["keyframe_max_rate_hz"], float,
+              "at most this many keyframes per second of stamps; 0 = no limit"),
+    ParamSpec("keyframe_min_translation_m", PERCEPTION_DEFAULTS["keyframe_min_translation_m"], float,
+              "with a pose: min camera travel since the last keyframe [m]"),
+    ParamSpec("keyframe_min_rotation_deg", PERCEPTION_DEFAULTS["keyframe_min_rotation_deg"], float,
+              "with a pose: min camera turn since the last keyframe [deg]"),
+    ParamSpec("status_rate_hz", 1.0, float, "/diagnostics publishing rate [Hz]"),
+)
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    output_dir: str = DEFAULTS["output_dir"]
+    run_name: str = DEFAULTS["run_name"]
+    max_episode_duration_s: float = DEFAULTS["max_episode_duration_s"]
+    max_episode_bytes: int = DEFAULTS["max_episode_bytes"]
+    flush_period_s: float = DEFAULTS["flush_period_s"]
+    compression: str = DEFAULTS["compression"]
+    retry_period_s: float = DEFAULTS["retry_period_s"]
+    image_transport: str = DEFAULTS["image_transport"]
+    pose_type: str = DEFAULTS["pose_type"]
+    use_camera_info: bool = DEFAULTS["use_camera_info"]
+    sync_queue_size: int = DEFAULTS["sync_queue_size"]
+    sync_slop_s: float = DEFAULTS["sync_slop_s"]
+    keyframe_max_rate_hz: float = DEFAULTS["keyframe_max_rate_hz"]
+    keyframe_min_translation_m: float = DEFAULTS["keyframe_min_translation_m"]
+    keyframe_min_rotation_deg: float = DEFAULTS["keyframe_min_rotation_deg"]
+    status_rate_hz: float = DEFAULTS["status_rate_hz"]
+
+    def __post_init__(self) -> None:
+        _check(self.output_dir.strip() != "", "output_dir must not be empty")
+        _check("/" not in self.run_name and self.run_name not in (".", ".."),
+               f"run_name must be a plain directory name, got {self.run_name!r}")
+        _check(self.image_transport in IMAGE_TRANSPORTS,
+               f"image_transport must be one of {IMAGE_TRANSPORTS}, got {self.image_transport!r}")
+        _check(self.pose_type in POSE_TYPES, f"pose_type must be one of {POSE_TYPES}, got {self.pose_type!r}")
+        _check(self.compression in COMPRESSIONS,
+               f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
+        _check(self.sync_queue_size >= 1, f"sync_queue_size must be >= 1, got {self.sync_queue_size}")
+        _check(self.max_episode_bytes >= 0, f"max_episode_bytes must be >= 0, got {self.max_episode_bytes}")
+        for name in ("max_episode_duration_s", "sync_slop_s"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+        for name in ("flush_period_s", "retry_period_s", "status_rate_hz"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+        self.gate_config()  # validates the keyframe thresholds
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> RecorderSettings:
+        """Settings from parameter values; unknown names are a ValueError, types are coerced."""
+        unknown = set(values) - set(DEFAULTS)
+        _check(not unknown, f"unknown parameters: {sorted(unknown)}")
+        kwargs = {}
+        for spec in PARAMETERS:
+            if spec.name in values:
+                value = values[spec.name]
+                if spec.type is bool and not isinstance(value, bool):
+                    raise ValueError(f"parameter {spec.name} must be a bool, got {value!r}")
+                kwargs[spec.name] = spec.type(value)
+        return cls(**kwargs)
+
+    def gate_config(self) -> GateConfig:
+        return GateConfig(max_rate_hz=self.keyframe_max_rate_hz,
+                          min_translation_m=self.keyframe_min_translation_m,
+                          min_rotation_deg=self.keyframe_min_rotation_deg)
+
+    @property
+    def image_topic(self) -> str:
+        """Where the images go in the bag."""
+        return msgs.TOPIC_IMAGE if self.image_transport == "raw" else msgs.TOPIC_IMAGE_COMPRESSED
+
+    def bag_topics(self) -> list[str]:
+        topics = [self.image_topic]
+        if self.pose_type != "none":
+            topics.append(msgs.TOPIC_POSE)
+        if self.use_camera_info:
+            topics.append(msgs.TOPIC_CAMERA_INFO)
+        return topics + [msgs.TOPIC_DESCRIPTIONS, msgs.TOPIC_ANNOTATIONS]
+
+
+@dataclass(frozen=True)
+class RecordingStatus:
+    bag: str  # the bag directory being written, "" while none is open
+    files: int  # finished files (episodes) of that bag
+    keyframes_written: int  # over every run of this node
+    keyframes_lost: int  # keyframes that found no writable bag
+    notes_written: int  # descriptions and relayed annotations
+    notes_pending: int  # notes waiting for a writable bag
+    bytes_written: int  # message payload bytes
+    last_keyframe_stamp_ns: int
+    failed_files: tuple[str, ...]  # files abandoned after a write error (recoverable)
+    error: str  # the newest error, "" when none happened
+    broken: bool  # no writable bag right now
+
+
+class Recording:
+    """The bag side of the recorder (no rclpy): opens runs, writes keyframes and notes, and keeps
+    going through write errors as far as the disk allows. Thread-safe."""
+
+    def __init__(self, settings: RecorderSettings, logger: Any) -> None:
+        self.settings = settings
+        self._log = logger  # .info / .warning / .error (rclpy's or the logging module's)
+        self._lock = threading.Lock()
+        self._writer: BagWriter | None = None
+        self._base = settings.run_name or time.strftime("spatial_ttt_%Y%m%d_%H%M%S")
+        self._retry_at = 0.0
+        self._pending: deque[tuple[str, int, bytes]] = deque(maxlen=1000)
+        self._failed: list[str] = []
+        self._error = ""
+        self._counts = {"keyframes": 0, "lost": 0, "notes": 0, "bytes": 0, "last_stamp": 0}
+        with self._lock:
+            self._open()
+
+    def _next_run_dir(self) -> Path:
+        """<output_dir>/<run>, or <run>_<k> with the first k not taken (an earlier run failed)."""
+        out = Path(self.settings.output_dir).expanduser()
+        for k in itertools.count():
+            run = out / (self._base if k == 0 else f"{self._base}_{k}")
+            if not run.exists():
+                return run
+        raise AssertionError("unreachable")
+
+    def _open(self) -> None:
+        s = self.settings
+        bag_dir = self._next_run_dir() / "bag"
+        try:
+            writer = BagWriter(bag_dir, max_duration_s=s.max_episode_duration_s or None,
+                               max_bytes=s.max_episode_bytes or None, flush_period_s=s.flush_period_s,
+                               compression=s.compression)
+            for topic in s.bag_topics():
+                writer.add_topic(topic, msgs.TOPIC_TYPES[topic])
+        except (BagWriteError, OSError) as exc:
+            self._fail(f"cannot start bag {bag_dir}: {exc}")
+            return
+        self._writer = writer
+        self._log.info(f"recording to {bag_dir}")
+        while self._pending and self._write(*self._pending[0]):
+            self._pending.popleft()
+            self._counts["notes"] += 1
+
+    def _fail(self, message: str) -> None:
+        """The bag is lost as a whole: report, keep what it flushed, retry a new run later."""
+        self._error = message
+        self._log.error(f"{message}; keyframes are dropped until a new bag opens "
+                        f"(next try in {self.settings.retry_period_s:g} s)")
+        self._retry_at = time.monotonic() + self.settings.retry_period_s
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except (BagWriteError, OSError) as exc:
+                self._log.error(f"closing {writer.path} after the error: {exc}; run `spatial-ttt bag recover "
+                                f"{writer.path}`")
+            self._note_damaged(writer)
+
+    def _note_damaged(self, writer: BagWriter) -> list[str]:
+        """Record files the writer abandoned since the last look; returns the new ones."""
+        new = [str(writer.path / name) for name in writer.damaged if str(writer.path / name) not in self._failed]
+        self._failed += new
+        return new
+
+    def _ready(self) -> bool:
+        if self._writer is None and time.monotonic() >= self._retry_at:
+            self._open()
+        return self._writer is not None
+
+    def _write(self, topic: str, stamp_ns: int, data: bytes) -> bool:
+        writer = self._writer
+        assert writer is not None
+        try:
+            writer.write(topic, stamp_ns, data)
+        except (BagWriteError, OSError) as exc:
+            self._fail(f"bag {writer.path} failed: {exc}")
+            return False
+        # A file can also fail in BagWriter's flusher thread; either way it went on in the next file.
+        new = self._note_damaged(writer)
+        if new:
+            self._error = f"bag file {new[-1]} failed; recording goes on in the next file"
+            self._log.error(self._error)
+        self._counts["bytes"] += len(data)
+        return True
+
+    def write_keyframe(self, messages: list[tuple[str, int, bytes]]) -> bool:
+        """Write one keyframe's (topic, bag stamp [ns], CDR bytes); False when it was lost."""
+        with self._lock:
+            if not self._ready():
+                self._counts["lost"] += 1
+                return False
+            for topic, stamp_ns, data in messages:
+                if not self._write(topic, stamp_ns, data):
+                    self._counts["lost"] += 1
+                    return False
+            self._counts["keyframes"] += 1
+            self._counts["last_stamp"] = messages[0][1]
+            return True
+
+    def write_note(self, topic: str, stamp_ns: int, data: bytes) -> bool:
+        """A description or annotation; False: kept in memory (up to 1000) until a bag can take it."""
+        with self._lock:
+            if not self._ready() or not self._write(topic, stamp_ns, data):
+                self._pending.append((topic, stamp_ns, data))
+                return False
+            self._counts["notes"] += 1
+            return True
+
+    @property
+    def keyframes_written(self) -> int:
+        with self._lock:
+            return self._counts["keyframes"]
+
+    def status(self) -> RecordingStatus:
+        with self._lock:
+            w, c = self._writer, self._counts
+            return RecordingStatus(
+                bag=str(w.path) if w else "", files=len(w.files) if w else 0, keyframes_written=c["keyframes"],
+                keyframes_lost=c["lost"], notes_written=c["notes"], notes_pending=len(self._pending),
+                bytes_written=c["bytes"], last_keyframe_stamp_ns=c["last_stamp"], failed_files=tuple(self._failed),
+                error=self._error, broken=w is None)
+
+    def close(self) -> None:
+        """Finish the bag: footer, metadata.yaml. Notes still pending are reported as lost."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            if self._pending:
+                self._log.error(f"{len(self._pending)} descriptions/annotations never found a writable bag")
+            if writer is None:
+                return
+            try:
+                writer.close()
+                self._log.info(f"closed {writer.path}: {len(writer.files)} files")
+            except (BagWriteError, OSError) as exc:
+                self._log.error(f"closing {writer.path} failed: {exc}; run `spatial-ttt bag recover {writer.path}`")
+
+
+def description_json(text: str, stamp_ns: int, source: str, keyframes_before: int) -> str:
+    """What an operator description looks like on the descriptions topic."""
+    return json.dumps({"type": "operator_description", "text": text, "stamp_ns": stamp_ns, "source": source,
+                       "keyframes_before": keyframes_before}, ensure_ascii=False)
+
+
+POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
 
 class RecorderNode(Node):
-    def __init__(self) -> None:
-        super().__init__("spatial_ttt_recorder")
-        self.declare_parameter("status_rate_hz", 1.0)
-        rate = float(self.get_parameter("status_rate_hz").value)
-        self._status_pub = self.create_publisher(MemoryStatus, "memory_status", 10)
-        self.create_timer(1.0 / rate, self._publish_status)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default,
+                                   ParameterDescriptor(description=spec.description, dynamic_typing=True))
+        self.declare_parameter(DESCRIPTION_PARAM, "", ParameterDescriptor(
+            description="set at run time to store an operator description (ros2 param set)"))
+        self.settings = RecorderSettings.from_values({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
+        s = self.settings
+        self.recording = Recording(s, self.get_logger())
+        decode = image_to_rgb if s.image_transport == "raw" else compressed_to_rgb
+        # The gate's verdict decides; the pushed frame itself is not needed here.
+        self.ingest = FrameIngest(decode, KeyframeGate(s.gate_config()), lambda frame: True)
+        self._ingest_group = MutuallyExclusiveCallbackGroup()
+        self._notes_group = MutuallyExclusiveCallbackGroup()
+        self._sync: Any = None
+        self._subscriptions_active = self._create_inputs()
+        self.create_subscription(String, "descriptions", self._on_description, 10, callback_group=self._notes_group)
+        self.create_subscription(String, "annotations", self._on_annotation, 10, callback_group=self._notes_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0 / s.status_rate_hz, self._publish_status, callback_group=self._notes_group)
+
+    def _create_inputs(self) -> list[Any]:
+        s, qos, group = self.settings, qos_profile_sensor_data, self._ingest_group
+        raw = s.image_transport == "raw"
+        inputs: list[tuple[type, str]] = [(Image if raw else CompressedImage,
+                                           "image" if raw else self.resolve_topic_name("image") + "/compressed")]
+        if s.pose_type != "none":
+            inputs.append((POSE_MSG_TYPES[s.pose_type], "pose"))
+        if s.use_camera_info:
+            inputs.append((CameraInfo, "camera_info"))
+        if len(inputs) == 1:
+            def on_image(msg: Any) -> None:
+                self.ingest.on_image(msg)
+                self._on_synced(msg)
+            return [self.create_subscription(inputs[0][0], inputs[0][1], on_image, qos, callback_group=group)]
+        if message_filters is not None:
+            subs = [message_filters.Subscriber(self, t, name, qos_profile=qos, callback_group=group)
+                    for t, name in inputs]
+            subs[0].registerCallback(self.ingest.on_image)
+            self._sync = message_filters.ApproximateTimeSynchronizer(subs, s.sync_queue_size, s.sync_slop_s)
+            self._sync.registerCallback(self._on_synced)
+            return [sub.sub for sub in subs]
+        sync = self._sync = ApproximateTimeSynchronizer(len(inputs), s.sync_queue_size, s.sync_slop_s)
+        sync.register_callback(self._on_synced)
+
+        def feeder(index: int) -> Any:
+            def on_msg(msg: Any) -> None:
+                if index == 0:
+                    self.ingest.on_image(msg)
+                sync.add(index, stamp_to_ns(msg.header.stamp), msg)
+            return on_msg
+        return [self.create_subscription(t, name, feeder(i), qos, callback_group=group)
+                for i, (t, name) in enumerate(inputs)]
+
+    def _on_synced(self, image: Any, *rest: Any) -> None:
+        """One synced set (image[, pose][, camera info]): through the gate, then into the bag."""
+        s = self.settings
+        pose = rest[0] if s.pose_type != "none" else None
+        info = rest[-1] if s.use_camera_info else None
+        verdict = self.ingest.on_pair(image, pose)
+        if verdict != "keyframe":
+            if verdict.startswith("rejected"):
+                self.get_logger().warning(f"frame {verdict}", throttle_duration_sec=5.0)
+            return
+        stamp = stamp_to_ns(image.header.stamp)
+        messages = [(s.image_topic, stamp, serialize_message(image))]
+        if pose is not None:
+            if isinstance(pose, Odometry):
+                pose = PoseStamped(header=pose.header, pose=pose.pose.pose)
+            messages.append((msgs.TOPIC_POSE, stamp_to_ns(pose.header.stamp), serialize_message(pose)))
+        if info is not None:
+            messages.append((msgs.TOPIC_CAMERA_INFO, stamp_to_ns(info.header.stamp), serialize_message(info)))
+        self.recording.write_keyframe(messages)
+
+    def add_description(self, text: str, source: str) -> tuple[bool, str]:
+        """Store an operator description at the node clock's time; (success, message)."""
+        text = text.strip()
+        if not text:
+            return False, "empty description: nothing stored"
+        stamp = self.get_clock().now().nanoseconds
+        note = description_json(text, stamp, source, self.recording.keyframes_written)
+        if self.recording.write_note(msgs.TOPIC_DESCRIPTIONS, stamp, serialize_message(String(data=note))):
+            return True, f"description stored at {stamp * 1e-9:.3f} s"
+        return True, (f"description kept in memory at {stamp * 1e-9:.3f} s: no writable bag right now "
+                      f"({self.recording.status().error})")
+
+    def _on_description(self, msg: String) -> None:
+        ok, message = self.add_description(msg.data, "topic")
+        if not ok:
+            self.get_logger().warning(f"descriptions: {message}")
+
+    def _on_annotation(self, msg: String) -> None:
+        self.recording.write_note(msgs.TOPIC_ANNOTATIONS, self.get_clock().now().nanoseconds, serialize_message(msg))
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name != DESCRIPTION_PARAM and p.name in DEFAULTS:
+                return SetParametersResult(successful=False, reason=f"{p.name} is read at start-up only; "
+                                           "restart the recorder to change it")
+        for p in params:
+            if p.name == DESCRIPTION_PARAM:
+                if not isinstance(p.value, str):
+                    return SetParametersResult(successful=False, reason="description must be a string")
+                ok, message = self.add_description(p.value, "parameter")
+                return SetParametersResult(successful=ok, reason=message)
+        return SetParametersResult(successful=True)
+
+    def status_values(self) -> dict[str, str]:
+        """The recorder's counters as /diagnostics reports them."""
+        rec, counts = self.recording.status(), self.ingest.counts()
+        values = {k: str(v) for k, v in dataclasses.asdict(counts).items()}
+        values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
+        values["failed_files"] = ", ".join(rec.failed_files)
+        return values
 
     def _publish_status(self) -> None:
-        msg = MemoryStatus()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.device = "cpu"
-        msg.last_error = "engine not loaded (foundation node)"
-        self._status_pub.publish(msg)
+        rec, counts = self.recording.status(), self.ingest.counts()
+        if rec.broken:
+            level, message = DiagnosticStatus.ERROR, f"not recording: {rec.error}"
+        elif rec.error:
+            level, message = DiagnosticStatus.WARN, f"recording to {rec.bag}; {rec.error}"
+        else:
+            level, message = DiagnosticStatus.OK, f"recording to {rec.bag}"
+        if counts.last_reject and level == DiagnosticStatus.OK:
+            level, message = DiagnosticStatus.WARN, f"{message}; last rejected frame: {counts.last_reject}"
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: recording", message=message,
+                                  hardware_id=self.get_fully_qualified_name(),
+                                  values=[KeyValue(key=k, value=v) for k, v in self.status_values().items()])
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+    def close(self) -> None:
+        """Close the bag (metadata.yaml) and destroy the node."""
+        for sub in self._subscriptions_active:
+            self.destroy_subscription(sub)
+        self._subscriptions_active = []
+        self.recording.close()
+        self.destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
-    node = RecorderNode()
     try:
-        rclpy.spin(node)
+        node = RecorderNode()
+    except ValueError as exc:  # bad parameters
+        print(f"{NODE_NAME}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
+        node.close()
         rclpy.try_shutdown()
     return 0
 
 
+def default_params_file() -> Path:
+    """config/recorder.yaml from the installed share dir, else from the source tree."""
+    from spatial_ttt_ros.ros.launch_inspect import find_package_share
+
+    try:
+        return find_package_share("spatial_ttt_ros") / "config" / "recorder.yaml"
+    except ValueError:
+        return Path(__file__).resolve().parents[2] / "config" / "recorder.yaml"
+
+
 def cli_record(argv: list[str]) -> int:
-    return main(["spatial-ttt-node", *argv])
+    """`spatial-ttt record [--params-file FILE] [--output-dir DIR] [--ros-args ...]`."""
+    argv = list(argv)
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="spatial-ttt record", description="record keyframes into training bags")
+    parser.add_argument("--params-file", type=Path, default=None,
+                        help="YAML with ros__parameters (default: config/recorder.yaml)")
+    parser.add_argument("--output-dir", default=None, help="overrides the output_dir parameter")
+    options = parser.parse_args(argv[:split])
+    params_file = options.params_file or default_params_file()
+    if not params_file.is_file():
+        print(f"spatial-ttt record: params file {params_file} not found", file=sys.stderr)
+        return 2
+    ros_args = ["--params-file", str(params_file)]
+    if options.output_dir is not None:
+        ros_args += ["-p", f"output_dir:={os.path.abspath(options.output_dir)}"]
+    return main(["spatial-ttt-record", "--ros-args", *ros_args, *argv[split + 1:]])
 
 
 if __name__ == "__main__":

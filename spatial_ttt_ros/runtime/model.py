@@ -69,14 +69,13 @@ def _randomize_ttt_for_tests(model: nn.Module, seed: int) -> None:
         if ".self_attn." not in name or ".attn_layer." in name:
             continue
         with torch.no_grad():
+            noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
             if name.endswith(("conv_q.weight", "conv_k.weight", "conv_v.weight")):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + torch.nn.init.dirac_(torch.empty_like(p)))
+                p.copy_(noise * 0.2 + torch.nn.init.dirac_(torch.empty_like(p)))
             elif "lr_proj.bias" in name:
-                p.copy_(torch.full(p.shape, 5.0))  # rates around 5: updates visibly change the weights
-            elif name.endswith(("w0", "w1", "w2")):
-                continue
-            else:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+                p.fill_(5.0)  # rates around 5: updates visibly change the weights
+            elif not name.endswith(("w0", "w1", "w2")):
+                p.add_(noise * 0.3)
 
 
 def build_model(config: SpatialTTTConfig, device: torch.device) -> tuple[nn.Module, object]:
@@ -88,7 +87,8 @@ def build_model(config: SpatialTTTConfig, device: torch.device) -> tuple[nn.Modu
         torch.manual_seed(config.seed)
         hf_config = tiny_qwen3_vl_config(config)
         hf_config._attn_implementation = "sdpa"
-        model = Qwen3VLForConditionalGeneration(hf_config)
+        with torch.device(device):  # large random models (benchmarks) initialise on the GPU
+            model = Qwen3VLForConditionalGeneration(hf_config)
         wrap_ttt_layers(model, config)
         _randomize_ttt_for_tests(model, config.seed)
         tokenizer = build_byte_tokenizer(hf_config.text_config.vocab_size)

@@ -12,10 +12,20 @@ relative Frobenius error ||got - ref|| / ||ref||. Tolerances per tensor and prec
 * Updated states move by a small fraction of the weights, so they are judged on the movement:
   ||got - ref|| <= tol * ||ref - W_init|| + 1e-6 * ||ref||, the second term being a few fp32 ulps
   of the state itself (the fp32 state cannot be closer to a float64 one than its own rounding).
-* Muon: Newton-Schulz is bf16 in the reference too; both versions round differently (the Triton
-  epilogue rounds P = c A A + b A once, the reference four times) and the quintic amplifies the
-  differences along small singular directions, so Muon-moved states get 6e-2, and Newton-Schulz
-  itself must be no further from a float64 iteration than 1.5x the reference's own distance.
+* Muon: Newton-Schulz is bf16 in every backend and rounds differently in each (the Triton epilogue
+  rounds P = c A A + b A once, the reference four times). The quintic multiplies small singular
+  values by ~490 over five steps, so for a rank-deficient update (L < D; L = 1 is rank one) the
+  output's near-null space is amplified rounding noise, different for every implementation. Hence:
+  Newton-Schulz itself is tested on full-rank inputs against a float64 iteration (no further than
+  1.5x the reference's own distance); the fused update step against the reference step given the
+  same directions and the same Newton-Schulz (tight); end-to-end Muon updates with one Newton-Schulz
+  on both sides in fp32 mode for every L, each step from the same (reference) state: fp32 and float64
+  directions round to bf16 differently in a few hundred elements, which moves Newton-Schulz's output
+  by up to ~4e-2 for L = 63-100 (measured), so 0.1; chaining two Muon updates would compare two
+  independent noise patterns from the second step on. In bf16 mode the directions carry ~3e-3 of
+  error relative to their dominant (token-mean) component, a large fraction of the small bulk
+  singular values that Muon scales up to ~1: the bf16-mode Muon update is judged against the
+  official bf16 autocast path (no more than 1.5x its distance to float64), at L = 2648.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from spatial_ttt_ros.kernels.newton_schulz import triton as ns_triton  # noqa: E
 DEV = torch.device("cuda")
 LENGTHS = [1, 63, 100, 2648]
 HEADS = [3, 4, 5]
-TOL = {"fp32": 2e-5, "bf16": 2e-2, "muon": 6e-2}
+TOL = {"fp32": 2e-5, "bf16": 2e-2, "muon": 0.1}
 TOKEN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -119,50 +129,130 @@ def test_non_square_and_ragged_shapes(mode):
     want = K.fw_grad(*f64(w), k.double(), v.double(), lr, backend="torch")
     for got, ref in zip(K.fw_grad(*w, k, v, lr, backend="triton"), want):
         assert rel_err(got, ref) < TOL[mode]
-    flags = dict(use_momentum=True, use_muon=True, prenorm=True)
+    flags = dict(use_momentum=True, use_muon=False, prenorm=True)
     got = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True), k, v, lr, mu,
                       backend="triton", **flags)  # fmt: skip
     want = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True, dtype=torch.float64),
                        k.double(), v.double(), lr, mu, backend="torch", **flags)  # fmt: skip
     for j in range(3):
         assert rel_err(got.momentum[j], want.momentum[j]) < TOL[mode]
-        assert_moved_like(got.w[j], want.w[j], w[j], TOL["muon"], f"w{j}")
+        assert_moved_like(got.w[j], want.w[j], w[j], TOL[mode], f"w{j}")
+        assert_moved_like(got.w_main[j], want.w_main[j], w[j], TOL[mode], f"w_main{j}")
 
 
-FLAGS = [  # (use_momentum, use_muon, prenorm)
-    (True, False, False),  # the released inference configuration
-    (True, True, True),  # the training configuration
-    (False, True, False),
-    (False, False, True),
-]
+@pytest.fixture
+def shared_newton_schulz(monkeypatch):
+    """The reference path orthogonalises with the Triton Newton-Schulz too (see the module docstring)."""
+    from spatial_ttt_ros.kernels import ops
+
+    monkeypatch.setitem(ops._NEWTON_SCHULZ5, "torch", ns_triton.newton_schulz5_triton)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
-@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "mom{:d}-muon{:d}-pre{:d}".format(*f))
-@pytest.mark.parametrize("H,L", [(3, 1), (5, 63), (4, 100), (3, 2648)])
-def test_fw_update_two_chunks_matches_reference(H, L, flags, mode):
-    """Two updates (so momentum and the pre-norm accumulator carry over), then every state tensor."""
+def cast_state(state, dtype):
+    def cast(group):
+        return None if group is None else tuple(t.to(dtype) for t in group)
+
+    return K.FastWeightState(cast(state.w), cast(state.w_main), cast(state.momentum), cast(state.norms))
+
+
+def run_two_chunks(H, L, flags, mode, resync=False):
+    """Two updates (momentum and the pre-norm accumulator carry over) on both backends.
+
+    Returns the reference state the last update started from (float64), and both results. With
+    resync the Triton update of chunk 2 starts from the reference's state after chunk 1 (see the
+    module docstring on Muon); without, each backend carries its own state.
+    """
     use_momentum, use_muon, prenorm = flags
     kw = dict(use_momentum=use_momentum, use_muon=use_muon, prenorm=prenorm)
     w = make_weights(H, seed=H)
     got = K.init_fast_weight_state(*w, use_momentum=use_momentum, prenorm=prenorm)
-    want = K.init_fast_weight_state(*w, use_momentum=use_momentum, prenorm=prenorm, dtype=torch.float64)
+    want = start = K.init_fast_weight_state(*w, use_momentum=use_momentum, prenorm=prenorm, dtype=torch.float64)
     for step in range(2):
         k, v, lr, mu = make_chunk(H, L, dtype=TOKEN_DTYPE[mode], seed=10 * L + step)
+        if resync:
+            start, got = want, cast_state(want, torch.float32)
         got = K.fw_update(got, k, v, lr, mu, backend="triton", **kw)
         want = K.fw_update(want, k.double(), v.double(), lr, mu, backend="torch", **kw)
-    tol_w = TOL["muon"] if use_muon else TOL[mode]
+    return start, got, want
+
+
+def check_states(start, got, want, tol_w, tol_m):
     for j in range(3):
         assert got.w[j].dtype == torch.float32
-        assert_moved_like(got.w[j], want.w[j], w[j], tol_w, f"w{j}")
+        assert_moved_like(got.w[j], want.w[j], start.w[j], tol_w, f"w{j}")
         torch.testing.assert_close(K.row_norms(got.w[j]), got.norms[j], rtol=1e-4, atol=1e-6)
-        if prenorm:
-            assert_moved_like(got.w_main[j], want.w_main[j], w[j], tol_w, f"w_main{j}")
-        if use_momentum:
-            # The buffer is pre-Muon, but the second chunk's directions are taken at Muon-moved weights.
-            tol_m = TOL["muon"] if use_muon else TOL[mode]
+        if want.w_main is not None:
+            assert_moved_like(got.w_main[j], want.w_main[j], start.w_main[j], tol_w, f"w_main{j}")
+        if want.momentum is not None:
             assert rel_err(got.momentum[j], want.momentum[j]) < tol_m, f"momentum{j}"
-    assert (got.w_main is None) == (not prenorm) and (got.momentum is None) == (not use_momentum)
+    assert (got.w_main is None) == (want.w_main is None)
+    assert (got.momentum is None) == (want.momentum is None)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("flags", [(True, False, False), (False, False, True), (True, False, True)],
+                         ids=["inference-mom-postnorm", "prenorm", "mom-prenorm"])  # fmt: skip
+@pytest.mark.parametrize("H,L", [(3, 1), (5, 63), (4, 100), (3, 2648)])
+def test_fw_update_two_chunks_matches_reference(H, L, flags, mode):
+    check_states(*run_two_chunks(H, L, flags, mode), TOL[mode], TOL[mode])
+
+
+MUON_FLAGS = [(True, True, True), (False, True, False)]
+MUON_IDS = ["training", "muon-postnorm"]
+
+
+@pytest.mark.parametrize("flags", MUON_FLAGS, ids=MUON_IDS)
+@pytest.mark.parametrize("H,L", [(3, 1), (5, 63), (4, 100), (3, 2648)])
+def test_fw_update_with_muon_matches_reference(H, L, flags, shared_newton_schulz):
+    # The momentum buffer is pre-Muon: fp32 tolerance. The weights carry Newton-Schulz's sensitivity.
+    check_states(*run_two_chunks(H, L, flags, "fp32", resync=True), TOL["muon"], TOL["fp32"])
+
+
+@pytest.mark.parametrize("flags", MUON_FLAGS, ids=MUON_IDS)
+def test_fw_update_with_muon_bf16_no_worse_than_autocast(flags, shared_newton_schulz):
+    """One chunk from the initial state: bf16-mode Triton vs the bf16-autocast reference, both vs float64."""
+    H, L = 4, 2648
+    use_momentum, _, prenorm = flags
+    kw = dict(use_momentum=use_momentum, use_muon=True, prenorm=prenorm)
+    w = make_weights(H)
+    k, v, lr, mu = make_chunk(H, L, dtype=torch.bfloat16)
+    init = K.init_fast_weight_state(*w, use_momentum=use_momentum, prenorm=prenorm)
+    got = K.fw_update(init, k, v, lr, mu, backend="triton", **kw)
+    want = K.fw_update(cast_state(init, torch.float64), k.double(), v.double(), lr, mu, backend="torch", **kw)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        official = K.fw_update(init, k, v, lr, mu, backend="torch", **kw)
+    for j in range(3):
+        moved = (want.w[j] - w[j].double()).norm()
+        ours = ((got.w[j].double() - want.w[j]).norm() / moved).item()
+        theirs = ((official.w[j].double() - want.w[j]).norm() / moved).item()
+        assert torch.isfinite(got.w[j]).all() and ours <= 1.5 * theirs + 1e-3, f"w{j}: {ours:.3e} vs {theirs:.3e}"
+
+
+@pytest.mark.parametrize("use_muon", [False, True])
+@pytest.mark.parametrize("prenorm", [False, True])
+@pytest.mark.parametrize("use_momentum", [False, True])
+@pytest.mark.parametrize("H,D,Dh", [(5, 512, 512), (3, 80, 48)])
+def test_fused_update_step_matches_reference_step(H, D, Dh, use_momentum, prenorm, use_muon, shared_newton_schulz):
+    """Steps 2-4 alone, from identical fp32 directions: only fp32 rounding order differs (1e-5)."""
+    from spatial_ttt_ros.kernels.state_update import naive as upd_naive
+    from spatial_ttt_ros.kernels.state_update import triton as upd_triton
+
+    w = make_weights(H, D, Dh)
+    gen = torch.Generator(device=DEV).manual_seed(7)
+    dw = tuple(0.05 * torch.randn(t.shape, generator=gen, device=DEV) for t in w)
+    mom = tuple(0.05 * torch.randn(t.shape, generator=gen, device=DEV) for t in w) if use_momentum else None
+    main = tuple(1.1 * t for t in w) if prenorm else None
+    norms = tuple(K.row_norms(t) for t in w)
+    beta = torch.rand(H, 1, 1, generator=gen, device=DEV) if use_momentum else None
+    args = (w, main, mom, norms, dw, beta)
+    got = upd_triton.update_weights(*args, use_muon=use_muon, backend="triton")
+    want = upd_naive.update_weights(*args, use_muon=use_muon, backend="torch")
+    base = main if prenorm else w
+    for group, (g, r) in enumerate(zip(got, want)):
+        assert (g is None) == (r is None)
+        for j in range(3 if g is not None else 0):
+            assert g[j].dtype == r[j].dtype and g[j].shape == r[j].shape
+            assert_moved_like(g[j], r[j].double(), mom[j] if group == 2 else base[j], 1e-5, f"group{group}[{j}]")
 
 
 def newton_schulz_float64(g):

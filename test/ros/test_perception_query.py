@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import rclpy
+from rclpy.qos import QoSProfile
 from std_srvs.srv import Trigger
 
 from spatial_ttt_ros.ros.hosting import hosted_perception_node
@@ -136,6 +137,7 @@ def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
         assert 0.4 < response.latency_s < 10.0
         # Fill the admission bound with waiting queries; the next ones are refused at once.
         cli = live.client.create_client(SpatialQuery, "/spatial_query")
+        assert cli.wait_for_service(timeout_sec=20)
         waiting = [cli.call_async(query("room_size", timeout_s=60.0)) for _ in range(4)]
         assert helpers.wait_for(lambda: live.node._bound.in_flight == 4, 20)
         refused = [cli.call_async(query("room_size", timeout_s=60.0)) for _ in range(3)]
@@ -152,10 +154,12 @@ def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
 
 
 def test_a_flood_of_50_concurrent_queries_never_hangs(live, helpers):
-    cli = live.client.create_client(SpatialQuery, "/spatial_query")
+    # The client keeps every response (the default history of 10 would drop the rest before it spins).
+    cli = live.client.create_client(SpatialQuery, "/spatial_query", qos_profile=QoSProfile(depth=64))
     assert cli.wait_for_service(timeout_sec=20)
     futures = [cli.call_async(query("count", objects=["chair"], timeout_s=60.0)) for _ in range(50)]
-    assert helpers.spin(live.client, lambda: all(f.done() for f in futures), 120), "queries hung"
+    finished = helpers.spin(live.client, lambda: all(f.done() for f in futures), 120)
+    assert finished, f"queries hung: {sum(f.done() for f in futures)} of 50 answered; {live.node.status_view()}"
     responses = [f.result() for f in futures]
     answered = [r for r in responses if r.success]
     assert all(r.success or r.message.startswith("busy") for r in responses), {r.message for r in responses}
