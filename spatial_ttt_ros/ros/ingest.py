@@ -74,10 +74,11 @@ class FrameIngest:
                     counts.gated += 1
                     return "gated"
                 image = self._decode(image_msg)
-            except ValueError as exc:
+            except Exception as exc:  # ValueError names the bad field; anything else is still bad input
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
                 counts.rejected += 1
-                counts.last_reject = str(exc)
-                return f"rejected: {exc}"
+                counts.last_reject = reason
+                return f"rejected: {reason}"
             self._gate.commit(stamp_s, pose)
             counts.keyframes += 1
             # Under the lock so frames enter the queue in stamp order; the queue counts drops.

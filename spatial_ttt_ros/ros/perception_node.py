@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,24 @@ class PerceptionNode(LifecycleNode):
         return NodeSettings.from_values({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
 
     def _read_settings_or_defaults(self) -> NodeSettings:
+        """Settings for start-up (autostart, status rate, threads): every value that is valid on
+        its own is kept, the rest default; configure reports what is wrong."""
+        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
         try:
-            return self._read_settings()
+            return NodeSettings.from_values(values)
         except ValueError:
-            return NodeSettings()  # configure reports the problem
+            pass
+        valid = {}
+        for name, value in values.items():
+            try:
+                NodeSettings.from_values({name: value})
+                valid[name] = value
+            except ValueError:
+                continue
+        try:
+            return NodeSettings.from_values(valid)
+        except ValueError:
+            return NodeSettings()
 
     @property
     def state(self) -> str:
@@ -291,7 +306,11 @@ class PerceptionNode(LifecycleNode):
     # -------------------------------------------------------------- services
     def _on_query(self, request: SpatialQuery.Request, response: SpatialQuery.Response) -> SpatialQuery.Response:
         start = time.monotonic()
-        result = self._answer(request)
+        try:
+            result = self._answer(request)
+        except Exception as exc:  # a bug must not take the executor (and the node) down with it
+            self.get_logger().error(f"spatial_query failed: {traceback.format_exc()}")
+            result = failure(f"internal error: {type(exc).__name__}: {exc}")
         for name in ("success", "message", "answer", "value", "unit", "choice", "choice_text", "prompt"):
             setattr(response, name, getattr(result, name))
         response.frames_in_memory = result.frames_in_memory
@@ -401,6 +420,12 @@ class PerceptionNode(LifecycleNode):
                                  camera_k=self._camera_k)
 
     def _publish_status(self) -> None:
+        try:
+            self._publish_status_once()
+        except Exception:  # status must keep coming; a failure here is logged, not fatal
+            self.get_logger().error(f"status publishing failed: {traceback.format_exc()}")
+
+    def _publish_status_once(self) -> None:
         restarted = self._worker.ensure_alive() if self._worker is not None else ""
         if restarted:
             self.get_logger().error(f"engine worker died and was restarted:\n{restarted}")

@@ -203,7 +203,7 @@ class Recording:
 
     def __init__(self, settings: RecorderSettings, logger: Any) -> None:
         self.settings = settings
-        self._log = logger  # .info / .warning / .error (rclpy's or the logging module's)
+        self.logger = logger  # .info / .warning / .error (rclpy's or the logging module's)
         self._lock = threading.Lock()
         self._writer: BagWriter | None = None
         self._base = settings.run_name or time.strftime("spatial_ttt_%Y%m%d_%H%M%S")
@@ -212,6 +212,7 @@ class Recording:
         self._failed: list[str] = []
         self._error = ""
         self._counts = {"keyframes": 0, "lost": 0, "notes": 0, "bytes": 0, "last_stamp": 0}
+        self._closed = False
         with self._lock:
             self._open()
 
@@ -228,16 +229,15 @@ class Recording:
         s = self.settings
         bag_dir = self._next_run_dir() / "bag"
         try:
-            writer = BagWriter(bag_dir, max_duration_s=s.max_episode_duration_s or None,
-                               max_bytes=s.max_episode_bytes or None, flush_period_s=s.flush_period_s,
-                               compression=s.compression)
+            self._writer = BagWriter(bag_dir, max_duration_s=s.max_episode_duration_s or None,
+                                     max_bytes=s.max_episode_bytes or None, flush_period_s=s.flush_period_s,
+                                     compression=s.compression)
             for topic in s.bag_topics():
-                writer.add_topic(topic, msgs.TOPIC_TYPES[topic])
+                self._writer.add_topic(topic, msgs.TOPIC_TYPES[topic])
         except (BagWriteError, OSError) as exc:
-            self._fail(f"cannot start bag {bag_dir}: {exc}")
+            self._fail(f"cannot start bag {bag_dir}: {exc}")  # closes a half-started writer
             return
-        self._writer = writer
-        self._log.info(f"recording to {bag_dir}")
+        self.logger.info(f"recording to {bag_dir}")
         while self._pending and self._write(*self._pending[0]):
             self._pending.popleft()
             self._counts["notes"] += 1
@@ -245,16 +245,16 @@ class Recording:
     def _fail(self, message: str) -> None:
         """The bag is lost as a whole: report, keep what it flushed, retry a new run later."""
         self._error = message
-        self._log.error(f"{message}; keyframes are dropped until a new bag opens "
-                        f"(next try in {self.settings.retry_period_s:g} s)")
+        self.logger.error(f"{message}; keyframes are dropped until a new bag opens "
+                          f"(next try in {self.settings.retry_period_s:g} s)")
         self._retry_at = time.monotonic() + self.settings.retry_period_s
         writer, self._writer = self._writer, None
         if writer is not None:
             try:
                 writer.close()
             except (BagWriteError, OSError) as exc:
-                self._log.error(f"closing {writer.path} after the error: {exc}; run `spatial-ttt bag recover "
-                                f"{writer.path}`")
+                self.logger.error(f"closing {writer.path} after the error: {exc}; run `spatial-ttt bag recover "
+                                  f"{writer.path}`")
             self._note_damaged(writer)
 
     def _note_damaged(self, writer: BagWriter) -> list[str]:
@@ -264,6 +264,8 @@ class Recording:
         return new
 
     def _ready(self) -> bool:
+        if self._closed:
+            return False
         if self._writer is None and time.monotonic() >= self._retry_at:
             self._open()
         return self._writer is not None
@@ -280,7 +282,7 @@ class Recording:
         new = self._note_damaged(writer)
         if new:
             self._error = f"bag file {new[-1]} failed; recording goes on in the next file"
-            self._log.error(self._error)
+            self.logger.error(self._error)
         self._counts["bytes"] += len(data)
         return True
 
@@ -324,16 +326,16 @@ class Recording:
     def close(self) -> None:
         """Finish the bag: footer, metadata.yaml. Notes still pending are reported as lost."""
         with self._lock:
-            writer, self._writer = self._writer, None
+            writer, self._writer, self._closed = self._writer, None, True
             if self._pending:
-                self._log.error(f"{len(self._pending)} descriptions/annotations never found a writable bag")
+                self.logger.error(f"{len(self._pending)} descriptions/annotations never found a writable bag")
             if writer is None:
                 return
             try:
                 writer.close()
-                self._log.info(f"closed {writer.path}: {len(writer.files)} files")
+                self.logger.info(f"closed {writer.path}: {len(writer.files)} files")
             except (BagWriteError, OSError) as exc:
-                self._log.error(f"closing {writer.path} failed: {exc}; run `spatial-ttt bag recover {writer.path}`")
+                self.logger.error(f"closing {writer.path} failed: {exc}; run `spatial-ttt bag recover {writer.path}`")
 
 
 def description_json(text: str, stamp_ns: int, source: str, keyframes_before: int) -> str:
@@ -484,6 +486,10 @@ class RecorderNode(Node):
         for sub in self._subscriptions_active:
             self.destroy_subscription(sub)
         self._subscriptions_active = []
+        if not self.context.ok():
+            # After SIGINT the context is gone and the node's logger cannot reach /rosout any more;
+            # a logger of another name still prints.
+            self.recording.logger = rclpy.logging.get_logger(f"{NODE_NAME}.shutdown")
         self.recording.close()
         self.destroy_node()
 
@@ -496,13 +502,14 @@ def main(args: list[str] | None = None) -> int:
         print(f"{NODE_NAME}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
     try:
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        executor.shutdown(timeout_sec=5.0)  # no callback may write once the bag is closed
         node.close()
         rclpy.try_shutdown()
     return 0

@@ -172,13 +172,10 @@ class EngineWorker:
     def _run(self) -> None:
         try:
             while (item := self._next()) is not None:
-                try:
-                    if isinstance(item, _Job):
-                        self._run_job(item)
-                    else:
-                        self._ingest(item)
-                finally:
-                    self._refresh()
+                if isinstance(item, _Job):
+                    self._run_job(item)
+                else:
+                    self._ingest(item)
         except BaseException as exc:  # the thread dies; ensure_alive restarts it and reports this
             with self._cond:
                 self._death = f"{type(exc).__name__}: {exc}"
@@ -188,15 +185,26 @@ class EngineWorker:
 
     def _run_job(self, job: _Job) -> None:
         if not job.future.set_running_or_notify_cancel():
+            self._refresh()
             return  # cancelled while waiting (its caller timed out)
         try:
             result = job.fn(self.engine)
         except BaseException as exc:
             with self._cond:
                 self._last_error = f"{type(exc).__name__}: {exc}"
-            job.future.set_exception(exc)
+            outcome: tuple[Any, BaseException | None] = (None, exc)
         else:
-            job.future.set_result(result)
+            outcome = (result, None)
+        try:
+            # The snapshot is current before the caller hears back (a reset shows 0 frames at once).
+            self._refresh()
+        except BaseException as exc:
+            job.future.set_exception(outcome[1] or exc)
+            raise
+        if outcome[1] is not None:
+            job.future.set_exception(outcome[1])
+        else:
+            job.future.set_result(outcome[0])
 
     def _ingest(self, frame: Frame) -> None:
         try:
@@ -205,9 +213,10 @@ class EngineWorker:
             with self._cond:
                 self._rejected += 1
                 self._last_error = f"frame at {frame.stamp_s:.3f} s rejected: {exc}"
-            return
-        with self._cond:
-            self._ingested += 1
+        else:
+            with self._cond:
+                self._ingested += 1
+        self._refresh()
 
     def _refresh(self) -> None:
         frames, counters = int(self.engine.frames_in_memory), self.engine.counters

@@ -182,16 +182,29 @@ class Rig:
         return self.node.status_view()
 
 
-def call_service(client: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0) -> object:
-    """One service call from the test client node, spun until the response arrives."""
-    cli = client.create_client(srv_type, name)
-    try:
-        assert cli.wait_for_service(timeout_sec=20.0), f"service {name} not available"
-        future = cli.call_async(request)
-        assert spin_until(client, future.done, timeout_s), f"no response from {name} within {timeout_s} s"
-        return future.result()
-    finally:
-        client.destroy_client(cli)
+def call_service(client: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0,
+                 retry_s: float | None = 5.0) -> object:
+    """One service call from the test client node, spun until the response arrives.
+
+    Clients are kept per (node, name). A new client's first response can be lost when the
+    server's response writer has not yet matched the client's reader (rmw drops it after a short
+    wait, which a loaded 2-core machine can exceed), so idempotent calls are re-sent every
+    `retry_s`; pass retry_s=None for calls that must be sent once.
+    """
+    cache = client.__dict__.setdefault("_test_clients", {})
+    cli = cache.get((srv_type, name))
+    if cli is None:
+        cli = cache[(srv_type, name)] = client.create_client(srv_type, name)
+    assert cli.wait_for_service(timeout_sec=20.0), f"service {name} not available"
+    deadline = time.monotonic() + timeout_s
+    futures = [cli.call_async(request)]
+    while time.monotonic() < deadline:
+        step = min(retry_s or timeout_s, deadline - time.monotonic())
+        if spin_until(client, lambda: any(f.done() for f in futures), step):
+            return next(f for f in futures if f.done()).result()
+        if retry_s is not None:
+            futures.append(cli.call_async(request))
+    raise AssertionError(f"no response from {name} within {timeout_s} s")
 
 
 @pytest.fixture(scope="session")
