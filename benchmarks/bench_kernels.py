@@ -55,6 +55,38 @@ def bench(fn: Callable[[], object]) -> float:
     return float(triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median"))
 
 
+def bench_graph(fn: Callable[[], object]) -> float:
+    """Median milliseconds of replaying fn captured in a CUDA graph: GPU time without launch overhead."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # compile, fit configs, warm the allocator outside the capture
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return bench(graph.replay)
+
+
+def profile_kernels(fn: Callable[[], object], reps: int = 5) -> list[tuple[str, float]]:
+    """GPU time per kernel name (ms per call), largest first, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
+        if t > 0:
+            rows.append((e.key[:90], t / 1e3 / reps))
+    return sorted(rows, key=lambda r: -r[1])[:14]
+
+
 def make_inputs(H, L, D, seed=0):
     gen = torch.Generator(device="cuda").manual_seed(seed)
     # learned parameters are bf16; the state is their fp32 copy
@@ -79,7 +111,7 @@ class Precision:
         self._saved = triton_common.FP32_DOT
         if self.fp32_dot:
             triton_common.FP32_DOT = self.fp32_dot
-        self._ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)
+        self._ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast, cache_enabled=False)
         self._ac.__enter__()
         return self
 
@@ -90,8 +122,17 @@ class Precision:
         triton_common.FP32_DOT = self._saved
 
 
+def forget_cast_cache():
+    """Every real chunk brings a new state: make the next Triton apply pay for its bf16 weight casts."""
+    from spatial_ttt_ros.kernels.swiglu_fw import triton as sw
+
+    sw._CAST_CACHE = ()
+
+
 def chunk_step(K, state, q, k, v, lr, mu, backend, flags):
     """What a TTT layer does per chunk: apply the current state to the queries, then update it."""
+    if backend == "triton":
+        forget_cast_cache()
     o = K.fw_apply(*state.w, q, backend=backend)
     return o, K.fw_update(state, k, v, lr, mu, backend=backend, **flags)
 
@@ -115,13 +156,34 @@ def time_chunks(K, inputs, modes, H, L, D):
         for mode in modes:
             with Precision(mode) as p:
                 qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
-                ms = bench(functools.partial(chunk_step, K, state, qm, km, vm, lr, mu, p.backend, flags))
-            rows[mode] = {"ms": ms, "tflops": flops / ms / 1e9}
-        base = rows["torch_fp32"]["ms"]
+                step = functools.partial(chunk_step, K, state, qm, km, vm, lr, mu, p.backend, flags)
+                ms = bench(step)
+                try:
+                    graph_ms = bench_graph(step)
+                except Exception as e:  # noqa: BLE001  (a path that cannot be captured is a result)
+                    print(f"[{cfg}] {mode}: CUDA graph capture failed: {e!r}", flush=True)
+                    graph_ms = float("nan")
+            rows[mode] = {"ms": ms, "tflops": flops / ms / 1e9, "graph_ms": graph_ms, "graph_tflops": flops / graph_ms / 1e9}
+        base, base_graph = rows["torch_fp32"]["ms"], rows["torch_fp32"]["graph_ms"]
         for r in rows.values():
             r["speedup_vs_torch_fp32"] = base / r["ms"]
+            r["graph_speedup_vs_torch_fp32_graph"] = base_graph / r["graph_ms"]
         out[cfg] = {"flops": flops, "paths": rows}
-        print(f"[{cfg}] " + "  ".join(f"{m}={r['ms']:.3f}ms" for m, r in rows.items()), flush=True)
+        print(f"[{cfg}] " + "  ".join(f"{m}={r['ms']:.3f}/{r['graph_ms']:.3f}ms" for m, r in rows.items()), flush=True)
+    return out
+
+
+def profile_paths(K, inputs):
+    """Per-kernel GPU time of one inference-config chunk for the fp32 reference and the Triton bf16 path."""
+    w, q, k, v, lr, mu = inputs
+    flags = dict(use_momentum=True, use_muon=False, prenorm=False)
+    state = K.init_fast_weight_state(*w, use_momentum=True, prenorm=False)
+    out = {}
+    for mode in ("torch_fp32", "triton_bf16"):
+        with Precision(mode) as p:
+            qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
+            out[mode] = profile_kernels(functools.partial(chunk_step, K, state, qm, km, vm, lr, mu, p.backend, flags))
+        print(f"  profile {mode}: " + "; ".join(f"{n} {t:.3f}" for n, t in out[mode]), flush=True)
     return out
 
 
@@ -137,7 +199,10 @@ def time_parts(K, inputs, modes):
     for mode in modes:
         with Precision(mode) as p:
             qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
-            parts[f"fw_apply/{mode}"] = bench(lambda p=p, qm=qm: K.fw_apply(*state.w, qm, backend=p.backend))
+            # apply pays the bf16 casts of the state; fw_grad then reuses them, as within a chunk
+            parts[f"fw_apply/{mode}"] = bench(
+                lambda p=p, qm=qm: (forget_cast_cache(), K.fw_apply(*state.w, qm, backend=p.backend))
+            )
             parts[f"fw_grad/{mode}"] = bench(
                 lambda p=p, km=km, vm=vm: K.fw_grad(*state.w, km, vm, lr, backend=p.backend)
             )
@@ -162,7 +227,7 @@ def time_parts(K, inputs, modes):
 
 
 def sweep_tilings(K, inputs):
-    """Time fw_grad / fw_apply (bf16) with alternative tilings of the two hot kernels."""
+    """Time fw_grad / fw_apply (bf16, CUDA-graph replay) with alternative tilings of the hot kernels."""
     from spatial_ttt_ros.kernels import triton_common
     from spatial_ttt_ros.kernels.swiglu_fw import triton as sw
 
@@ -187,7 +252,7 @@ def sweep_tilings(K, inputs):
                     lambda: K.fw_apply(*ws, q, backend="triton"))  # fmt: skip
                 name = f"hidden[{'grad' if key[1] else 'apply'}]{c}"
                 try:
-                    out[name] = bench(fn)
+                    out[name] = bench_graph(fn)
                 except Exception as e:  # noqa: BLE001  (a tiling that does not fit is a result)
                     out[name] = f"failed: {type(e).__name__}"
             sw.HIDDEN_CONFIGS[key] = saved[key]
@@ -197,8 +262,8 @@ def sweep_tilings(K, inputs):
             triton_common._FITTED.clear()
             name = f"bmm[fw_grad+fw_apply]{c}"
             try:
-                out[name] = bench(lambda: (K.fw_grad(*ws, k, v, lr, backend="triton"),
-                                           K.fw_apply(*ws, q, backend="triton")))  # fmt: skip
+                out[name] = bench_graph(lambda: (K.fw_grad(*ws, k, v, lr, backend="triton"),
+                                                 K.fw_apply(*ws, q, backend="triton")))  # fmt: skip
             except Exception as e:  # noqa: BLE001
                 out[name] = f"failed: {type(e).__name__}"
     finally:
@@ -264,7 +329,9 @@ def write_markdown(path, res):
         f"Command: `{m['command']}`",
         "",
         f"Chunk C = {m['chunk']} tokens, {m['heads']} heads x {m['dim']} (D = Dh). Time = median of "
-        "`triton.testing.do_bench` for fw_apply(queries) + fw_update(keys, values).",
+        "`triton.testing.do_bench` for fw_apply(queries) + fw_update(keys, values), called from Python "
+        "as the engine does ('ms / chunk', launch overhead included) and replayed from a CUDA graph "
+        "('CUDA graph ms', GPU time only).",
         "FLOPs = 18 * D * Dh * C * H (apply + update directions, spec 10.4)"
         " + 3 * H * 5 * 6 * D^3 with Muon (Newton-Schulz).",
         f"bf16 peak: datasheet {m['bf16_peak_tflops_datasheet']} TFLOP/s, measured cuBLAS 8192^3 "
@@ -274,15 +341,24 @@ def write_markdown(path, res):
     for cfg, r in res["per_chunk"].items():
         flags = dict(zip(("momentum", "muon", "prenorm"), CONFIGS[cfg]))
         lines += [f"## {cfg} ({', '.join(f'{k}={v}' for k, v in flags.items())}; {r['flops'] / 1e9:.1f} GFLOP)", "",
-                  "| path | ms / chunk | TFLOP/s | % bf16 peak | speed-up vs torch_fp32 |",
-                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+                  "| path | ms / chunk | TFLOP/s | % bf16 peak | speed-up vs torch_fp32 "
+                  "| CUDA graph ms | graph TFLOP/s | graph % peak | graph speed-up |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for mode, p in r["paths"].items():
             pct = 100 * p["tflops"] / m["bf16_peak_tflops_measured"]
-            lines.append(f"| {mode} | {p['ms']:.3f} | {p['tflops']:.1f} | {pct:.1f} | {p['speedup_vs_torch_fp32']:.2f}x |")
+            gpct = 100 * p["graph_tflops"] / m["bf16_peak_tflops_measured"]
+            lines.append(f"| {mode} | {p['ms']:.3f} | {p['tflops']:.1f} | {pct:.1f} | {p['speedup_vs_torch_fp32']:.2f}x "
+                         f"| {p['graph_ms']:.3f} | {p['graph_tflops']:.1f} | {gpct:.1f} "
+                         f"| {p['graph_speedup_vs_torch_fp32_graph']:.2f}x |")  # fmt: skip
         lines.append("")
     lines += ["## Parts (ms)", "", "| part | ms |", "|---|---:|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in res["parts"].items()]
-    lines += ["", "## Tilings of the hot Triton kernels, bf16 (ms)", "", "| tiling (BL/BM, BN, BK, warps, stages) | ms |",
+    lines += ["", "## GPU time per kernel, inference chunk (torch.profiler, ms per chunk)", ""]
+    for mode, rows in res["profile"].items():
+        lines += [f"{mode}: total {sum(t for _, t in rows):.3f} ms in the top {len(rows)} kernels", "",
+                  "| kernel | ms |", "|---|---:|"]  # fmt: skip
+        lines += [f"| `{n}` | {t:.3f} |" for n, t in rows] + [""]
+    lines += ["", "## Tilings of the hot Triton kernels, bf16 (CUDA-graph ms)", "", "| tiling (BL/BM, BN, BK, warps, stages) | ms |",
               "|---|---:|"]  # fmt: skip
     lines += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in res["sweep"].items()]
     lines += ["", "## Relative error vs float64 (inference config unless named)", "",
@@ -335,6 +411,7 @@ def main():
     modes = list(MODES)
     res["per_chunk"] = time_chunks(K, inputs, modes, H, L, D)
     res["parts"] = time_parts(K, inputs, modes)
+    res["profile"] = profile_paths(K, inputs)
     res["sweep"] = {} if args.skip_sweep else sweep_tilings(K, inputs)
     res["accuracy"] = accuracy(K, inputs, modes)
     out = Path(args.out_dir)

@@ -1,7 +1,7 @@
 """Fused momentum + add + row re-normalisation (spec 3.3, 3.5); same signature as naive.update_weights.
 
-Without Muon one pass per matrix reads dW, M, W (or W_main) and r and writes M, W (and W_main): the
-reference spends about eight elementwise passes on the same work. With Muon the momentum mix runs
+Without Muon one pass (a single launch for the three matrices) reads dW, M, W (or W_main) and r and
+writes M, W (and W_main): the reference spends about eight elementwise passes per matrix. With Muon the momentum mix runs
 first (as in the reference), the three matrices go through Newton-Schulz as one batch when their
 shapes agree, and the same kernel then adds the bf16 result and renormalises.
 """
@@ -21,16 +21,50 @@ from . import naive
 from .naive import Weights
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R0", "C0", "R1", "C1", "R2", "C2"])
 def _update_rows_kernel(
-    U, MOM, MOM_OUT, BETA, BASE, MAIN_OUT, W_OUT, NORMS,
-    n_rows, R, C, eps,
+    U0, MOM0, MOM_OUT0, BASE0, MAIN_OUT0, W_OUT0, NORMS0, R0, C0,
+    U1, MOM1, MOM_OUT1, BASE1, MAIN_OUT1, W_OUT1, NORMS1, R1, C1,
+    U2, MOM2, MOM_OUT2, BASE2, MAIN_OUT2, W_OUT2, NORMS2, R2, C2,
+    BETA, H, eps,
     HAS_MOM: tl.constexpr, PRENORM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    # BLOCK_R whole rows of the [H*R, C] matrices; head of row i is i // R.
+    # Program (i, j): BLOCK_R whole rows of matrix j (0: W0, 1: W1, 2: W2), viewed as [H*R_j, C_j];
+    # the head of row r is r // R_j. One launch covers the three matrices.
+    j = tl.program_id(1)
+    if j == 0:
+        U = U0
+        MOM = MOM0
+        MOM_OUT = MOM_OUT0
+        BASE = BASE0
+        MAIN_OUT = MAIN_OUT0
+        W_OUT = W_OUT0
+        NORMS = NORMS0
+        R = R0
+        C = C0
+    elif j == 1:
+        U = U1
+        MOM = MOM1
+        MOM_OUT = MOM_OUT1
+        BASE = BASE1
+        MAIN_OUT = MAIN_OUT1
+        W_OUT = W_OUT1
+        NORMS = NORMS1
+        R = R1
+        C = C1
+    else:
+        U = U2
+        MOM = MOM2
+        MOM_OUT = MOM_OUT2
+        BASE = BASE2
+        MAIN_OUT = MAIN_OUT2
+        W_OUT = W_OUT2
+        NORMS = NORMS2
+        R = R2
+        C = C2
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_C)
-    mask_r = rows < n_rows
+    mask_r = rows < H * R
     mask = mask_r[:, None] & (cols[None, :] < C)
     offs = rows.to(tl.int64)[:, None] * C + cols[None, :]
     u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
@@ -48,34 +82,40 @@ def _update_rows_kernel(
 
 
 def _update_rows(
-    u: torch.Tensor,  # [H, R, C] update (state dtype, or bf16 from Newton-Schulz)
-    mom: torch.Tensor | None,  # [H, R, C] momentum buffer, mixed in as u + beta * mom when given
+    u: Weights,  # [H, R, C] updates (state dtype, or bf16 from Newton-Schulz)
+    mom: Weights | None,  # [H, R, C] momentum buffers, mixed in as u + beta * mom when given
     beta: torch.Tensor | None,  # [H] fp32
-    base: torch.Tensor,  # [H, R, C] W (post-norm) or W_main (pre-norm)
-    norms: torch.Tensor,  # [H, R, 1]
+    base: Weights,  # [H, R, C] W (post-norm) or W_main (pre-norm)
+    norms: Weights,  # [H, R, 1]
     prenorm: bool,
     eps: float = 1e-5,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # (w, w_main, momentum)
-    H, R, C = base.shape
-    dev, dt = base.device, base.dtype
-    w = new_output((H, R, C), dt, dev)
-    w_main = new_output((H, R, C), dt, dev) if prenorm else None
-    mom_out = new_output((H, R, C), mom.dtype, dev) if mom is not None else None
-    block_c = triton.next_power_of_2(C)
+) -> tuple[Weights, Weights | None, Weights | None]:  # (w, w_main, momentum)
+    H = base[0].shape[0]
+    dev, dt = base[0].device, base[0].dtype
+    w = tuple(new_output(x.shape, dt, dev) for x in base)
+    w_main = tuple(new_output(x.shape, dt, dev) for x in base) if prenorm else None
+    mom_out = tuple(new_output(m.shape, m.dtype, dev) for m in mom) if mom is not None else None
+    per_matrix = []
+    for j in range(3):
+        R, C = base[j].shape[1:]
+        per_matrix += [
+            u[j].contiguous(),
+            mom[j].contiguous() if mom is not None else u[j],  # placeholders where a flag is off
+            mom_out[j] if mom is not None else w[j],
+            base[j].contiguous(),
+            w_main[j] if prenorm else w[j],
+            w[j],
+            norms[j].contiguous(),
+            R,
+            C,
+        ]
+    block_c = triton.next_power_of_2(max(x.shape[2] for x in base))
     block_r = max(1, min(64, 4096 // block_c))
-    u, base, norms = u.contiguous(), base.contiguous(), norms.contiguous()
-    _update_rows_kernel[(triton.cdiv(H * R, block_r),)](
-        u,
-        mom.contiguous() if mom is not None else u,
-        mom_out if mom is not None else w,
-        beta if beta is not None else norms,
-        base,
-        w_main if prenorm else w,
-        w,
-        norms,
-        H * R,
-        R,
-        C,
+    max_rows = max(H * x.shape[1] for x in base)
+    _update_rows_kernel[(triton.cdiv(max_rows, block_r), 3)](
+        *per_matrix,
+        beta if beta is not None else norms[0],
+        H,
         eps,
         HAS_MOM=mom is not None,
         PRENORM=prenorm,
@@ -111,12 +151,5 @@ def update_weights(
         else:
             dw = tuple(newton_schulz5(d, backend=backend) for d in dw)
     bases = w_main if w_main is not None else w
-    out = [
-        _update_rows(u, m, beta_h, x, r, w_main is not None)
-        for u, m, x, r in zip(dw, mix if mix is not None else (None,) * 3, bases, norms)
-    ]
-    new_w = tuple(o[0] for o in out)
-    new_main = tuple(o[1] for o in out) if w_main is not None else None
-    if mix is not None:
-        momentum = tuple(o[2] for o in out)
-    return new_w, new_main, momentum
+    new_w, new_main, mixed = _update_rows(dw, mix, beta_h, bases, norms, w_main is not None)
+    return new_w, new_main, mixed if mix is not None else momentum

@@ -105,6 +105,25 @@ def _supported(w0: torch.Tensor) -> bool:
     return w0.is_cuda and w0.dtype in (torch.float32, torch.bfloat16)
 
 
+# The last weights cast for the GEMMs: a chunk applies and then updates with the same state, so the
+# second call reuses the first one's copies. Hit only for the very same tensor objects (held here, so
+# their memory cannot be reused by others) with unchanged version counters (no in-place edits).
+_CAST_CACHE: tuple = ()
+
+
+def _gemm_weights(ws: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    global _CAST_CACHE
+    if all(w.dtype == dtype for w in ws):
+        return tuple(w.contiguous() for w in ws)
+    cached = _CAST_CACHE
+    if cached and cached[2] == dtype and all(a is b for a, b in zip(cached[0], ws)):
+        if cached[1] == tuple(w._version for w in ws):
+            return cached[3]
+    out = tuple(w.to(dtype).contiguous() for w in ws)
+    _CAST_CACHE = (ws, tuple(w._version for w in ws), dtype, out)
+    return out
+
+
 def _hidden(
     x: torch.Tensor,  # [H, L, D] compute dtype, contiguous (queries or keys)
     w0: torch.Tensor,  # [H, Dh, D] compute dtype, contiguous
@@ -144,7 +163,8 @@ def fw_apply(
     if L == 0:
         return out
     cdt = compute_dtype(w0, x)
-    xc, w0c, w1c, w2c = (t.to(cdt).contiguous() for t in (x, w0, w1, w2))
+    xc = x.to(cdt).contiguous()
+    w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt)
     hidden = new_output((H, L, w0.shape[1]), cdt, w0.device)  # silu(X W0^T) * (X W2^T)
     _hidden(xc, w0c, w2c, (hidden, hidden, hidden))
     return bmm(hidden, w1c.mT, out)  # [H, L, Dh] @ [H, Dh, D]
@@ -168,7 +188,8 @@ def fw_grad(
     if L == 0:
         return torch.zeros_like(w0), torch.zeros_like(w1), torch.zeros_like(w2)
     cdt = compute_dtype(w0, k, v)
-    kc, vc, w0c, w1c, w2c = (t.to(cdt).contiguous() for t in (k, v, w0, w1, w2))
+    kc, vc = (t.to(cdt).contiguous() for t in (k, v))
+    w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt)
     lr32 = lr.to(torch.float32).contiguous()
     # P0 and P2 live in one buffer so that dW0 and dW2 = [P0; P2]^T K are one batched GEMM.
     p02 = new_output((2, H, L, Dh), cdt, dev)

@@ -19,12 +19,13 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from spatial_ttt_ros.ros.perception_node import PerceptionNode
+from spatial_ttt_ros.ros.perception_node import PerceptionNode, spin_resilient
 
 
 class NodeHost:
     def __init__(self, context: Context, num_threads: int = 4) -> None:
         self.executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+        self.logger = rclpy.logging.get_logger("node_host")
         self._thread = threading.Thread(target=self._spin, name="node_host", daemon=True)
         self.error: BaseException | None = None
 
@@ -36,7 +37,7 @@ class NodeHost:
 
     def _spin(self) -> None:
         try:
-            self.executor.spin()
+            spin_resilient(self.executor, self.logger)
         except BaseException as exc:  # reported by the owner; a shut-down context ends spin normally
             if rclpy.ok(context=self.executor.context):
                 self.error = exc

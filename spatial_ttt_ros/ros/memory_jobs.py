@@ -7,11 +7,12 @@ Each function takes the engine first and runs on the worker thread (submitted wi
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
-from spatial_ttt_ros.ros.worker import EngineWorker
+from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 
 
 def save(engine: Any, path: str | os.PathLike[str]) -> int:
@@ -43,6 +44,29 @@ def reset(engine: Any, worker: EngineWorker | None = None) -> int:
     if worker is not None:
         worker.clear_frames()
     return int(engine.frames_in_memory)
+
+
+def resolve_path(requested: str, default: str) -> str:
+    """The absolute memory file path of a request (empty: the memory_path parameter)."""
+    path = requested.strip() or default
+    if not path:
+        raise ValueError("no path in the request and the memory_path parameter is empty")
+    return os.path.abspath(path)
+
+
+def run(worker: EngineWorker, job: Callable[[Any], int], what: str, timeout_s: float) -> tuple[bool, str, int]:
+    """Run a memory job on the worker and wait: (success, message, frames in memory afterwards)."""
+    try:
+        frames = wait_result(worker.submit(job), timeout_s)
+    except TimeoutError:
+        return False, f"timeout: {what} did not finish within {timeout_s:g} s", worker.snapshot().frames_in_memory
+    except CancelledError:
+        return False, f"cancelled: the engine stopped during {what}", 0
+    except (ValueError, OSError) as exc:
+        return False, f"{what} failed: {exc}", worker.snapshot().frames_in_memory
+    except Exception as exc:
+        return False, f"{what} failed: {type(exc).__name__}: {exc}", worker.snapshot().frames_in_memory
+    return True, f"{what}: {frames} frames in memory", int(frames)
 
 
 class Autosave:

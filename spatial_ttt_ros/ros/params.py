@@ -132,6 +132,26 @@ class NodeSettings:
                 kwargs[spec.name] = spec.type(value)
         return cls(**kwargs)
 
+    @classmethod
+    def lenient(cls, values: dict[str, Any]) -> NodeSettings:
+        """Settings keeping every value that is valid on its own, defaults for the rest (what the node
+        starts with: autostart, status rate, threads; configure then reports what is wrong)."""
+        try:
+            return cls.from_values(values)
+        except ValueError:
+            pass
+        valid = {}
+        for name, value in values.items():
+            try:
+                cls.from_values({name: value})
+            except ValueError:
+                continue
+            valid[name] = value
+        try:
+            return cls.from_values(valid)
+        except ValueError:  # valid alone but not together (e.g. max_new_tokens vs its limit)
+            return cls()
+
     def gate_config(self) -> GateConfig:
         return GateConfig(max_rate_hz=self.keyframe_max_rate_hz,
                           min_translation_m=self.keyframe_min_translation_m,

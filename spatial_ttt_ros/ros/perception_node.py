@@ -15,47 +15,41 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import InvalidHandle
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
 from spatial_ttt_ros.msg import MemoryStatus
 from spatial_ttt_ros.ros import memory_jobs, status
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg, stamp_to_ns
+from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
+from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
-from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
 
-try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
-    import message_filters
-except ImportError:
-    message_filters = None
-
 SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
                            TransitionCallbackReturn.ERROR)
+SERVICE_DRAIN_S = 5.0  # how long deactivate waits for running service calls
 SERVICE_QOS = QoSProfile(depth=256, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry, "none": None}
 
 
 def load_engine(settings: NodeSettings) -> Any:
@@ -73,13 +67,15 @@ class PerceptionNode(LifecycleNode):
             # NodeSettings coerces and validates every value at configure.
             self.declare_parameter(spec.name, spec.default,
                                    ParameterDescriptor(description=spec.description, dynamic_typing=True))
-        self.settings = self._read_settings_or_defaults()
+        self.settings = NodeSettings.lenient(self._parameter_values())
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._status_pub = self.create_publisher(MemoryStatus, "memory_status", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._lock = threading.Lock()
+        self._serving = threading.Condition()
+        self._in_service = 0  # service callbacks running now
         self._engine: Any = None
         self._worker: EngineWorker | None = None
         self._ingest: FrameIngest | None = None
@@ -103,28 +99,8 @@ class PerceptionNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
     # -------------------------------------------------------------- settings and lifecycle
-    def _read_settings(self) -> NodeSettings:
-        return NodeSettings.from_values({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
-
-    def _read_settings_or_defaults(self) -> NodeSettings:
-        """Settings for start-up (autostart, status rate, threads): every value that is valid on
-        its own is kept, the rest default; configure reports what is wrong."""
-        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
-        try:
-            return NodeSettings.from_values(values)
-        except ValueError:
-            pass
-        valid = {}
-        for name, value in values.items():
-            try:
-                NodeSettings.from_values({name: value})
-                valid[name] = value
-            except ValueError:
-                continue
-        try:
-            return NodeSettings.from_values(valid)
-        except ValueError:
-            return NodeSettings()
+    def _parameter_values(self) -> dict[str, Any]:
+        return {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
 
     @property
     def state(self) -> str:
@@ -151,7 +127,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            settings = self._read_settings()
+            settings = NodeSettings.from_values(self._parameter_values())
             self.get_logger().info(f"loading engine: {settings.engine_kwargs()}")
             engine = load_engine(settings)
         except (ValueError, OSError) as exc:
@@ -160,7 +136,7 @@ class PerceptionNode(LifecycleNode):
             return self._configure_failed(ERROR, f"unexpected {type(exc).__name__}: {exc}")
         self.settings, self._engine = settings, engine
         self.device, self.model_id = str(engine.device), str(engine.model_id)
-        self._configure_error = ""
+        self._configure_error = self._last_error = ""
         if settings.load_on_start and settings.memory_path:
             self._load_on_start(Path(settings.memory_path))
         self._worker = EngineWorker(engine, settings.ingest_queue_size)
@@ -200,11 +176,11 @@ class PerceptionNode(LifecycleNode):
         self._services_active = [
             # A deep request queue: a burst of queries must be answered ("busy" at worst), not lost
             # from a 10-deep history while the executor threads are waiting on the engine.
-            self.create_service(SpatialQuery, "spatial_query", self._on_query, callback_group=group,
+            self.create_service(SpatialQuery, "spatial_query", self._counted(self._on_query), callback_group=group,
                                 qos_profile=SERVICE_QOS),
-            self.create_service(MemoryFile, "save_memory", self._on_save, callback_group=group),
-            self.create_service(MemoryFile, "load_memory", self._on_load, callback_group=group),
-            self.create_service(Trigger, "reset_memory", self._on_reset, callback_group=group),
+            self.create_service(MemoryFile, "save_memory", self._counted(self._on_save), callback_group=group),
+            self.create_service(MemoryFile, "load_memory", self._counted(self._on_load), callback_group=group),
+            self.create_service(Trigger, "reset_memory", self._counted(self._on_reset), callback_group=group),
         ]
         if self.settings.autosave_period_s > 0:
             self._autosave = memory_jobs.Autosave(self._worker, self.settings.memory_path, self.get_logger())
@@ -215,6 +191,10 @@ class PerceptionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_inputs()
+        # New requests already get "not active"; let running ones answer before their service goes
+        # (rclpy sends a response on the service after the callback: a destroyed one raises).
+        with self._serving:
+            self._serving.wait_for(lambda: self._in_service == 0, timeout=SERVICE_DRAIN_S)
         for service in self._services_active:
             self.destroy_service(service)
         self._services_active = []
@@ -254,44 +234,8 @@ class PerceptionNode(LifecycleNode):
 
     # -------------------------------------------------------------- inputs
     def _create_inputs(self) -> None:
-        s, qos, group = self.settings, qos_profile_sensor_data, self._ingest_group
-        ingest = self._ingest
-        raw = s.image_transport == "raw"
-        image_type = Image if raw else CompressedImage
-        # image_transport's convention: the compressed stream of `image` is `<resolved image>/compressed`,
-        # so a remap of `image` carries over.
-        image_topic = "image" if raw else self.resolve_topic_name("image") + "/compressed"
-        pose_type = POSE_TYPES[s.pose_type]
-        subs: list[Any] = []
-        if pose_type is None:
-            def on_image(msg: Any) -> None:
-                ingest.on_image(msg)
-                ingest.on_pair(msg, None)
-            subs.append(self.create_subscription(image_type, image_topic, on_image, qos, callback_group=group))
-        elif message_filters is not None:
-            image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=qos, callback_group=group)
-            pose_sub = message_filters.Subscriber(self, pose_type, "pose", qos_profile=qos, callback_group=group)
-            image_sub.registerCallback(ingest.on_image)
-            self._sync = message_filters.ApproximateTimeSynchronizer([image_sub, pose_sub], s.sync_queue_size,
-                                                                     s.sync_slop_s)
-            self._sync.registerCallback(ingest.on_pair)
-            subs += [image_sub.sub, pose_sub.sub]
-        else:
-            sync = self._sync = ApproximateTimeSynchronizer(2, s.sync_queue_size, s.sync_slop_s)
-            sync.register_callback(ingest.on_pair)
-
-            def on_image(msg: Any) -> None:
-                ingest.on_image(msg)
-                sync.add(0, stamp_to_ns(msg.header.stamp), msg)
-
-            def on_pose(msg: Any) -> None:
-                sync.add(1, stamp_to_ns(msg.header.stamp), msg)
-            subs.append(self.create_subscription(image_type, image_topic, on_image, qos, callback_group=group))
-            subs.append(self.create_subscription(pose_type, "pose", on_pose, qos, callback_group=group))
-        if s.use_camera_info:
-            subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
-                                                 callback_group=group))
-        self._subscriptions_active = subs
+        self._subscriptions_active, self._sync = subscribe_inputs(
+            self, self.settings, self._ingest, self._ingest_group, self._on_camera_info)
 
     def _destroy_inputs(self) -> None:
         for sub in self._subscriptions_active:
@@ -299,11 +243,29 @@ class PerceptionNode(LifecycleNode):
         self._subscriptions_active = []
         self._sync = None
 
+    def input_publishers(self) -> dict[str, int]:
+        """Matched publishers per input topic (empty while inactive): a sender can wait for both
+        sides of the match before its first frame, which best-effort delivery would otherwise lose."""
+        return {sub.topic_name: sub.get_publisher_count() for sub in self._subscriptions_active}
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         k = list(msg.k)
         self._camera_k = (k[0], k[4], k[2], k[5])
 
     # -------------------------------------------------------------- services
+    def _counted(self, callback: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """`callback`, counted while it runs (deactivate waits for the count to reach zero)."""
+        def run(request: Any, response: Any) -> Any:
+            with self._serving:
+                self._in_service += 1
+            try:
+                return callback(request, response)
+            finally:
+                with self._serving:
+                    self._in_service -= 1
+                    self._serving.notify_all()
+        return run
+
     def _on_query(self, request: SpatialQuery.Request, response: SpatialQuery.Response) -> SpatialQuery.Response:
         start = time.monotonic()
         try:
@@ -352,61 +314,43 @@ class PerceptionNode(LifecycleNode):
             return failure(f"engine error: {type(exc).__name__}: {exc}", prompt, snap.frames_in_memory)
         return answer_result(prompt, answer)
 
-    def _file_job(self, response: Any, job: Any, what: str) -> Any:
-        worker = self._worker
-        if worker is None:
-            response.success, response.message = False, f"node is not configured (state: {self.state})"
-            return response
+    def _file_job(self, response: Any, requested_path: str | None, what: str,
+                  job: Callable[[Any, str], int], reopen_gate: bool = False) -> Any:
+        """Run a memory job on the worker and fill a MemoryFile / Trigger response. reopen_gate: the
+        memory was replaced, so the next frame is a keyframe again."""
         try:
-            frames = wait_result(worker.submit(job), max(60.0, self.settings.query_timeout_s))
-        except TimeoutError:
-            response.success, response.message = False, f"timeout: {what} did not finish"
-        except CancelledError:
-            response.success, response.message = False, f"cancelled: the engine stopped during {what}"
-        except (ValueError, OSError) as exc:
-            response.success, response.message = False, f"{what} failed: {exc}"
-        except Exception as exc:
-            response.success, response.message = False, f"{what} failed: {type(exc).__name__}: {exc}"
-        else:
-            response.success, response.message = True, f"{what}: {frames} frames in memory"
-            if hasattr(response, "frames_in_memory"):
-                response.frames_in_memory = frames
-        if not response.success:
-            self._last_error = response.message
+            path = None if requested_path is None else memory_jobs.resolve_path(requested_path,
+                                                                               self.settings.memory_path)
+            if self._worker is None:
+                raise ValueError(f"node is not configured (state: {self.state})")
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        worker, ingest = self._worker, self._ingest
+        label = what if path is None else f"{what} {path}"
+        ok, message, frames = memory_jobs.run(worker, lambda engine: job(engine, path), label,
+                                              max(60.0, self.settings.query_timeout_s))
+        response.success, response.message = ok, message
+        if hasattr(response, "frames_in_memory"):
+            response.frames_in_memory = frames
+        if not ok:
+            self._last_error = message
+        elif reopen_gate and ingest is not None:
+            ingest.reset_gate()
         return response
 
-    def _memory_path(self, requested: str) -> str:
-        path = requested.strip() or self.settings.memory_path
-        if not path:
-            raise ValueError("no path in the request and the memory_path parameter is empty")
-        return os.path.abspath(path)
-
     def _on_save(self, request: MemoryFile.Request, response: MemoryFile.Response) -> MemoryFile.Response:
-        try:
-            path = self._memory_path(request.path)
-        except ValueError as exc:
-            response.success, response.message = False, str(exc)
-            return response
-        return self._file_job(response, lambda engine: memory_jobs.save(engine, path), f"save to {path}")
+        return self._file_job(response, request.path, "save", memory_jobs.save)
 
     def _on_load(self, request: MemoryFile.Request, response: MemoryFile.Response) -> MemoryFile.Response:
-        try:
-            path = self._memory_path(request.path)
-        except ValueError as exc:
-            response.success, response.message = False, str(exc)
-            return response
-        worker, ingest = self._worker, self._ingest
-        result = self._file_job(response, lambda engine: memory_jobs.load(engine, path, worker), f"load {path}")
-        if result.success and ingest is not None:
-            ingest.reset_gate()
-        return result
+        worker = self._worker
+        return self._file_job(response, request.path, "load",
+                              lambda engine, path: memory_jobs.load(engine, path, worker), reopen_gate=True)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        worker, ingest = self._worker, self._ingest
-        result = self._file_job(response, lambda engine: memory_jobs.reset(engine, worker), "reset")
-        if result.success and ingest is not None:
-            ingest.reset_gate()
-        return result
+        worker = self._worker
+        return self._file_job(response, None, "reset", lambda engine, _: memory_jobs.reset(engine, worker),
+                              reopen_gate=True)
 
     # -------------------------------------------------------------- status
     def status_view(self) -> status.StatusView:
@@ -451,6 +395,17 @@ class PerceptionNode(LifecycleNode):
             self._seen_errors = (reject, worker_error)
 
 
+def spin_resilient(executor: Executor, logger: Any) -> None:
+    """executor.spin() that survives a response sent on a service destroyed by a transition meanwhile
+    (rclpy raises InvalidHandle out of spin); shutdown and interrupts still end it."""
+    while True:
+        try:
+            executor.spin()
+            return
+        except InvalidHandle as exc:
+            logger.warning(f"a callback outlived its service or subscription (lifecycle transition): {exc}")
+
+
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
@@ -458,7 +413,7 @@ def main(args: list[str] | None = None) -> int:
         node = PerceptionNode()
         executor = MultiThreadedExecutor(num_threads=node.executor_threads())
         executor.add_node(node)
-        executor.spin()
+        spin_resilient(executor, node.get_logger())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

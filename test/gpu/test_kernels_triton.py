@@ -142,10 +142,10 @@ def test_non_square_and_ragged_shapes(mode):
 
 @pytest.fixture
 def shared_newton_schulz(monkeypatch):
-    """The reference path orthogonalises with the Triton Newton-Schulz too (see the module docstring)."""
+    """The reference path orthogonalises with the Triton backend's Newton-Schulz too (module docstring)."""
     from spatial_ttt_ros.kernels import ops
 
-    monkeypatch.setitem(ops._NEWTON_SCHULZ5, "torch", ns_triton.newton_schulz5_triton)
+    monkeypatch.setitem(ops._NEWTON_SCHULZ5, "torch", ns_triton.newton_schulz5)
 
 
 def cast_state(state, dtype):
@@ -289,6 +289,15 @@ def test_auto_picks_triton_on_cuda_and_float64_falls_back():
     w64 = f64(w)
     torch.testing.assert_close(K.fw_apply(*w64, x, backend="triton"), K.fw_apply(*w64, x, backend="torch"),
                                rtol=0, atol=0)  # fmt: skip
+
+
+def test_weight_cast_cache_sees_in_place_edits():
+    w = make_weights(3, 64, 96)
+    x, *_ = make_chunk(3, 17, 64, dtype=torch.bfloat16)
+    K.fw_apply(*w, x, backend="triton")  # caches the bf16 copies of w
+    w[0].mul_(2.0)
+    got = K.fw_apply(*w, x, backend="triton")
+    assert rel_err(got, K.fw_apply(*f64(w), x.double(), backend="torch")) < TOL["bf16"]
 
 
 def test_update_does_not_mutate_inputs():

@@ -145,7 +145,13 @@ class Rig:
         from spatial_ttt_ros.ros.hosting import wait_for
 
         pubs = [p for p in (self.image_pub, self.pose_pub) if p is not None]
-        assert wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 20.0), "node did not subscribe"
+
+        def matched() -> bool:  # both ends: the node's reader drops samples of writers it has not matched yet
+            subs = node.input_publishers()
+            return all(p.get_subscription_count() > 0 for p in pubs) and all(
+                subs.get(p.topic_name, 0) > 0 for p in pubs)
+
+        assert wait_for(matched, 20.0), f"node did not subscribe: {node.input_publishers()}"
 
     def synced(self) -> int:
         return self.node.status_view().ingest.synced

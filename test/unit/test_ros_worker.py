@@ -1,0 +1,155 @@
+"""The engine worker's queue, job and failure logic against a minimal in-test engine (the ros tier
+runs the same worker on the real engine). Waits on events, never on fixed sleeps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+
+from spatial_ttt_ros.ros.query import AdmissionBound
+from spatial_ttt_ros.ros.worker import EngineWorker, Frame, wait_result
+
+
+class ListEngine:
+    """Implements the worker's view of StreamingEngine: frames go into a list."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.fail_next: BaseException | None = None
+
+    def push_frame(self, image: np.ndarray, stamp_s: float, pose: np.ndarray | None = None) -> None:
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        if image.ndim != 3:
+            raise ValueError(f"image must be HxWx3, got shape {image.shape}")
+        self.stamps.append(stamp_s)
+
+    @property
+    def frames_in_memory(self) -> int:
+        return len(self.stamps)
+
+    @property
+    def counters(self) -> dict:
+        return {"frames": len(self.stamps)}
+
+
+def frame(stamp_s: float, ok: bool = True) -> Frame:
+    return Frame(image=np.zeros((4, 4, 3) if ok else (4, 4), np.uint8), stamp_s=stamp_s)
+
+
+def wait(condition: object, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+@pytest.fixture
+def worker():
+    engine = ListEngine()
+    w = EngineWorker(engine, queue_size=4)
+    w.start()
+    yield w
+    w.stop()
+
+
+def hold(worker: EngineWorker) -> threading.Event:
+    """Occupy the worker with a job until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+    worker.submit(lambda engine: (started.set(), release.wait(10)))
+    assert started.wait(10)
+    return release
+
+
+def test_frames_are_ingested_in_order_and_bad_ones_rejected(worker):
+    for i, ok in enumerate([True, False, True, True]):
+        worker.push(frame(float(i), ok))
+    assert wait(lambda: worker.snapshot().frames_in_memory == 3)
+    snap = worker.snapshot()
+    assert worker.engine.stamps == [0.0, 2.0, 3.0]
+    assert (snap.frames_ingested, snap.frames_rejected, snap.frames_dropped) == (3, 1, 0)
+    assert "HxWx3" in snap.last_error and snap.alive
+
+
+def test_full_queue_drops_the_oldest_and_counts(worker):
+    release = hold(worker)
+    results = [worker.push(frame(float(i))) for i in range(6)]
+    assert results == [True, True, True, True, False, False]
+    assert worker.snapshot().queue_depth == 4 and worker.snapshot().frames_dropped == 2
+    release.set()
+    assert wait(lambda: worker.snapshot().frames_in_memory == 4)
+    assert worker.engine.stamps == [2.0, 3.0, 4.0, 5.0]  # the newest four
+
+
+def test_jobs_run_before_waiting_frames_and_return_results(worker):
+    release = hold(worker)
+    worker.push(frame(1.0))
+    seen = worker.submit(lambda engine: list(engine.stamps))
+    release.set()
+    assert wait_result(seen, 10) == []  # the job ran ahead of the queued frame
+    assert wait(lambda: worker.snapshot().frames_in_memory == 1)
+
+
+def test_job_errors_go_to_the_caller_and_the_worker_lives(worker):
+    def boom(engine: object) -> None:
+        raise RuntimeError("query failed")
+
+    with pytest.raises(RuntimeError, match="query failed"):
+        wait_result(worker.submit(boom), 10)
+    assert worker.snapshot().alive and "query failed" in worker.snapshot().last_error
+
+
+def test_timeout_cancels_a_waiting_job(worker):
+    release = hold(worker)
+    ran = threading.Event()
+    future = worker.submit(lambda engine: ran.set())
+    with pytest.raises(TimeoutError):
+        wait_result(future, 0.05)
+    assert future.cancelled()
+    release.set()
+    marker = worker.submit(lambda engine: "after")
+    assert wait_result(marker, 10) == "after" and not ran.is_set()
+
+
+def test_a_dead_worker_is_visible_and_restarts_on_the_same_queue(worker):
+    worker.engine.fail_next = RuntimeError("device lost")
+    worker.push(frame(1.0))
+    assert wait(lambda: not worker.snapshot().alive)
+    worker.push(frame(2.0))
+    snap = worker.snapshot()
+    assert "device lost" in snap.death and snap.queue_depth == 1
+    reason = worker.ensure_alive()
+    assert "RuntimeError: device lost" in reason and worker.ensure_alive() == ""
+    assert wait(lambda: worker.snapshot().frames_in_memory == 1)
+    assert worker.engine.stamps == [2.0] and worker.snapshot().restarts == 1
+
+
+def test_stop_cancels_waiting_jobs_and_refuses_new_ones(worker):
+    release = hold(worker)
+    waiting = worker.submit(lambda engine: None)
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    with pytest.raises(CancelledError):
+        waiting.result(timeout=10)
+    release.set()
+    stopper.join(10)
+    assert not worker.snapshot().alive
+    assert worker.submit(lambda engine: None).cancelled()
+
+
+def test_admission_bound():
+    bound = AdmissionBound(2)
+    assert bound.try_acquire() and bound.try_acquire() and not bound.try_acquire()
+    bound.release()
+    assert bound.in_flight == 1 and bound.try_acquire()
+    bound.release()
+    bound.release()
+    with pytest.raises(RuntimeError):
+        bound.release()
