@@ -31,9 +31,10 @@ from std_msgs.msg import String
 from spatial_ttt_ros.data import bags, msgs
 from spatial_ttt_ros.data.annotate import annotate_bag
 from spatial_ttt_ros.data.bags import BagReader
+from spatial_ttt_ros.data.recording import Recording
 from spatial_ttt_ros.data.recover import recover_bag
 from spatial_ttt_ros.ros.launch_inspect import find_executable, find_package_share
-from spatial_ttt_ros.ros.recorder_node import DEFAULTS, NODE_NAME, RecorderSettings, Recording
+from spatial_ttt_ros.ros.recorder_node import DEFAULTS, NODE_NAME, RecorderSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K = [50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0]
@@ -320,7 +321,7 @@ def test_disk_full_goes_on_in_the_next_file_then_in_a_new_run(tmp_path, monkeypa
     disk = Disk({"bag_0.mcap": 40_000})
     monkeypatch.setattr(bags, "_open_for_write", disk.open)
     settings = RecorderSettings(output_dir=str(tmp_path), run_name="run", flush_period_s=0.05, retry_period_s=0.05)
-    rec = Recording(settings, logging.getLogger("test_recorder"))
+    rec = Recording(settings.recording_options(), logging.getLogger("test_recorder"))
     frames = itertools.count()
     # bag_0 fills up after a few frames; the full disk shows when a chunk is flushed (every 0.05 s).
     assert helpers.wait_for(lambda: rec.write_keyframe(keyframe(next(frames))) and bool(rec.status().failed_files),
