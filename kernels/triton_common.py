@@ -57,15 +57,23 @@ def launch(
     raise RuntimeError(f"no config of {kernel.fn.__name__} fits this GPU: {list(configs)}")
 
 
-# How fp32 GEMM operands are multiplied: "ieee" = exact fp32 products on the CUDA cores (the reference
-# inference numerics, tf32 off). The benchmark also times "tf32x3" (three tf32 tensor-core products,
-# error close to fp32) for comparison.
-FP32_DOT = "ieee"
+# How the all-fp32 mode runs its GEMMs:
+#   "cublas": the reference's own fp32 matmuls (tf32 off unless torch.backends says otherwise), so
+#             the results equal the "torch" backend's; the default, because on an H100 cuBLAS fp32
+#             is 1.8x faster than Triton's exact fp32 dot (benchmarks/results/kernels.md);
+#   "ieee":   Triton kernels with exact fp32 products on the CUDA cores;
+#   "tf32x3": Triton kernels with three tf32 tensor-core products per product (error ~2e-7, fp32-like).
+FP32_DOT = "cublas"
 
 
 def dot_precision(dtype: torch.dtype) -> str:
     """The PREC constexpr for GEMM operands of ``dtype``: FP32_DOT for fp32, the tensor-core default else."""
     return FP32_DOT if dtype == torch.float32 else "default"
+
+
+def fp32_via_cublas(dtype: torch.dtype) -> bool:
+    """True when GEMMs on operands of ``dtype`` should go to the PyTorch reference (see FP32_DOT)."""
+    return dtype == torch.float32 and FP32_DOT == "cublas"
 
 
 @triton.jit
@@ -136,6 +144,20 @@ BMM_CONFIGS = {
 }
 
 
+def config_dicts(configs: Sequence[tuple], names: tuple[str, ...], **extra: int) -> list[dict]:
+    """[(blocks..., num_warps, num_stages)] -> launch() configs; memoised on the (mutable) list's content."""
+    key = (tuple(configs), names, tuple(sorted(extra.items())))
+    hit = _CONFIG_DICTS.get(key)
+    if hit is None:
+        hit = _CONFIG_DICTS[key] = [
+            {**dict(zip(names, c[:-2])), **extra, "num_warps": c[-2], "num_stages": c[-1]} for c in configs
+        ]
+    return hit
+
+
+_CONFIG_DICTS: dict[tuple, list[dict]] = {}
+
+
 @functools.cache
 def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -167,10 +189,6 @@ def bmm(
         # Fewer than two waves of 128x128 tiles leave SMs idle: use 64x128 tiles then.
         tiles = Z * triton.cdiv(M, 128) * triton.cdiv(N, 128)
         kind = "bf16_large" if tiles >= 2 * sm_count(out.device.index or 0) else "bf16_small"
-    configs = [
-        dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in BMM_CONFIGS[kind]
-    ]
     d = out if add is None else add
     launch(
         _bmm_kernel,
@@ -178,7 +196,7 @@ def bmm(
         (a, b, out, d, M, N, K, a.shape[0], b.shape[0], *a.stride(), *b.stride(), *out.stride(), *d.stride(),
          float(alpha), float(beta)),
         dict(HAS_ADD=add is not None, PREC=prec),
-        configs,
+        config_dicts(BMM_CONFIGS[kind], ("BLOCK_M", "BLOCK_N", "BLOCK_K"), GROUP_M=8),
         ("bmm", kind, prec, add is not None),
     )
     return out

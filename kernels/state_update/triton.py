@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ..ops import newton_schulz5
+from ..swiglu_fw import triton as swiglu_triton
 from ..triton_common import new_output
 from . import naive
 from .naive import Weights
@@ -23,14 +24,16 @@ from .naive import Weights
 
 @triton.jit(do_not_specialize=["R0", "C0", "R1", "C1", "R2", "C2"])
 def _update_rows_kernel(
-    U0, MOM0, MOM_OUT0, BASE0, MAIN_OUT0, W_OUT0, NORMS0, R0, C0,
-    U1, MOM1, MOM_OUT1, BASE1, MAIN_OUT1, W_OUT1, NORMS1, R1, C1,
-    U2, MOM2, MOM_OUT2, BASE2, MAIN_OUT2, W_OUT2, NORMS2, R2, C2,
+    U0, MOM0, MOM_OUT0, BASE0, MAIN_OUT0, W_OUT0, W_LOW0, NORMS0, R0, C0,
+    U1, MOM1, MOM_OUT1, BASE1, MAIN_OUT1, W_OUT1, W_LOW1, NORMS1, R1, C1,
+    U2, MOM2, MOM_OUT2, BASE2, MAIN_OUT2, W_OUT2, W_LOW2, NORMS2, R2, C2,
     BETA, H, eps,
-    HAS_MOM: tl.constexpr, PRENORM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_MOM: tl.constexpr, PRENORM: tl.constexpr, EMIT_LOW: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # Program (i, j): BLOCK_R whole rows of matrix j (0: W0, 1: W1, 2: W2), viewed as [H*R_j, C_j];
-    # the head of row r is r // R_j. One launch covers the three matrices.
+    # the head of row r is r // R_j. One launch covers the three matrices. EMIT_LOW also writes the
+    # new weights in bf16 for the next chunk's bf16 GEMMs (the same rounding as a cast would do).
     j = tl.program_id(1)
     if j == 0:
         U = U0
@@ -39,6 +42,7 @@ def _update_rows_kernel(
         BASE = BASE0
         MAIN_OUT = MAIN_OUT0
         W_OUT = W_OUT0
+        W_LOW = W_LOW0
         NORMS = NORMS0
         R = R0
         C = C0
@@ -49,6 +53,7 @@ def _update_rows_kernel(
         BASE = BASE1
         MAIN_OUT = MAIN_OUT1
         W_OUT = W_OUT1
+        W_LOW = W_LOW1
         NORMS = NORMS1
         R = R1
         C = C1
@@ -59,6 +64,7 @@ def _update_rows_kernel(
         BASE = BASE2
         MAIN_OUT = MAIN_OUT2
         W_OUT = W_OUT2
+        W_LOW = W_LOW2
         NORMS = NORMS2
         R = R2
         C = C2
@@ -79,6 +85,8 @@ def _update_rows_kernel(
     r = tl.load(NORMS + rows, mask=mask_r, other=0.0).to(tl.float32)
     w = x / (norm + eps)[:, None] * r[:, None]
     tl.store(W_OUT + offs, w.to(W_OUT.dtype.element_ty), mask=mask)
+    if EMIT_LOW:
+        tl.store(W_LOW + offs, w.to(tl.bfloat16), mask=mask)
 
 
 def _update_rows(
@@ -88,11 +96,13 @@ def _update_rows(
     base: Weights,  # [H, R, C] W (post-norm) or W_main (pre-norm)
     norms: Weights,  # [H, R, 1]
     prenorm: bool,
+    emit_low: bool,
     eps: float = 1e-5,
-) -> tuple[Weights, Weights | None, Weights | None]:  # (w, w_main, momentum)
+) -> tuple[Weights, Weights | None, Weights | None, Weights | None]:  # (w, w_main, momentum, w bf16)
     H = base[0].shape[0]
     dev, dt = base[0].device, base[0].dtype
     w = tuple(new_output(x.shape, dt, dev) for x in base)
+    w_low = tuple(new_output(x.shape, torch.bfloat16, dev) for x in base) if emit_low else None
     w_main = tuple(new_output(x.shape, dt, dev) for x in base) if prenorm else None
     mom_out = tuple(new_output(m.shape, m.dtype, dev) for m in mom) if mom is not None else None
     per_matrix = []
@@ -105,6 +115,7 @@ def _update_rows(
             base[j].contiguous(),
             w_main[j] if prenorm else w[j],
             w[j],
+            w_low[j] if emit_low else w[j],
             norms[j].contiguous(),
             R,
             C,
@@ -119,11 +130,12 @@ def _update_rows(
         eps,
         HAS_MOM=mom is not None,
         PRENORM=prenorm,
+        EMIT_LOW=emit_low,
         BLOCK_R=block_r,
         BLOCK_C=block_c,
         num_warps=4,
     )
-    return w, w_main, mom_out
+    return w, w_main, mom_out, w_low
 
 
 def update_weights(
@@ -151,5 +163,9 @@ def update_weights(
         else:
             dw = tuple(newton_schulz5(d, backend=backend) for d in dw)
     bases = w_main if w_main is not None else w
-    new_w, new_main, mixed = _update_rows(dw, mix, beta_h, bases, norms, w_main is not None)
+    # bf16 copies of the new weights for the next chunk, when the GEMMs run in bf16 on an fp32 state
+    emit_low = w[0].dtype == torch.float32 and swiglu_triton.last_gemm_dtype == torch.bfloat16
+    new_w, new_main, mixed, low = _update_rows(dw, mix, beta_h, bases, norms, w_main is not None, emit_low)
+    if low is not None:
+        swiglu_triton.remember_gemm_weights(new_w, low)
     return new_w, new_main, mixed if mix is not None else momentum

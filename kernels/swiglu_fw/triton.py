@@ -1,9 +1,10 @@
 """Triton fast-weight apply and update directions (spec 3.1-3.2); same signatures as naive.py.
 
 Precision (README "Triton backend"): the GEMM inputs are bf16 when the token inputs (x, or k and v)
-are 16-bit floats or the state itself is bf16, otherwise fp32 with exact fp32 products (no tf32,
-the reference inference numerics). Accumulation, the gating maths and the outputs are fp32 (the
-outputs come back in the state dtype). Float64 states fall back to the reference.
+are 16-bit floats or the state itself is bf16; accumulation, the gating maths and the outputs are
+fp32 (the outputs come back in the state dtype). Otherwise the all-fp32 mode runs as
+``triton_common.FP32_DOT`` says: by default the reference itself (cuBLAS fp32, faster than Triton's
+exact fp32 dot), else these kernels with "ieee" or "tf32x3" products. Float64 states use the reference.
 """
 
 # Triton kernel arguments are pointers and scalars that Triton types itself; they take no annotations.
@@ -15,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..triton_common import bmm, dot, dot_precision, launch, new_output
+from .. import triton_common
+from ..triton_common import bmm, config_dicts, dot, dot_precision, launch, new_output
 from . import naive
 
 _LOW = (torch.bfloat16, torch.float16)
@@ -105,14 +107,29 @@ def _supported(w0: torch.Tensor) -> bool:
     return w0.is_cuda and w0.dtype in (torch.float32, torch.bfloat16)
 
 
-# The last weights cast for the GEMMs: a chunk applies and then updates with the same state, so the
-# second call reuses the first one's copies. Hit only for the very same tensor objects (held here, so
-# their memory cannot be reused by others) with unchanged version counters (no in-place edits).
+# bf16 copies of the last weights used for bf16 GEMMs. Within a chunk apply and update use the same
+# state, and the Triton update step writes the copies of the state it produces (remember_gemm_weights),
+# so the casts are normally free. A hit needs the very same tensor objects (held here, so their memory
+# cannot be reused by other tensors) with unchanged version counters (no in-place edits since).
 _CAST_CACHE: tuple = ()
+# Whether the last GEMMs ran in bf16: tells the update step whether writing bf16 copies pays.
+last_gemm_dtype: torch.dtype | None = None
+
+
+def remember_gemm_weights(ws: tuple[torch.Tensor, ...], low: tuple[torch.Tensor, ...]) -> None:
+    """Record ``low`` (bf16) as the GEMM copies of the weights ``ws``."""
+    global _CAST_CACHE
+    _CAST_CACHE = (ws, tuple(w._version for w in ws), low[0].dtype, low)
+
+
+def _note_fp32() -> None:
+    global last_gemm_dtype
+    last_gemm_dtype = torch.float32
 
 
 def _gemm_weights(ws: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    global _CAST_CACHE
+    global last_gemm_dtype
+    last_gemm_dtype = dtype
     if all(w.dtype == dtype for w in ws):
         return tuple(w.contiguous() for w in ws)
     cached = _CAST_CACHE
@@ -120,7 +137,7 @@ def _gemm_weights(ws: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[tor
         if cached[1] == tuple(w._version for w in ws):
             return cached[3]
     out = tuple(w.to(dtype).contiguous() for w in ws)
-    _CAST_CACHE = (ws, tuple(w._version for w in ws), dtype, out)
+    remember_gemm_weights(ws, out)
     return out
 
 
@@ -135,10 +152,7 @@ def _hidden(
     Dh = w0.shape[1]
     v, w1, lr = grad if grad is not None else (x, w0, x)  # unused placeholders for apply
     prec = "fp32" if x.dtype == torch.float32 else "bf16"
-    configs = [
-        dict(BLOCK_L=bl, BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=s)
-        for bl, bn, bk, w, s in HIDDEN_CONFIGS[(prec, grad is not None)]
-    ]
+    configs = config_dicts(HIDDEN_CONFIGS[(prec, grad is not None)], ("BLOCK_L", "BLOCK_N", "BLOCK_K"))
     launch(
         _hidden_kernel,
         lambda meta: (triton.cdiv(L, meta["BLOCK_L"]), triton.cdiv(Dh, meta["BLOCK_N"]), H),
@@ -163,6 +177,9 @@ def fw_apply(
     if L == 0:
         return out
     cdt = compute_dtype(w0, x)
+    if triton_common.fp32_via_cublas(cdt):
+        _note_fp32()
+        return naive.fw_apply(w0, w1, w2, x)
     xc = x.to(cdt).contiguous()
     w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt)
     hidden = new_output((H, L, w0.shape[1]), cdt, w0.device)  # silu(X W0^T) * (X W2^T)
@@ -188,6 +205,9 @@ def fw_grad(
     if L == 0:
         return torch.zeros_like(w0), torch.zeros_like(w1), torch.zeros_like(w2)
     cdt = compute_dtype(w0, k, v)
+    if triton_common.fp32_via_cublas(cdt):
+        _note_fp32()
+        return naive.fw_grad(w0, w1, w2, k, v, lr)
     kc, vc = (t.to(cdt).contiguous() for t in (k, v))
     w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt)
     lr32 = lr.to(torch.float32).contiguous()

@@ -1,8 +1,9 @@
 """The perception node: camera + pose in, a spatial memory, /spatial_query out.
 
-A thin lifecycle adapter around rclpy-free parts: `params` (settings), `sync` (pairing, where
-message_filters is missing), `ingest` (gate + decode), `worker` (the thread that owns the engine),
-`query` (request -> prompt -> typed answer) and `status` (MemoryStatus, /diagnostics).
+A thin lifecycle adapter around rclpy-free parts: `params` (settings), `sync` (pairing where
+message_filters is missing; `inputs` wires the subscriptions), `ingest` (gate + decode), `worker`
+(the one thread that owns the engine), `query` (request -> prompt -> typed answer), `memory_jobs`
+(save / load / reset / autosave) and `status` (MemoryStatus, /diagnostics).
 
 Lifecycle: configure reads the parameters and loads the engine (a bad checkpoint -> FAILURE with the
 reason logged and in memory_status.last_error); activate subscribes `image` (or `image`/compressed),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
@@ -87,6 +86,12 @@ def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Hard resize to the model's frame size (bicubic, as the training preprocessing)."""
     if image.shape[:2] == (height, width):
         return np.ascontiguousarray(image)
+    try:
+        import cv2
+    except ImportError:  # GPU images without OpenCV: the same bicubic resize in torch
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
+        return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
 
 

@@ -3,9 +3,10 @@
 Every comparison is against the reference run in float64 on the same (already rounded) inputs, as a
 relative Frobenius error ||got - ref|| / ||ref||. Tolerances per tensor and precision mode:
 
-* fp32 mode (fp32 tokens, exact fp32 products): sums of <= 2648 fp32 products with fp32
-  accumulation land near 1e-6; 2e-5 leaves room for the longest chunk and still catches any
-  tf32 product (~3e-4) or a wrong index (O(1)).
+* fp32 modes (fp32 tokens; GEMMs through cuBLAS fp32 = the default, or Triton with exact "ieee"
+  or "tf32x3" products): sums of <= 2648 fp32 products with fp32 accumulation land near 1e-6;
+  2e-5 leaves room for the longest chunk and still catches a plain tf32 product (~3e-4) or a
+  wrong index (O(1)).
 * bf16 mode (bf16 tokens): GEMM inputs are rounded to bf16 (2^-9 relative per element) and the
   gated hidden quantities are stored in bf16 before the second GEMM: about 3e-3 expected, 2e-2
   bound (a missing term or tile is O(1)).
@@ -46,8 +47,10 @@ from spatial_ttt_ros.kernels.newton_schulz import triton as ns_triton  # noqa: E
 DEV = torch.device("cuda")
 LENGTHS = [1, 63, 100, 2648]
 HEADS = [3, 4, 5]
-TOL = {"fp32": 2e-5, "bf16": 2e-2, "muon": 0.1}
-TOKEN_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MODES = ["fp32", "fp32_ieee", "fp32_tf32x3", "bf16"]  # fp32 = the default fp32 route (cuBLAS GEMMs)
+TOL = {"fp32": 2e-5, "fp32_ieee": 2e-5, "fp32_tf32x3": 2e-5, "bf16": 2e-2, "muon": 0.1}
+TOKEN_DTYPE = {"fp32": torch.float32, "fp32_ieee": torch.float32, "fp32_tf32x3": torch.float32,
+               "bf16": torch.bfloat16}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +58,14 @@ def poisoned_outputs(monkeypatch):
     """Every kernel output starts as NaN, so an unwritten element fails the comparison."""
     monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
     torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@pytest.fixture
+def mode(request, monkeypatch):
+    """Token precision, and for fp32 tokens the GEMM route (triton_common.FP32_DOT)."""
+    if request.param.startswith("fp32_"):
+        monkeypatch.setattr(triton_common, "FP32_DOT", request.param.removeprefix("fp32_"))
+    return request.param
 
 
 def make_weights(H, D=512, Dh=512, seed=0):
@@ -93,7 +104,7 @@ def assert_moved_like(got, want, w_init, tol, name):
     assert err <= bound, f"{name}: error {err:.3e} > bound {bound:.3e}"
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("mode", MODES, indirect=True)
 @pytest.mark.parametrize("L", LENGTHS)
 @pytest.mark.parametrize("H", HEADS)
 def test_fw_apply_matches_reference(H, L, mode):
@@ -105,7 +116,7 @@ def test_fw_apply_matches_reference(H, L, mode):
     assert rel_err(got, want) < TOL[mode]
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("mode", MODES, indirect=True)
 @pytest.mark.parametrize("L", LENGTHS)
 @pytest.mark.parametrize("H", HEADS)
 def test_fw_grad_matches_reference(H, L, mode):
@@ -118,7 +129,7 @@ def test_fw_grad_matches_reference(H, L, mode):
         assert rel_err(got[j], want[j]) < TOL[mode], f"dW{j}"
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("mode", MODES, indirect=True)
 def test_non_square_and_ragged_shapes(mode):
     """D, Dh and L that are no multiple of any tile: masks on every axis, Newton-Schulz per matrix."""
     H, L, D, Dh = 3, 37, 80, 48
@@ -189,7 +200,7 @@ def check_states(start, got, want, tol_w, tol_m):
     assert (got.momentum is None) == (want.momentum is None)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+@pytest.mark.parametrize("mode", ["fp32", "fp32_ieee", "bf16"], indirect=True)
 @pytest.mark.parametrize("flags", [(True, False, False), (False, False, True), (True, False, True)],
                          ids=["inference-mom-postnorm", "prenorm", "mom-prenorm"])  # fmt: skip
 @pytest.mark.parametrize("H,L", [(3, 1), (5, 63), (4, 100), (3, 2648)])
@@ -289,6 +300,27 @@ def test_auto_picks_triton_on_cuda_and_float64_falls_back():
     w64 = f64(w)
     torch.testing.assert_close(K.fw_apply(*w64, x, backend="triton"), K.fw_apply(*w64, x, backend="torch"),
                                rtol=0, atol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("token_dtype", [torch.bfloat16, torch.float32])
+def test_update_writes_the_bf16_copies_the_next_apply_uses(token_dtype):
+    from spatial_ttt_ros.kernels.swiglu_fw import triton as sw
+
+    w = make_weights(3, 64, 96)
+    k, v, lr, mu = make_chunk(3, 50, 64, dtype=token_dtype)
+    state = K.init_fast_weight_state(*w, use_momentum=True, prenorm=True)
+    new = K.fw_update(state, k, v, lr, mu, backend="triton", use_momentum=True, use_muon=False, prenorm=True)
+    ws, _, dtype, low = sw._CAST_CACHE
+    if token_dtype == torch.float32:  # fp32 GEMMs: no copies written
+        assert not all(a is b for a, b in zip(ws, new.w))
+        return
+    assert all(a is b for a, b in zip(ws, new.w)) and dtype == torch.bfloat16
+    for a, b in zip(low, new.w):
+        assert torch.equal(a, b.to(torch.bfloat16))  # also proves every element written (NaN-poisoned)
+    x, *_ = make_chunk(3, 17, 64, dtype=torch.bfloat16, seed=5)
+    got = K.fw_apply(*new.w, x, backend="triton")
+    sw._CAST_CACHE = ()
+    torch.testing.assert_close(got, K.fw_apply(*new.w, x, backend="triton"), rtol=0, atol=0)
 
 
 def test_weight_cast_cache_sees_in_place_edits():

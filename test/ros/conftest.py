@@ -63,7 +63,8 @@ def processes() -> Iterator[list[subprocess.Popen]]:
 
 # ---------------------------------------------------------------- the perception node, in process
 
-PUBLISH_RETRY_S = 5.0
+PUBLISH_RETRY_S = 10.0
+FIRST_CALL_RETRY_S = 10.0
 
 
 @pytest.fixture
@@ -188,25 +189,37 @@ class Rig:
         return self.node.status_view()
 
 
-def call_service(client: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0,
-                 retry_s: float | None = 5.0) -> object:
+def client_for(node: object, srv_type: type, name: str, depth: int = 10) -> object:
+    """A service client of `node`, kept per (type, name, depth) for the node's lifetime."""
+    from rclpy.qos import QoSProfile
+
+    cache = node.__dict__.setdefault("_test_clients", {})
+    key = (srv_type, name, depth)
+    if key not in cache:
+        cache[key] = node.create_client(srv_type, name, qos_profile=QoSProfile(depth=depth))
+    return cache[key]
+
+
+def call_service(node: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0,
+                 client: object | None = None) -> object:
     """One service call from the test client node, spun until the response arrives.
 
-    Clients are kept per (node, name). A new client's first response can be lost when the
-    server's response writer has not yet matched the client's reader (rmw drops it after a short
-    wait, which a loaded 2-core machine can exceed), so idempotent calls are re-sent every
-    `retry_s`; pass retry_s=None for calls that must be sent once.
+    The first response to a new client can be lost: the server's response writer may not have
+    matched the client's reader yet, and rmw gives up after a short wait ("failed to send response
+    (timeout)"), which a loaded 2-core machine exceeds. So a client's first request is sent again
+    every FIRST_CALL_RETRY_S until one is answered; later calls are sent once. Use it only for
+    requests that may safely run twice.
     """
-    cache = client.__dict__.setdefault("_test_clients", {})
-    cli = cache.get((srv_type, name))
-    if cli is None:
-        cli = cache[(srv_type, name)] = client.create_client(srv_type, name)
+    cli = client or client_for(node, srv_type, name)
+    answered = node.__dict__.setdefault("_test_answered", set())
     assert cli.wait_for_service(timeout_sec=20.0), f"service {name} not available"
+    retry_s = None if id(cli) in answered else FIRST_CALL_RETRY_S
     deadline = time.monotonic() + timeout_s
     futures = [cli.call_async(request)]
     while time.monotonic() < deadline:
         step = min(retry_s or timeout_s, deadline - time.monotonic())
-        if spin_until(client, lambda: any(f.done() for f in futures), step):
+        if spin_until(node, lambda: any(f.done() for f in futures), step):
+            answered.add(id(cli))
             return next(f for f in futures if f.done()).result()
         if retry_s is not None:
             futures.append(cli.call_async(request))
@@ -222,4 +235,4 @@ def helpers() -> object:
     from spatial_ttt_ros.ros.hosting import wait_for
 
     return SimpleNamespace(make_image=make_image, pose_msg=pose_msg, set_stamp=set_stamp, Rig=Rig,
-                           call=call_service, wait_for=wait_for, spin=spin_until)
+                           call=call_service, client_for=client_for, wait_for=wait_for, spin=spin_until)

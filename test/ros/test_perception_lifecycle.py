@@ -25,15 +25,20 @@ GOAL = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
 
 
 def change(helpers, client, transition: int, node: str = NAME) -> bool:
-    """Request a transition once (it is not idempotent); if the response is lost, the state says
-    whether it happened."""
+    """Request a transition (not idempotent, so not blindly re-sent). If no response comes, the state
+    tells: the goal reached means the response was lost; otherwise the request was lost (or the
+    transition failed) and it is sent once more."""
     request = ChangeState.Request()
     request.transition.id = transition
-    try:
-        return helpers.call(client, ChangeState, f"{node}/change_state", request, timeout_s=15.0,
-                            retry_s=None).success
-    except AssertionError:
-        return state_of(helpers, client, node) == GOAL[transition]
+    cli = helpers.client_for(client, ChangeState, f"{node}/change_state")
+    assert cli.wait_for_service(timeout_sec=20)
+    for _ in range(2):
+        future = cli.call_async(request)
+        if helpers.spin(client, future.done, 15.0):
+            return future.result().success
+        if state_of(helpers, client, node) == GOAL[transition]:
+            return True
+    return False
 
 
 def state_of(helpers, client, node: str = NAME) -> int:

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 import rclpy
-from rclpy.qos import QoSProfile
 from std_srvs.srv import Trigger
 
 from spatial_ttt_ros.ros.hosting import hosted_perception_node
@@ -128,6 +127,15 @@ def test_bad_requests_fail_with_a_message_and_ingest_goes_on(live):
     assert response.success and response.frames_in_memory == before + 1
 
 
+def warm_client(live: SimpleNamespace, helpers: SimpleNamespace) -> object:
+    """A /spatial_query client that has had one answer (so its first response was not lost) and keeps
+    64 responses (the default history of 10 would drop a burst before the test spins)."""
+    cli = helpers.client_for(live.client, SpatialQuery, "/spatial_query", depth=64)
+    reply = helpers.call(live.client, SpatialQuery, "/spatial_query", query(""), client=cli)
+    assert not reply.success and "unknown question kind" in reply.message
+    return cli
+
+
 def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
     release = threading.Event()
     live.node._worker.submit(lambda engine: release.wait(60))
@@ -136,8 +144,7 @@ def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
         assert not response.success and response.message.startswith("timeout")
         assert 0.4 < response.latency_s < 10.0
         # Fill the admission bound with waiting queries; the next ones are refused at once.
-        cli = live.client.create_client(SpatialQuery, "/spatial_query")
-        assert cli.wait_for_service(timeout_sec=20)
+        cli = warm_client(live, helpers)
         waiting = [cli.call_async(query("room_size", timeout_s=60.0)) for _ in range(4)]
         assert helpers.wait_for(lambda: live.node._bound.in_flight == 4, 20)
         refused = [cli.call_async(query("room_size", timeout_s=60.0)) for _ in range(3)]
@@ -150,13 +157,10 @@ def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
         release.set()
     assert helpers.spin(live.client, lambda: all(f.done() for f in waiting), 60)
     assert all(f.result().success for f in waiting)
-    live.client.destroy_client(cli)
 
 
 def test_a_flood_of_50_concurrent_queries_never_hangs(live, helpers):
-    # The client keeps every response (the default history of 10 would drop the rest before it spins).
-    cli = live.client.create_client(SpatialQuery, "/spatial_query", qos_profile=QoSProfile(depth=64))
-    assert cli.wait_for_service(timeout_sec=20)
+    cli = warm_client(live, helpers)
     futures = [cli.call_async(query("count", objects=["chair"], timeout_s=60.0)) for _ in range(50)]
     finished = helpers.spin(live.client, lambda: all(f.done() for f in futures), 120)
     assert finished, f"queries hung: {sum(f.done() for f in futures)} of 50 answered; {live.node.status_view()}"
@@ -166,7 +170,6 @@ def test_a_flood_of_50_concurrent_queries_never_hangs(live, helpers):
     assert answered, "no query was answered"
     assert len({r.answer for r in answered}) == 1  # same memory, same question: same answer
     assert helpers.wait_for(lambda: live.node._bound.in_flight == 0, 20)
-    live.client.destroy_client(cli)
 
 
 def test_save_reset_load_restores_frames_and_answer(live, helpers, tmp_path):
