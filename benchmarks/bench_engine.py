@@ -96,7 +96,7 @@ def bench_baseline(config: object, frames: list[np.ndarray], counts: list[int], 
         gh, gw = config.frame_height // 16, config.frame_width // 16
         per_group = gh * gw // 4
         ids = [1] * 20
-        for g in range(groups):
+        for _ in range(groups):
             ids += [2] * 6 + [hf_config.vision_start_token_id] + [hf_config.video_token_id] * per_group
             ids += [hf_config.vision_end_token_id]
         ids += [3] * 40
@@ -129,21 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--baseline", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    parser.add_argument("--fw-precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fast-weight activations: fp32 = reference numerics, bf16 = fast route")
+    parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_engine needs a CUDA GPU", file=sys.stderr)
         return 2
     config = load_config("spatial_ttt_2b", backbone="tiny", name="qwen3_vl_2b_random", tiny_text=QWEN3_VL_2B_TEXT,
-                         tiny_vision=QWEN3_VL_2B_VISION, dtype="bfloat16")
+                         tiny_vision=QWEN3_VL_2B_VISION, dtype="bfloat16", fw_precision=args.fw_precision)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (config.frame_height, config.frame_width, 3), dtype=np.uint8) for _ in range(64)]
     engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype")})
+        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision")})
     ingest, query = bench_ingest(engine, frames, args.frames)
     engine.close()
     del engine
-    baseline = bench_baseline(config, frames, args.baseline, torch.bfloat16)
+    baseline = [] if args.skip_baseline else bench_baseline(config, frames, args.baseline, torch.bfloat16)
 
     d, layers, ttt = 2048, 28, len(config.ttt_layers)
     params = layers * (4 * d * d // 1 - 2 * d * 1024 + 3 * d * 6144)  # q,o: d*d; k,v: d*1024; MLP 3*d*6144
@@ -159,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": " ".join(["python -m benchmarks.bench_engine", *(argv if argv is not None else sys.argv[1:])]),
               "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
               "python": platform.python_version(), "frame": f"{config.frame_height}x{config.frame_width}",
-              "kernel_backend": config.kernel_backend, "ingest": ingest, "query_1024": query, "baseline": baseline,
+              "kernel_backend": config.kernel_backend, "fw_precision": config.fw_precision, "ingest": ingest, "query_1024": query, "baseline": baseline,
               "flops_formula": __doc__.split("TFLOPs are counted")[1].strip(), "flops": flops}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"engine_{config.fw_precision}.json").write_text(json.dumps(result, indent=2) + "\n")
     base = {r["frames"]: r for r in baseline}
-    lines = [f"Engine vs stock Qwen3-VL-2B (random weights), {result['gpu']}, torch {torch.__version__}, "
+    lines = [f"Engine ({config.fw_precision} fast weights) vs stock Qwen3-VL-2B (random weights), {result['gpu']}, torch {torch.__version__}, "
              f"transformers {transformers.__version__}, `{result['command']}`", "",
              "| frames | ingest frames/s | peak GiB (ours) | TTT state MiB | anchor KV MiB | baseline prefill s | baseline peak GiB |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if query:
         lines += ["", f"Query at 1024 frames (16 new tokens): {query['seconds'] * 1000:.0f} ms "
                       f"(prefill {query['prefill_s'] * 1000:.0f} ms)"]
-    (out / "engine.md").write_text("\n".join(lines) + "\n")
+    (out / f"engine_{config.fw_precision}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

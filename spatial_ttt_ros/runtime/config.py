@@ -49,6 +49,10 @@ class SpatialTTTConfig:
     qkv_silu: bool = True
     no_v_silu: bool = False
     kernel_backend: str = "auto"          # auto | torch | triton
+    # Fast-weight activations: "fp32" = the reference inference numerics (q/k/v and all fast-weight
+    # matmuls in fp32); "bf16" = bf16 activations and GEMM inputs with the fp32 state (the fast
+    # Triton route on GPUs; REFERENCE_SPEC §3.6 describes both).
+    fw_precision: str = "fp32"
     # Video layout (REFERENCE_SPEC §5.1, §6.6)
     frame_height: int = 352
     frame_width: int = 480
@@ -63,6 +67,8 @@ class SpatialTTTConfig:
             raise ValueError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         if self.kernel_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
+        if self.fw_precision not in ("fp32", "bf16"):
+            raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
         for name in ("window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -84,7 +90,7 @@ class SpatialTTTConfig:
     def state_signature(self) -> dict[str, Any]:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
-                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "prenorm", "use_conv",
+                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "prenorm", "use_conv", "fw_precision",
                 "frame_height", "frame_width", "system_prompt")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 

@@ -51,8 +51,8 @@ class Unit:
 @dataclass
 class TTTLayerState:
     fast: FastWeightState
-    pending_k: torch.Tensor         # [H, Lp, D] fp32, keys after conv/SiLU/L2/RoPE
-    pending_v: torch.Tensor         # [H, Lp, D] fp32
+    pending_k: torch.Tensor         # [H, Lp, D] keys after conv/SiLU/L2/RoPE (fp32, bf16 in bf16 mode)
+    pending_v: torch.Tensor         # [H, Lp, D]
     pending_lr: torch.Tensor        # [H, Lp, 3] fp32
     pending_mu: torch.Tensor        # [H, Lp, 1] fp32
     window_k: torch.Tensor          # [Hkv, Lw, hd] RoPE'd keys of the last Lw <= W tokens

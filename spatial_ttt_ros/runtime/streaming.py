@@ -44,9 +44,10 @@ class Decoder:
                 fast = init_fast_weight_state(attn.w0.detach(), attn.w1.detach(), attn.w2.detach(),
                                               use_momentum=self.config.use_momentum, prenorm=self.config.prenorm)
                 f32 = dict(device=dev, dtype=torch.float32)
+                act = dict(device=dev, dtype=torch.bfloat16 if self.config.fw_precision == "bf16" else torch.float32)
                 layers.append(TTTLayerState(
-                    fast=fast, pending_k=torch.zeros(attn.n_fw, 0, attn.d_fw, **f32),
-                    pending_v=torch.zeros(attn.n_fw, 0, attn.d_fw, **f32),
+                    fast=fast, pending_k=torch.zeros(attn.n_fw, 0, attn.d_fw, **act),
+                    pending_v=torch.zeros(attn.n_fw, 0, attn.d_fw, **act),
                     pending_lr=torch.zeros(attn.n_fw, 0, 3, **f32), pending_mu=torch.zeros(attn.n_fw, 0, 1, **f32),
                     window_k=torch.zeros(attn.num_kv_heads, 0, attn.head_dim, device=dev, dtype=dt),
                     window_v=torch.zeros(attn.num_kv_heads, 0, attn.head_dim, device=dev, dtype=dt)))

@@ -112,7 +112,8 @@ class TTTAttention(nn.Module):
         return torch.stack(out)
 
     def fast_qkv(self, raw: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """[3, n, C] (post conv) -> q, k, v [H, n, D] fp32: head split, SiLU, L2 norm, partial RoPE.
+        """[3, n, C] (post conv) -> q, k, v [H, n, D]: head split, SiLU, L2 norm, partial RoPE (in fp32;
+        returned in bf16 when config.fw_precision is "bf16").
 
         cos/sin: [n, hd] of the model's rotary embedding (same tensors as the SWA branch).
         """
@@ -128,6 +129,8 @@ class TTTAttention(nn.Module):
         cos, sin = cos.float(), sin.float()
         q = torch.cat((q[..., :hd] * cos + _rotate_half(q[..., :hd]) * sin, q[..., hd:]), dim=-1)
         k = torch.cat((k[..., :hd] * cos + _rotate_half(k[..., :hd]) * sin, k[..., hd:]), dim=-1)
+        if self.config.fw_precision == "bf16":
+            return q.bfloat16(), k.bfloat16(), v.bfloat16()
         return q, k, v
 
     def lr_and_momentum(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ relative Frobenius error ||got - ref|| / ||ref||. Tolerances per tensor and prec
   same directions and the same Newton-Schulz (tight); end-to-end Muon updates with one Newton-Schulz
   on both sides in fp32 mode for every L, each step from the same (reference) state: fp32 and float64
   directions round to bf16 differently in a few hundred elements, which moves Newton-Schulz's output
-  by up to ~4e-2 for L = 63-100 (measured), so 0.1; chaining two Muon updates would compare two
+  by up to ~4e-2 for L = 63-100 (measured on the CPU), so 0.1; chaining two Muon updates would compare two
   independent noise patterns from the second step on. In bf16 mode the directions carry ~3e-3 of
   error relative to their dominant (token-mean) component, a large fraction of the small bulk
   singular values that Muon scales up to ~1: the bf16-mode Muon update is judged against the
