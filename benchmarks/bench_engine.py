@@ -50,7 +50,8 @@ def gpu_peak_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def bench_ingest(engine: StreamingEngine, frames: list[np.ndarray], counts: list[int]) -> tuple[list[dict], dict]:
+def bench_ingest(engine: StreamingEngine, frames: list[np.ndarray], counts: list[int],
+                 query_frames: int = 1024) -> tuple[list[dict], dict]:
     rows, query = [], {}
     for n in counts:
         engine.reset()
@@ -68,7 +69,7 @@ def bench_ingest(engine: StreamingEngine, frames: list[np.ndarray], counts: list
                      "ttt_state_mib": sum(v for k, v in parts.items() if k != "anchor_kv") / 2**20,
                      "anchor_kv_mib": parts["anchor_kv"] / 2**20})
         print(json.dumps(rows[-1]), flush=True)
-        if n == 1024:
+        if n == query_frames:
             engine.ask(QUESTION, max_new_tokens=2)  # warm-up
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -76,6 +77,7 @@ def bench_ingest(engine: StreamingEngine, frames: list[np.ndarray], counts: list
             torch.cuda.synchronize()
             query = {"frames": n, "seconds": time.perf_counter() - t0, "prefill_s": answer.prefill_s,
                      "new_tokens": len(answer.token_ids)}
+            print(json.dumps({"query": query}), flush=True)
     return rows, query
 
 
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = [] if args.skip_baseline else bench_baseline(config, frames, args.baseline, torch.bfloat16)
 
     d, layers, ttt = 2048, 28, len(config.ttt_layers)
-    params = layers * (4 * d * d // 1 - 2 * d * 1024 + 3 * d * 6144)  # q,o: d*d; k,v: d*1024; MLP 3*d*6144
+    params = layers * (2 * d * d + 2 * d * 1024 + 3 * d * 6144)  # q, o: d*d; k, v: d*1024; MLP: 3*d*6144
     fw = 4 * 18 * 512 * 512
     flops = []
     for row in ingest:
