@@ -7,11 +7,12 @@ config/perception.yaml. Without `ros2 launch`, `spatial-ttt node --params-file F
 the same node from the same YAML.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():

@@ -45,7 +45,8 @@ import numpy as np
 import yaml
 
 from spatial_ttt_ros.data import msgs
-from spatial_ttt_ros.data.bags import BagReader, McapFile, TopicSpec, fsync_dir
+from spatial_ttt_ros.data.bag_reader import BagReader
+from spatial_ttt_ros.data.bags import McapFile, TopicSpec, fsync_dir
 from spatial_ttt_ros.data.render import DEFAULT_ROOM_HEIGHT
 from spatial_ttt_ros.data.shapes import doorways, wall_boxes
 from spatial_ttt_ros.spatial.camera import CameraIntrinsics, CameraPose

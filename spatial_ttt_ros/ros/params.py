@@ -66,7 +66,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 
 
-def _check(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """ValueError(message) unless condition holds (parameter validation)."""
     if not condition:
         raise ValueError(message)
 
@@ -98,23 +99,23 @@ class NodeSettings:
     load_on_start: bool = DEFAULTS["load_on_start"]
 
     def __post_init__(self) -> None:
-        _check(self.model_preset.strip() != "", "model_preset must not be empty")
-        _check(self.image_transport in IMAGE_TRANSPORTS,
+        require(self.model_preset.strip() != "", "model_preset must not be empty")
+        require(self.image_transport in IMAGE_TRANSPORTS,
                f"image_transport must be one of {IMAGE_TRANSPORTS}, got {self.image_transport!r}")
-        _check(self.pose_type in POSE_TYPES, f"pose_type must be one of {POSE_TYPES}, got {self.pose_type!r}")
+        require(self.pose_type in POSE_TYPES, f"pose_type must be one of {POSE_TYPES}, got {self.pose_type!r}")
         for name in ("sync_queue_size", "ingest_queue_size", "max_concurrent_queries", "max_new_tokens",
                      "max_new_tokens_limit"):
-            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        _check(self.max_new_tokens <= self.max_new_tokens_limit,
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.max_new_tokens <= self.max_new_tokens_limit,
                f"max_new_tokens ({self.max_new_tokens}) must not exceed max_new_tokens_limit "
                f"({self.max_new_tokens_limit})")
         for name in ("sync_slop_s", "autosave_period_s"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+            require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
         for name in ("query_timeout_s", "status_rate_hz"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
-        _check(not (self.autosave_period_s > 0 and not self.memory_path),
+            require(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+        require(not (self.autosave_period_s > 0 and not self.memory_path),
                "autosave_period_s > 0 needs a memory_path")
         self.gate_config()  # validates the keyframe thresholds
 
@@ -122,7 +123,7 @@ class NodeSettings:
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
         """Settings from parameter values; unknown names are a ValueError, types are coerced."""
         unknown = set(values) - set(DEFAULTS)
-        _check(not unknown, f"unknown parameters: {sorted(unknown)}")
+        require(not unknown, f"unknown parameters: {sorted(unknown)}")
         kwargs = {}
         for spec in PARAMETERS:
             if spec.name in values:

@@ -58,7 +58,7 @@ from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, sta
 from spatial_ttt_ros.ros.ingest import FrameIngest
 from spatial_ttt_ros.ros.keyframe_gate import GateConfig, KeyframeGate
 from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
-from spatial_ttt_ros.ros.params import IMAGE_TRANSPORTS, POSE_TYPES, ParamSpec
+from spatial_ttt_ros.ros.params import IMAGE_TRANSPORTS, POSE_TYPES, ParamSpec, require
 from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
 
 try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
@@ -100,11 +100,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
 @dataclass(frozen=True)
 class RecorderSettings:
     output_dir: str = DEFAULTS["output_dir"]
@@ -125,29 +120,29 @@ class RecorderSettings:
     status_rate_hz: float = DEFAULTS["status_rate_hz"]
 
     def __post_init__(self) -> None:
-        _check(self.output_dir.strip() != "", "output_dir must not be empty")
-        _check("/" not in self.run_name and self.run_name not in (".", ".."),
+        require(self.output_dir.strip() != "", "output_dir must not be empty")
+        require("/" not in self.run_name and self.run_name not in (".", ".."),
                f"run_name must be a plain directory name, got {self.run_name!r}")
-        _check(self.image_transport in IMAGE_TRANSPORTS,
+        require(self.image_transport in IMAGE_TRANSPORTS,
                f"image_transport must be one of {IMAGE_TRANSPORTS}, got {self.image_transport!r}")
-        _check(self.pose_type in POSE_TYPES, f"pose_type must be one of {POSE_TYPES}, got {self.pose_type!r}")
-        _check(self.compression in COMPRESSIONS,
+        require(self.pose_type in POSE_TYPES, f"pose_type must be one of {POSE_TYPES}, got {self.pose_type!r}")
+        require(self.compression in COMPRESSIONS,
                f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
-        _check(self.sync_queue_size >= 1, f"sync_queue_size must be >= 1, got {self.sync_queue_size}")
-        _check(self.max_episode_bytes >= 0, f"max_episode_bytes must be >= 0, got {self.max_episode_bytes}")
+        require(self.sync_queue_size >= 1, f"sync_queue_size must be >= 1, got {self.sync_queue_size}")
+        require(self.max_episode_bytes >= 0, f"max_episode_bytes must be >= 0, got {self.max_episode_bytes}")
         for name in ("max_episode_duration_s", "sync_slop_s"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+            require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
         for name in ("flush_period_s", "retry_period_s", "status_rate_hz"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+            require(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
         self.gate_config()  # validates the keyframe thresholds
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RecorderSettings:
         """Settings from parameter values; unknown names are a ValueError, types are coerced."""
         unknown = set(values) - set(DEFAULTS)
-        _check(not unknown, f"unknown parameters: {sorted(unknown)}")
+        require(not unknown, f"unknown parameters: {sorted(unknown)}")
         kwargs = {}
         for spec in PARAMETERS:
             if spec.name in values:

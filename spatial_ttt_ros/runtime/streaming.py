@@ -23,7 +23,6 @@ from .config import SpatialTTTConfig
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
 from .ttt_layer import TTTAttention
 
-
 _SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

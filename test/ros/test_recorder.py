@@ -30,7 +30,7 @@ from std_msgs.msg import String
 
 from spatial_ttt_ros.data import bags, msgs
 from spatial_ttt_ros.data.annotate import annotate_bag
-from spatial_ttt_ros.data.bags import BagReader
+from spatial_ttt_ros.data.bag_reader import BagReader
 from spatial_ttt_ros.data.recording import Recording
 from spatial_ttt_ros.data.recover import recover_bag
 from spatial_ttt_ros.ros.launch_inspect import find_executable, find_package_share

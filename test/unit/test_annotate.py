@@ -14,7 +14,8 @@ import yaml
 
 from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.annotate import annotate_bag, cli_annotate
-from spatial_ttt_ros.data.bags import BagReader, BagWriter
+from spatial_ttt_ros.data.bag_reader import BagReader
+from spatial_ttt_ros.data.bags import BagWriter
 from spatial_ttt_ros.data.recover import recover_bag
 from spatial_ttt_ros.spatial.camera import CameraIntrinsics, look_at_pose
 from spatial_ttt_ros.spatial.scene import save_scene, validate_scene

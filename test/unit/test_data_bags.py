@@ -20,7 +20,8 @@ from mcap.stream_reader import StreamReader
 from rosbags.rosbag2 import Reader
 
 from spatial_ttt_ros.data import bags, msgs
-from spatial_ttt_ros.data.bags import BagReader, BagWriteError, BagWriter, cli_bag, read_bag, read_decoded
+from spatial_ttt_ros.data.bag_reader import BagReader, read_bag, read_decoded
+from spatial_ttt_ros.data.bags import BagWriteError, BagWriter, cli_bag
 from spatial_ttt_ros.data.recover import cli_recover, recover_bag
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from spatial_ttt_ros.data import msgs
-from spatial_ttt_ros.data.bags import BagReader
+from spatial_ttt_ros.data.bag_reader import BagReader
 from spatial_ttt_ros.data.render import Renderer
 from spatial_ttt_ros.data.shapes import CATEGORIES, WALL_THICKNESS, object_parts
 from spatial_ttt_ros.data.synth import START_NS, _overlap, cli_synth, generate_scene, synthesize
