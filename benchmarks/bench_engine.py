@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--fw-precision", choices=("fp32", "bf16"), default="fp32",
                         help="fast-weight activations: fp32 = reference numerics, bf16 = fast route")
+    parser.add_argument("--batch-groups", type=int, default=1,
+                        help="ingest_batch_groups: frame pairs fed to the decoder together")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -140,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_engine needs a CUDA GPU", file=sys.stderr)
         return 2
     config = load_config("spatial_ttt_2b", backbone="tiny", name="qwen3_vl_2b_random", tiny_text=QWEN3_VL_2B_TEXT,
-                         tiny_vision=QWEN3_VL_2B_VISION, dtype="bfloat16", fw_precision=args.fw_precision)
+                         tiny_vision=QWEN3_VL_2B_VISION, dtype="bfloat16", fw_precision=args.fw_precision,
+                         ingest_batch_groups=args.batch_groups)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (config.frame_height, config.frame_width, 3), dtype=np.uint8) for _ in range(64)]
     engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision")})
+        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
+                                      "ingest_batch_groups")})
     ingest, query = bench_ingest(engine, frames, args.frames)
     engine.close()
     del engine
@@ -164,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": " ".join(["python -m benchmarks.bench_engine", *(argv if argv is not None else sys.argv[1:])]),
               "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
               "python": platform.python_version(), "frame": f"{config.frame_height}x{config.frame_width}",
-              "kernel_backend": config.kernel_backend, "fw_precision": config.fw_precision, "ingest": ingest, "query_1024": query, "baseline": baseline,
+              "kernel_backend": config.kernel_backend, "fw_precision": config.fw_precision,
+              "ingest_batch_groups": config.ingest_batch_groups, "ingest": ingest, "query_1024": query, "baseline": baseline,
               "flops_formula": __doc__.split("TFLOPs are counted")[1].strip(), "flops": flops}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"engine_{config.fw_precision}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"engine_{config.fw_precision}_b{config.ingest_batch_groups}.json").write_text(json.dumps(result, indent=2) + "\n")
     base = {r["frames"]: r for r in baseline}
-    lines = [f"Engine ({config.fw_precision} fast weights) vs stock Qwen3-VL-2B (random weights), {result['gpu']}, torch {torch.__version__}, "
+    lines = [f"Engine ({config.fw_precision} fast weights, {config.ingest_batch_groups} frame pairs per decoder pass) vs stock Qwen3-VL-2B (random weights), {result['gpu']}, torch {torch.__version__}, "
              f"transformers {transformers.__version__}, `{result['command']}`", "",
              "| frames | ingest frames/s | peak GiB (ours) | TTT state MiB | anchor KV MiB | baseline prefill s | baseline peak GiB |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if query:
         lines += ["", f"Query at 1024 frames (16 new tokens): {query['seconds'] * 1000:.0f} ms "
                       f"(prefill {query['prefill_s'] * 1000:.0f} ms)"]
-    (out / f"engine_{config.fw_precision}.md").write_text("\n".join(lines) + "\n")
+    (out / f"engine_{config.fw_precision}_b{config.ingest_batch_groups}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -57,6 +57,10 @@ class SpatialTTTConfig:
     frame_height: int = 352
     frame_width: int = 480
     system_prompt: str = "You are a helpful assistant."
+    # Frame groups (pairs) fed to the decoder together. 1 = every pair enters memory as it completes;
+    # k > 1 amortises per-layer overhead over k pairs (bulk ingest on GPUs) with identical results:
+    # pairs still waiting are fed by ask()/flush() on their way.
+    ingest_batch_groups: int = 1
     append_many_rooms: bool = True        # the evaluation's appended sentence (spec §6.6, §10.2)
     max_new_tokens: int = 16
 
@@ -69,7 +73,7 @@ class SpatialTTTConfig:
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
-        for name in ("window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
+        for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.frame_height % 32 or self.frame_width % 32:

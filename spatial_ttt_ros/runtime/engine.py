@@ -94,7 +94,7 @@ class StreamingEngine:
         check_frame(image)
         if not isinstance(stamp_s, int | float) or not math.isfinite(stamp_s):
             raise ValueError(f"stamp_s must be a finite number of seconds, got {stamp_s!r}")
-        last = self.state.pending_stamp_s if self.state.pending_stamp_s is not None else self.state.last_stamp_s
+        last = self.state.last_stamp_s
         if last is not None and stamp_s < last:
             raise ValueError(f"stamp_s went backwards: {stamp_s} < previous {last}")
         if pose is not None:
@@ -107,24 +107,17 @@ class StreamingEngine:
             state.first_stamp_s = float(stamp_s)
         state.frames += 1
         state.last_stamp_s = float(stamp_s)
-        if state.pending_frame is None:
-            state.pending_frame, state.pending_stamp_s = frame, float(stamp_s)
-            return
-        units = self._frame_units(state, state.pending_frame, state.pending_stamp_s, frame, float(stamp_s))
-        state.pending_frame = state.pending_stamp_s = None
-        self.decoder.run(state, units)
+        state.pending_frames.append(frame)
+        state.pending_stamps.append(float(stamp_s))
+        if len(state.pending_frames) == 2 * self.config.ingest_batch_groups:
+            self.decoder.run(state, self._take_pending(state))
 
     def flush(self) -> None:
         """End the current video segment: pair a lone frame with itself (as the processor pads odd
         frame counts), finish the conv wavefront with replicate padding, and start a new segment.
         Frames pushed later continue the memory; their conv does not look across the boundary."""
         state = self.state
-        units = []
-        if state.pending_frame is not None:
-            units = self._frame_units(state, state.pending_frame, state.pending_stamp_s,
-                                      state.pending_frame, state.pending_stamp_s)
-            state.pending_frame = state.pending_stamp_s = None
-        self.decoder.run(state, units, drain=True)
+        self.decoder.run(state, self._take_pending(state), drain=True)
         state.segment += 1
 
     def reset(self) -> None:
@@ -145,11 +138,7 @@ class StreamingEngine:
             raise ValueError("no frames in memory yet: push frames before asking")
         t0 = time.perf_counter()
         fork = self.state.fork()
-        units = []
-        if fork.pending_frame is not None:
-            units = self._frame_units(fork, fork.pending_frame, fork.pending_stamp_s,
-                                      fork.pending_frame, fork.pending_stamp_s)
-            fork.pending_frame = fork.pending_stamp_s = None
+        units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
         units.append(self._text_unit(fork, ids))
         top = self.decoder.run(fork, units, drain=True)
@@ -215,34 +204,55 @@ class StreamingEngine:
         state.tokens += n
         return unit
 
-    def _frame_units(self, state: MemoryState, frame_a: torch.Tensor, stamp_a: float, frame_b: torch.Tensor,
-                     stamp_b: float) -> list[Unit]:
-        """The chat prefix (before the first group) and one frame-group unit."""
+    def _take_pending(self, state: MemoryState) -> list[Unit]:
+        """Units for the frames waiting in `state` (a lone last frame is paired with itself, as the
+        processor pads an odd frame count), which are then no longer pending."""
+        frames, stamps = state.pending_frames, state.pending_stamps
+        if not frames:
+            return []
+        if len(frames) % 2:
+            frames, stamps = frames + frames[-1:], stamps + stamps[-1:]
+        state.pending_frames, state.pending_stamps = [], []
+        return self._frame_units(state, frames, stamps)
+
+    def _frame_units(self, state: MemoryState, frames: list[torch.Tensor], stamps: list[float]) -> list[Unit]:
+        """The chat prefix (before the first group) and one unit holding len(frames) / 2 frame groups."""
         units = [] if state.tokens else [self._text_unit(state, list(self.layout.prefix))]
-        pixels, (_, gh, gw) = patchify_pair(torch.stack((frame_a, frame_b)).numpy())
+        pairs = [patchify_pair(torch.stack(frames[i:i + 2]).numpy()) for i in range(0, len(frames), 2)]
+        groups, (_, gh, gw) = len(pairs), pairs[0][1]
         visual = self.model.model.visual
-        out = visual(pixels.to(self.device, visual.dtype), grid_thw=torch.tensor([[1, gh, gw]], device=self.device),
-                     return_dict=True)
+        out = visual(torch.cat([p for p, _ in pairs]).to(self.device, visual.dtype),
+                     grid_thw=torch.tensor([[groups, gh, gw]], device=self.device), return_dict=True)
         h, w = gh // 2, gw // 2
-        t_rel = ((stamp_a - state.first_stamp_s) + (stamp_b - state.first_stamp_s)) / 2
-        head = self.tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [self.layout.vision_start]
-        ids = head + [self.layout.video_pad] * (h * w) + [self.layout.vision_end]
-        hidden = self._embed(ids)
+        ids: list[int] = []
+        starts: list[int] = []
+        video_ranges = []
+        for g in range(groups):
+            t_rel = ((stamps[2 * g] - state.first_stamp_s) + (stamps[2 * g + 1] - state.first_stamp_s)) / 2
+            starts.append(len(ids))
+            ids += self.tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [self.layout.vision_start]
+            video_ranges.append((len(ids), len(ids) + h * w))
+            ids += [self.layout.video_pad] * (h * w) + [self.layout.vision_end]
+        hidden = self._embed(ids).clone()
         video = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
-        video[len(head):len(head) + h * w] = True
-        hidden = hidden.clone()
-        hidden[video] = out.pooler_output.to(hidden.dtype)
-        # rope positions: text ids count up; the visual block is (s, s + i, s + j) for block (i, j)
-        p = state.next_position
+        # rope positions: text ids count up; a visual block is (s, s + i, s + j) for block (i, j) and
+        # the token after it continues at s + max(h, w)
         pos = torch.empty(3, len(ids), dtype=torch.long, device=self.device)
-        pos[:, :len(head)] = torch.arange(p, p + len(head), device=self.device)
-        s = p + len(head)
         ii, jj = torch.meshgrid(torch.arange(h, device=self.device), torch.arange(w, device=self.device), indexing="ij")
-        pos[0, video], pos[1, video], pos[2, video] = s, s + ii.flatten(), s + jj.flatten()
-        pos[:, -1] = s + max(h, w)
-        state.next_position = s + max(h, w) + 1
+        p = state.next_position
+        cursor = 0
+        for a, b in video_ranges:
+            pos[:, cursor:a] = torch.arange(p, p + a - cursor, device=self.device)
+            s = p + a - cursor
+            pos[0, a:b], pos[1, a:b], pos[2, a:b] = s, s + ii.flatten(), s + jj.flatten()
+            video[a:b] = True
+            pos[:, b] = s + max(h, w)
+            p, cursor = s + max(h, w) + 1, b + 1
+        state.next_position = p
+        hidden[video] = out.pooler_output.to(hidden.dtype)
         unit = Unit(hidden=hidden, position_ids=pos, start=state.tokens, video=video, hw=(h, w),
-                    segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features])
+                    segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features],
+                    group_starts=starts)
         state.tokens += len(ids)
-        state.groups += 1
+        state.groups += groups
         return units + [unit]

@@ -29,20 +29,21 @@ STATE_FORMAT = "spatial_ttt_memory/1"
 
 @dataclass
 class Unit:
-    """A run of consecutive tokens travelling up the decoder: the chat prefix, one frame group
-    (timestamp text, vision start, visual tokens, vision end), or question/answer text."""
+    """A run of consecutive tokens travelling up the decoder: the chat prefix, one or more frame
+    groups (each: timestamp text, vision start, visual tokens, vision end), or question/answer text."""
 
     hidden: torch.Tensor            # [n, d] residual stream entering the current layer
     position_ids: torch.Tensor      # [3, n] (t, h, w) rope positions
     start: int                      # global index of the first token
     video: torch.Tensor             # [n] bool: visual tokens
-    hw: tuple[int, int] = (0, 0)    # merged grid (h, w) of the visual tokens; (0, 0) if none
-    segment: int = -1               # video segment of the frame group (conv neighbours stay inside)
+    hw: tuple[int, int] = (0, 0)    # merged grid (h, w) of every frame group's visual tokens
+    segment: int = -1               # video segment of the frame groups (conv neighbours stay inside)
     deepstack: list[torch.Tensor] = field(default_factory=list)  # per early layer [n_video, d]
+    group_starts: list[int] = field(default_factory=list)  # offset of each frame group's first token
 
     @property
     def has_video(self) -> bool:
-        return self.hw != (0, 0)
+        return len(self.group_starts) > 0
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
@@ -86,8 +87,8 @@ class MemoryState:
     segment: int = 0                # current video segment (flush() starts a new one)
     first_stamp_s: float | None = None
     last_stamp_s: float | None = None
-    pending_frame: torch.Tensor | None = None  # [H, W, 3] uint8, waiting for its pair
-    pending_stamp_s: float | None = None
+    pending_frames: list[torch.Tensor] = field(default_factory=list)  # [H, W, 3] uint8 not yet fed
+    pending_stamps: list[float] = field(default_factory=list)
 
     # ------------------------------------------------------------ copying and measuring
     def clone(self) -> MemoryState:
@@ -121,7 +122,7 @@ class MemoryState:
             parts["pending"] += _nbytes(s.pending_k, s.pending_v, s.pending_lr, s.pending_mu)
             parts["window_kv"] += _nbytes(s.window_k, s.window_v)
             parts["conv_carry"] += _nbytes(s.conv_prev) + (_unit_nbytes(s.held) if s.held else 0)
-        parts["frame_buffer"] = _nbytes(self.pending_frame)
+        parts["frame_buffer"] = _nbytes(*self.pending_frames)
         return parts
 
     def digest(self) -> str:

@@ -81,15 +81,21 @@ class Decoder:
         if not self.config.use_conv:
             return [self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None))]
         emitted = []
+        raw = self._raw(layer, unit)[:, unit.video] if unit.has_video else None  # [3, n_video, C]
+        group = unit.hw[0] * unit.hw[1]
         if st.held is not None:
-            nxt = None
-            if unit.has_video and unit.segment == st.held.segment:
-                nxt = self._raw(layer, unit)[:, unit.video]
-            emitted.append(self._release(idx, layer, st, nxt))
-        if unit.has_video:
-            st.held = unit
-        else:
+            same = unit.has_video and unit.segment == st.held.segment
+            emitted.append(self._release(idx, layer, st, raw[:, :group] if same else None))
+        if not unit.has_video:
             emitted.append(self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None)))
+            return emitted
+        # Everything before the last frame group can go now (its look-ahead is inside this unit);
+        # the last group waits for the next one.
+        head, tail = _split_last_group(unit)
+        if head is not None:
+            nxt = raw[:, -group:] if head.has_video else None
+            emitted.append(self._finish_layer(idx, layer, head, self._ttt(layer, st, head, nxt)))
+        st.held = tail
         return emitted
 
     def _drain(self, idx: int, layer: nn.Module, st: TTTLayerState | AnchorLayerState) -> list[Unit]:
@@ -111,7 +117,7 @@ class Decoder:
         if idx + 1 >= len(deepstack):
             deepstack = []
         return Unit(hidden=hidden, position_ids=unit.position_ids, start=unit.start, video=unit.video,
-                    hw=unit.hw, segment=unit.segment, deepstack=deepstack)
+                    hw=unit.hw, segment=unit.segment, deepstack=deepstack, group_starts=unit.group_starts)
 
     # ------------------------------------------------------------ attention kinds
     def _rope(self, unit: Unit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,12 +192,14 @@ class Decoder:
         # Fast-weight branch inputs, with the SP conv on the visual tokens.
         raw = attn.raw_fast_inputs(q_hat, k_hat, v)
         if cfg.use_conv and unit.has_video:
-            cur = raw[:, unit.video]
+            groups = len(unit.group_starts)
+            cur = raw[:, unit.video].reshape(3, groups, unit.hw[0] * unit.hw[1], -1)
             same_segment = st.conv_prev is not None and st.conv_prev_segment == unit.segment
-            prev = st.conv_prev if same_segment else cur
+            prev = st.conv_prev if same_segment else cur[:, 0]
             raw = raw.clone()
-            raw[:, unit.video] = attn.conv_group(prev, cur, cur if nxt is None else nxt, unit.hw)
-            st.conv_prev, st.conv_prev_segment = cur, unit.segment
+            raw[:, unit.video] = attn.conv_groups(prev, cur, cur[:, -1] if nxt is None else nxt,
+                                                  unit.hw).flatten(1, 2)
+            st.conv_prev, st.conv_prev_segment = cur[:, -1], unit.segment
         q, k, v_fw = attn.fast_qkv(raw, cos, sin)
         lr, mu = attn.lr_and_momentum(x)
 
@@ -221,3 +229,20 @@ class Decoder:
     def logits(self, unit: Unit) -> torch.Tensor:
         """Final norm + LM head on the last token of a unit that left the top layer -> [vocab] fp32."""
         return self.model.lm_head(self.text.norm(unit.hidden[-1:]))[0].float()
+
+
+def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
+    """(tokens before the last frame group or None, the last frame group's tokens)."""
+    at = unit.group_starts[-1]
+    if at == 0:
+        return None, unit
+    n_video = (len(unit.group_starts) - 1) * unit.hw[0] * unit.hw[1]
+
+    def part(sl: slice, video_sl: slice, starts: list[int], offset: int) -> Unit:
+        return Unit(hidden=unit.hidden[sl], position_ids=unit.position_ids[:, sl], start=unit.start + offset,
+                    video=unit.video[sl], hw=unit.hw, segment=unit.segment,
+                    deepstack=[d[video_sl] for d in unit.deepstack], group_starts=starts)
+
+    head = part(slice(0, at), slice(0, n_video), unit.group_starts[:-1], 0)
+    tail = part(slice(at, None), slice(n_video, None), [0], at)
+    return head, tail

@@ -95,20 +95,23 @@ class TTTAttention(nn.Module):
         k = k * self.k_scale + self.k_offset
         return torch.stack((q, k, v))
 
-    def conv_group(self, prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """SP conv of one frame group given its neighbours (each [3, h*w, C]) -> [3, h*w, C].
+    def conv_groups(self, prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """SP conv of k consecutive frame groups given their outer neighbours.
 
-        Replicate padding in time is the caller passing `cur` as a missing neighbour; spatial
-        replicate padding is done here; the taps are the modules' weights (cross-correlation).
+        prev, nxt: [3, h*w, C] raw q', k', v' of the groups before and after; cur: [3, k, h*w, C].
+        Returns [3, k, h*w, C]. Replicate padding in time is the caller passing the first/last group
+        as a missing neighbour; spatial replicate padding is done here; taps are the modules' weights
+        (cross-correlation).
         """
         h, w = hw
+        k = cur.shape[1]
+        frames = torch.cat((prev[:, None], cur, nxt[:, None]), dim=1)   # [3, k+2, h*w, C]
         out = []
         for i, conv in enumerate((self.conv_q, self.conv_k, self.conv_v)):
-            vol = torch.stack((prev[i], cur[i], nxt[i]))            # [3(t), h*w, C]
-            vol = vol.reshape(3, h, w, -1).permute(3, 0, 1, 2)[None]  # [1, C, 3, h, w]
+            vol = frames[i].reshape(k + 2, h, w, -1).permute(3, 0, 1, 2)[None]  # [1, C, k+2, h, w]
             vol = F.pad(vol, (1, 1, 1, 1, 0, 0), mode="replicate")
-            y = F.conv3d(vol, conv.weight, groups=vol.shape[1])     # [1, C, 1, h, w]
-            out.append(y[0, :, 0].reshape(y.shape[1], h * w).T)
+            y = F.conv3d(vol, conv.weight, groups=vol.shape[1])           # [1, C, k, h, w]
+            out.append(y[0].permute(1, 2, 3, 0).reshape(k, h * w, -1))
         return torch.stack(out)
 
     def fast_qkv(self, raw: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:

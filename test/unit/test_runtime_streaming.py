@@ -47,6 +47,9 @@ def test_streaming_equals_one_pass_frame_counts_and_chunks(n_frames, chunk):
     {"prenorm": True},
     {"window_size": 7},
     {"ttt_layers": (0, 1, 2, 3)},
+    {"ingest_batch_groups": 3},
+    {"ingest_batch_groups": 4, "chunk_size": 65},
+    {"ingest_batch_groups": 2, "use_conv": False},
 ])
 def test_streaming_equals_one_pass_switches(switches):
     engine = StreamingEngine.from_preset("tiny", device="cpu", overrides=switches)
@@ -77,8 +80,9 @@ def test_streaming_equals_one_pass_with_muon(prenorm, monkeypatch):
     _compare(engine, [frames])
 
 
-def test_asks_and_save_load_between_pushes_change_nothing(tmp_path):
-    engine = StreamingEngine.from_preset("tiny", device="cpu")
+@pytest.mark.parametrize("batch", [1, 3])
+def test_asks_and_save_load_between_pushes_change_nothing(tmp_path, batch):
+    engine = StreamingEngine.from_preset("tiny", device="cpu", overrides={"ingest_batch_groups": batch})
     frames = _frames(10, seed=7)
     for i, (image, stamp) in enumerate(frames):
         engine.push_frame(image, stamp)
@@ -91,8 +95,9 @@ def test_asks_and_save_load_between_pushes_change_nothing(tmp_path):
     _compare(engine, [frames])
 
 
-def test_flush_ends_a_video_segment_like_two_videos_in_one_pass():
-    engine = StreamingEngine.from_preset("tiny", device="cpu")
+@pytest.mark.parametrize("batch", [1, 3])
+def test_flush_ends_a_video_segment_like_two_videos_in_one_pass(batch):
+    engine = StreamingEngine.from_preset("tiny", device="cpu", overrides={"ingest_batch_groups": batch})
     frames = _frames(9, seed=11)
     first, second = frames[:5], frames[5:]
     for image, stamp in first:
