@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
-@pytest.mark.parametrize("overrides", [{}, {"prenorm": True, "chunk_size": 40}])
+@pytest.mark.parametrize("overrides", [{}, {"prenorm": True, "chunk_size": 40}, {"ingest_batch_groups": 3}])
 def test_streaming_equals_one_pass_on_cuda(backend, overrides):
     engine = StreamingEngine.from_preset("tiny", device="cuda",
                                          overrides={"kernel_backend": backend, **overrides})
