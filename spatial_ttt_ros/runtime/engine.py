@@ -199,7 +199,8 @@ class StreamingEngine:
         n = len(ids)
         pos = torch.arange(state.next_position, state.next_position + n, device=self.device).expand(3, n)
         unit = Unit(hidden=self._embed(ids), position_ids=pos, start=state.tokens,
-                    video=torch.zeros(n, dtype=torch.bool, device=self.device))
+                    video=torch.zeros(n, dtype=torch.bool, device=self.device),
+                    video_index=torch.zeros(0, dtype=torch.long, device=self.device))
         state.next_position += n
         state.tokens += n
         return unit
@@ -249,10 +250,11 @@ class StreamingEngine:
             pos[:, b] = s + max(h, w)
             p, cursor = s + max(h, w) + 1, b + 1
         state.next_position = p
-        hidden[video] = out.pooler_output.to(hidden.dtype)
+        video_index = torch.cat([torch.arange(a, b) for a, b in video_ranges]).to(self.device)
+        hidden = hidden.index_copy(0, video_index, out.pooler_output.to(hidden.dtype))
         unit = Unit(hidden=hidden, position_ids=pos, start=state.tokens, video=video, hw=(h, w),
                     segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features],
-                    group_starts=starts)
+                    group_starts=starts, video_index=video_index)
         state.tokens += len(ids)
         state.groups += groups
         return units + [unit]

@@ -40,6 +40,9 @@ class Unit:
     segment: int = -1               # video segment of the frame groups (conv neighbours stay inside)
     deepstack: list[torch.Tensor] = field(default_factory=list)  # per early layer [n_video, d]
     group_starts: list[int] = field(default_factory=list)  # offset of each frame group's first token
+    # [n_video] long: positions of `video`. Index ops instead of boolean masks keep the GPU queue
+    # free of host synchronisation (a boolean mask index waits for the device).
+    video_index: torch.Tensor | None = None
 
     @property
     def has_video(self) -> bool:
@@ -141,7 +144,7 @@ def _nbytes(*tensors: torch.Tensor | None) -> int:
 
 
 def _unit_nbytes(unit: Unit) -> int:
-    return _nbytes(unit.hidden, unit.position_ids, unit.video, *unit.deepstack)
+    return _nbytes(unit.hidden, unit.position_ids, unit.video, unit.video_index, *unit.deepstack)
 
 
 def _map_tensors(obj: Any, fn: Any) -> Any:

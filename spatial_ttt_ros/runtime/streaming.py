@@ -81,7 +81,7 @@ class Decoder:
         if not self.config.use_conv:
             return [self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None))]
         emitted = []
-        raw = self._raw(layer, unit)[:, unit.video] if unit.has_video else None  # [3, n_video, C]
+        raw = self._raw(layer, unit).index_select(1, unit.video_index) if unit.has_video else None  # [3, n_video, C]
         group = unit.hw[0] * unit.hw[1]
         if st.held is not None:
             same = unit.has_video and unit.segment == st.held.segment
@@ -112,12 +112,12 @@ class Decoder:
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         deepstack = unit.deepstack
         if idx < len(deepstack) and unit.has_video:
-            hidden = hidden.clone()
-            hidden[unit.video] += deepstack[idx].to(hidden.dtype)
+            hidden = hidden.index_add(0, unit.video_index, deepstack[idx].to(hidden.dtype))
         if idx + 1 >= len(deepstack):
             deepstack = []
         return Unit(hidden=hidden, position_ids=unit.position_ids, start=unit.start, video=unit.video,
-                    hw=unit.hw, segment=unit.segment, deepstack=deepstack, group_starts=unit.group_starts)
+                    hw=unit.hw, segment=unit.segment, deepstack=deepstack, group_starts=unit.group_starts,
+                    video_index=unit.video_index)
 
     # ------------------------------------------------------------ attention kinds
     def _rope(self, unit: Unit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,12 +193,11 @@ class Decoder:
         raw = attn.raw_fast_inputs(q_hat, k_hat, v)
         if cfg.use_conv and unit.has_video:
             groups = len(unit.group_starts)
-            cur = raw[:, unit.video].reshape(3, groups, unit.hw[0] * unit.hw[1], -1)
+            cur = raw.index_select(1, unit.video_index).reshape(3, groups, unit.hw[0] * unit.hw[1], -1)
             same_segment = st.conv_prev is not None and st.conv_prev_segment == unit.segment
             prev = st.conv_prev if same_segment else cur[:, 0]
-            raw = raw.clone()
-            raw[:, unit.video] = attn.conv_groups(prev, cur, cur[:, -1] if nxt is None else nxt,
-                                                  unit.hw).flatten(1, 2)
+            raw = raw.index_copy(1, unit.video_index, attn.conv_groups(
+                prev, cur, cur[:, -1] if nxt is None else nxt, unit.hw).flatten(1, 2))
             st.conv_prev, st.conv_prev_segment = cur[:, -1], unit.segment
         q, k, v_fw = attn.fast_qkv(raw, cos, sin)
         lr, mu = attn.lr_and_momentum(x)
@@ -241,7 +240,8 @@ def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
     def part(sl: slice, video_sl: slice, starts: list[int], offset: int) -> Unit:
         return Unit(hidden=unit.hidden[sl], position_ids=unit.position_ids[:, sl], start=unit.start + offset,
                     video=unit.video[sl], hw=unit.hw, segment=unit.segment,
-                    deepstack=[d[video_sl] for d in unit.deepstack], group_starts=starts)
+                    deepstack=[d[video_sl] for d in unit.deepstack], group_starts=starts,
+                    video_index=unit.video_index[video_sl] - offset)
 
     head = part(slice(0, at), slice(0, n_video), unit.group_starts[:-1], 0)
     tail = part(slice(at, None), slice(n_video, None), [0], at)
