@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite against the installed package (what `make test` and CI run).
-#   bash tools/run_tests.sh [pytest args]    default tiers: unit + ros
+#   bash tools/run_tests.sh [pytest args]    default tiers: unit + ros (-m or test paths override)
 # ROS traffic is kept to this machine and to this run: LOCALHOST discovery and a per-run
 # ROS_DOMAIN_ID (override by exporting ROS_DOMAIN_ID). pytest's exit 5 (no test ran) is a failure.
 set -uo pipefail
@@ -12,7 +12,10 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}
 export PYTHONDONTWRITEBYTECODE=1
 cd "$ROOT"
 args=("$@")
-[ ${#args[@]} -eq 0 ] && args=(-m "unit or ros")
+# the default tiers unless the caller picks tiers (-m) or names test files
+if [[ " $* " != *" -m "* ]] && [[ "$*" != *test/* ]]; then
+  args=(-m "unit or ros" "${args[@]}")
+fi
 echo "[tests] ROS_DOMAIN_ID=$ROS_DOMAIN_ID  pytest ${args[*]}"
 "$VIRTUAL_ENV/bin/pytest" "${args[@]}"
 rc=$?
