@@ -72,6 +72,21 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def coerce_values(parameters: tuple[ParamSpec, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """Parameter values checked against a table: unknown names and non-bool bools are a
+    ValueError, other values are converted to the declared type."""
+    unknown = set(values) - {p.name for p in parameters}
+    require(not unknown, f"unknown parameters: {sorted(unknown)}")
+    kwargs = {}
+    for spec in parameters:
+        if spec.name in values:
+            value = values[spec.name]
+            if spec.type is bool and not isinstance(value, bool):
+                raise ValueError(f"parameter {spec.name} must be a bool, got {value!r}")
+            kwargs[spec.name] = spec.type(value)
+    return kwargs
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     model_preset: str = DEFAULTS["model_preset"]
@@ -122,16 +137,7 @@ class NodeSettings:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
         """Settings from parameter values; unknown names are a ValueError, types are coerced."""
-        unknown = set(values) - set(DEFAULTS)
-        require(not unknown, f"unknown parameters: {sorted(unknown)}")
-        kwargs = {}
-        for spec in PARAMETERS:
-            if spec.name in values:
-                value = values[spec.name]
-                if spec.type is bool and not isinstance(value, bool):
-                    raise ValueError(f"parameter {spec.name} must be a bool, got {value!r}")
-                kwargs[spec.name] = spec.type(value)
-        return cls(**kwargs)
+        return cls(**coerce_values(PARAMETERS, values))
 
     @classmethod
     def lenient(cls, values: dict[str, Any]) -> NodeSettings:

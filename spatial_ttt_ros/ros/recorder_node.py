@@ -58,7 +58,7 @@ from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, sta
 from spatial_ttt_ros.ros.ingest import FrameIngest
 from spatial_ttt_ros.ros.keyframe_gate import GateConfig, KeyframeGate
 from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
-from spatial_ttt_ros.ros.params import IMAGE_TRANSPORTS, POSE_TYPES, ParamSpec, require
+from spatial_ttt_ros.ros.params import IMAGE_TRANSPORTS, POSE_TYPES, ParamSpec, coerce_values, require
 from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
 
 try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
@@ -141,16 +141,7 @@ class RecorderSettings:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RecorderSettings:
         """Settings from parameter values; unknown names are a ValueError, types are coerced."""
-        unknown = set(values) - set(DEFAULTS)
-        require(not unknown, f"unknown parameters: {sorted(unknown)}")
-        kwargs = {}
-        for spec in PARAMETERS:
-            if spec.name in values:
-                value = values[spec.name]
-                if spec.type is bool and not isinstance(value, bool):
-                    raise ValueError(f"parameter {spec.name} must be a bool, got {value!r}")
-                kwargs[spec.name] = spec.type(value)
-        return cls(**kwargs)
+        return cls(**coerce_values(PARAMETERS, values))
 
     def gate_config(self) -> GateConfig:
         return GateConfig(max_rate_hz=self.keyframe_max_rate_hz,
