@@ -25,9 +25,9 @@ def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray
     """ids [N], inputs_embeds [N, d], video mask [N], per-video (T, h, w), deepstack, position_ids [3, N]."""
     cfg, tok, layout, model = engine.config, engine.tokenizer, engine.layout, engine.model
     ids: list[int] = list(layout.prefix)
-    visual_rows, grids, seg_of_group = [], [], []
+    visual_rows, grids = [], []
     t0 = segments[0][0][1]
-    for seg_idx, frames in enumerate(segments):
+    for frames in segments:
         imgs = [resize_frame(f, cfg.frame_height, cfg.frame_width) for f, _ in frames]
         stamps = [s for _, s in frames]
         if len(imgs) % 2:
@@ -40,7 +40,6 @@ def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray
             t_rel = ((stamps[2 * g] - t0) + (stamps[2 * g + 1] - t0)) / 2
             ids += tok.encode(timestamp_text(t_rel), add_special_tokens=False) + [layout.vision_start]
             ids += [layout.video_pad] * (gh * gw // 4) + [layout.vision_end]
-            seg_of_group.append(seg_idx)
         visual_rows.append(torch.cat(rows))
         grids.append((len(rows), gh, gw))
     ids += text_ids
@@ -59,7 +58,7 @@ def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray
     token_type = video.long()[None] * 2
     position_ids, _ = model.model.get_rope_index(input_ids[None], token_type,
                                                  video_grid_thw=torch.tensor(grids, device=dev))
-    return input_ids, embeds, video, grids, deepstack, position_ids[:, 0], seg_of_group
+    return input_ids, embeds, video, grids, deepstack, position_ids[:, 0]
 
 
 @torch.no_grad()
@@ -68,7 +67,7 @@ def one_pass_logits(engine: StreamingEngine, segments: list[list[tuple[np.ndarra
     """Logits [N, vocab] (fp32) of one forward over prefix + video segments + `text_ids`."""
     cfg, model = engine.config, engine.model
     text = model.model.language_model
-    input_ids, hidden, video, grids, deepstack, pos, _ = build_sequence(engine, segments, text_ids)
+    input_ids, hidden, video, grids, deepstack, pos = build_sequence(engine, segments, text_ids)
     n = hidden.shape[0]
     cos, sin = text.rotary_emb(hidden[None], pos[:, None, :])
     qi = torch.arange(n, device=hidden.device)[:, None]

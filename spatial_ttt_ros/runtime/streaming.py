@@ -63,8 +63,8 @@ class Decoder:
     # ------------------------------------------------------------ driving units through the stack
     @torch.no_grad()
     def run(self, state: MemoryState, units: list[Unit], *, drain: bool = False) -> list[Unit]:
-        """Feed `units` (in order) at the bottom; return the units that left the top layer (after
-        the final norm is NOT applied). With `drain`, every held frame group is finished as the
+        """Feed `units` (in order) at the bottom; return the units that left the top layer (final
+        norm not yet applied: see `logits`). With `drain`, every held frame group is finished as the
         end of its video on the way up."""
         for idx, layer in enumerate(self.layers):
             out: list[Unit] = []
