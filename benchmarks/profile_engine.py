@@ -23,10 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--fw-precision", default="fp32")
+    parser.add_argument("--batch-groups", type=int, default=1)
     args = parser.parse_args(argv)
     engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
         "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
-        "dtype": "bfloat16", "fw_precision": args.fw_precision})
+        "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
     totals: dict[str, float] = defaultdict(float)
@@ -61,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for i in range(8):
+        for i in range(16):
             engine.push_frame(frames[i % 8], 10 + i / 16)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
-    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
     return 0
 
 
