@@ -81,19 +81,21 @@ class Decoder:
         if not self.config.use_conv:
             return [self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None))]
         emitted = []
-        raw = self._raw(layer, unit).index_select(1, unit.video_index) if unit.has_video else None  # [3, n_video, C]
-        group = unit.hw[0] * unit.hw[1]
         if st.held is not None:
-            same = unit.has_video and unit.segment == st.held.segment
-            emitted.append(self._release(idx, layer, st, raw[:, :group] if same else None))
+            if unit.has_video and unit.segment == st.held.segment:
+                # The held group continues into this unit: process them as one run so units keep
+                # their size on the way up (no fragmentation of batched ingest).
+                unit, st.held = _concat(st.held, unit), None
+            else:
+                emitted.append(self._release(idx, layer, st, None))  # end of its video
         if not unit.has_video:
             emitted.append(self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None)))
             return emitted
-        # Everything before the last frame group can go now (its look-ahead is inside this unit);
-        # the last group waits for the next one.
+        # Everything before the last frame group can go now (its look-ahead is that group); the
+        # last group waits for the next one.
         head, tail = _split_last_group(unit)
         if head is not None:
-            nxt = raw[:, -group:] if head.has_video else None
+            nxt = self._raw(layer, tail).index_select(1, tail.video_index) if head.has_video else None
             emitted.append(self._finish_layer(idx, layer, head, self._ttt(layer, st, head, nxt)))
         st.held = tail
         return emitted
@@ -246,3 +248,13 @@ def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
     head = part(slice(0, at), slice(0, n_video), unit.group_starts[:-1], 0)
     tail = part(slice(at, None), slice(n_video, None), [0], at)
     return head, tail
+
+
+def _concat(a: Unit, b: Unit) -> Unit:
+    """Two consecutive units of one video segment at the same layer as one unit."""
+    n = len(a)
+    return Unit(hidden=torch.cat((a.hidden, b.hidden)), position_ids=torch.cat((a.position_ids, b.position_ids), dim=1),
+                start=a.start, video=torch.cat((a.video, b.video)), hw=a.hw, segment=a.segment,
+                deepstack=[torch.cat(pair) for pair in zip(a.deepstack, b.deepstack)],
+                group_starts=a.group_starts + [g + n for g in b.group_starts],
+                video_index=torch.cat((a.video_index, b.video_index + n)))
