@@ -152,7 +152,8 @@ class CameraPose:
         return cls(np.asarray(position, dtype=np.float64), matrix_to_quaternion(rotation))
 
 
-def _points(points: ArrayLike, name: str = "points") -> np.ndarray:
+def as_points(points: ArrayLike, name: str = "points") -> np.ndarray:
+    """A point or points as a float64 [N, 3] array; ValueError for any other shape."""
     p = np.asarray(points, dtype=np.float64)
     if p.ndim == 1:
         p = p[None]
@@ -163,13 +164,13 @@ def _points(points: ArrayLike, name: str = "points") -> np.ndarray:
 
 def world_to_camera(points: ArrayLike, pose: CameraPose) -> np.ndarray:
     """World points [N, 3] -> optical-frame points [N, 3]: R^T (p - t)."""
-    p = _points(points)
+    p = as_points(points)
     return (p - pose.position) @ pose.rotation
 
 
 def camera_to_world(points_cam: ArrayLike, pose: CameraPose) -> np.ndarray:
     """Optical-frame points [N, 3] -> world points [N, 3]: R p + t."""
-    p = _points(points_cam, "points_cam")
+    p = as_points(points_cam, "points_cam")
     return p @ pose.rotation.T + pose.position
 
 
@@ -180,7 +181,7 @@ def project(points_cam: ArrayLike, intr: CameraIntrinsics, min_depth: float = 1e
     Returns (uv [N, 2] pixels, NaN where not in front; depth [N] = optical z in metres;
     in_front [N] bool, depth > min_depth).
     """
-    p = _points(points_cam, "points_cam")
+    p = as_points(points_cam, "points_cam")
     depth = p[:, 2]
     in_front = depth > min_depth
     uv = np.full((len(p), 2), np.nan)

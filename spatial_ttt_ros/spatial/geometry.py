@@ -24,6 +24,7 @@ from spatial_ttt_ros.spatial.camera import (
     ArrayLike,
     CameraIntrinsics,
     CameraPose,
+    as_points,
     in_image,
     project,
     world_to_camera,
@@ -97,7 +98,7 @@ class OrientedBox:
 
     def to_local(self, points: ArrayLike) -> np.ndarray:
         """World points [N, 3] -> box-local coordinates [N, 3]."""
-        return (_points(points) - self.center) @ self.rotation
+        return (as_points(points) - self.center) @ self.rotation
 
     def contains(self, points: ArrayLike, tol: float = 1e-9) -> np.ndarray:
         """[N] bool: inside or on the surface (within tol metres)."""
@@ -110,7 +111,7 @@ class OrientedBox:
 
     def distance_to_points(self, points: ArrayLike) -> np.ndarray:
         """[N] Euclidean distance from each point to the box (0 inside)."""
-        p = _points(points)
+        p = as_points(points)
         return np.linalg.norm(p - self.closest_point(p), axis=1)
 
     def surface_samples(self, per_edge: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -134,15 +135,6 @@ class OrientedBox:
                 pts.append(local * self.half)
                 wts.append(np.full(len(a), area))
         return np.concatenate(pts) @ self.rotation.T + self.center, np.concatenate(wts)
-
-
-def _points(points: ArrayLike) -> np.ndarray:
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim == 1:
-        p = p[None]
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"points must have shape [N, 3], got {np.asarray(points).shape}")
-    return p
 
 
 def _polygon(polygon: ArrayLike, name: str = "polygon") -> np.ndarray:
