@@ -1,14 +1,20 @@
-"""GPU: streaming ingest and query latency of the engine vs stock Qwen3-VL-2B on the whole video.
+"""GPU: streaming ingest, memory and query latency of the engine vs stock Qwen3-VL-2B on the whole video.
 
-    python -m benchmarks.bench_engine --out benchmarks/results
+    python -m benchmarks.bench_engine ingest --batch-groups 8 --out benchmarks/results    # ~2 min
+    python -m benchmarks.bench_engine baseline --out benchmarks/results                   # ~1 min
+    python -m benchmarks.plot                                                             # on any machine
 
 Uses the real Qwen3-VL-2B architecture (its dimensions, REFERENCE_SPEC §1.1) built locally with
 random weights: quality is irrelevant for speed and memory. Frames are 352x480.
-1. Streaming ingest: frames/s and peak GPU memory while pushing N frames (N = 128 ... 2048).
-2. Baseline: stock HF Qwen3VLForConditionalGeneration (full causal attention, SDPA), one forward
-   (prefill only, a lower bound of "re-run the video + question") over the same frames, until OOM.
-3. Query latency with 1024 frames in memory (count question, 16 new tokens) vs the baseline's
-   prefill at 1024 frames.
+* ingest: frames/s sustained and peak GPU memory while pushing N frames (N = 128 ... 2048) into a
+  fresh engine, and the TTT-layer / anchor-KV bytes after them. At `--query-at` frames (1024) it
+  also times a count question: time to the first answer token (finishing the conv wavefront on a
+  fork + question prefill), decode per token, and a whole count answer of 3 new tokens (Qwen's
+  tokenizer writes numbers digit by digit: up to two digits + the end token; random weights never
+  stop early, so every answer has exactly the tokens asked for).
+* baseline: stock HF Qwen3VLForConditionalGeneration (full causal attention, SDPA), one forward
+  over the same frames + question (prefill only: a lower bound of re-running the video for a
+  question), until it runs out of memory.
 TFLOPs are counted, not measured: 2 * (non-embedding decoder parameters) per token, plus attention
 4 * d * (keys attended) per token per layer (full causal: N/2 on average; SWA: min(W, N)), plus the
 fast weights 18 * D * Dh per token per fast head per TTT layer (spec §10.4); the vision tower is
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 import transformers
 
-from spatial_ttt_ros.runtime.config import load_config
+from spatial_ttt_ros.runtime.config import SpatialTTTConfig, load_config
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 from spatial_ttt_ros.runtime.tokens import patchify_pair
 
@@ -39,6 +46,8 @@ QWEN3_VL_2B_TEXT = {"vocab_size": 151936, "hidden_size": 2048, "intermediate_siz
 QWEN3_VL_2B_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
                       "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]}
 QUESTION = "These are frames of a video.\nHow many chair(s) are in this room?\nPlease answer the question using a single word or phrase."
+COUNT_ANSWER_TOKENS = 3
+FRAMES = [128, 256, 512, 1024, 2048]
 
 
 def decoder_flops(n_tokens: int, *, params: int, layers: int, d: int, keys_per_token: float,
@@ -46,14 +55,61 @@ def decoder_flops(n_tokens: int, *, params: int, layers: int, d: int, keys_per_t
     return n_tokens * (2 * params + 4 * d * keys_per_token * layers + ttt_layers * fw_per_token)
 
 
+def counted_tflop(config: SpatialTTTConfig, tokens: int) -> dict[str, float]:
+    """Decoder TFLOP of the hybrid stack and of full attention over `tokens` (formula: module doc)."""
+    d, layers, ttt = 2048, 28, len(config.ttt_layers)
+    params = layers * (2 * d * d + 2 * d * 1024 + 3 * d * 6144)  # q, o: d*d; k, v: d*1024; MLP: 3*d*6144
+    fw = 4 * 18 * 512 * 512
+    ours = (decoder_flops(tokens, params=params, layers=ttt, d=d, keys_per_token=min(config.window_size, tokens),
+                          ttt_layers=ttt, fw_per_token=fw)
+            + decoder_flops(tokens, params=0, layers=layers - ttt, d=d, keys_per_token=tokens / 2))
+    full = decoder_flops(tokens, params=params, layers=layers, d=d, keys_per_token=tokens / 2)
+    return {"spatial_ttt_tflop": ours / 1e12, "full_attention_tflop": full / 1e12}
+
+
 def gpu_peak_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def bench_ingest(engine: StreamingEngine, frames: list[np.ndarray], counts: list[int],
-                 query_frames: int = 1024) -> tuple[list[dict], dict]:
+def bench_config(args: argparse.Namespace) -> SpatialTTTConfig:
+    return load_config("spatial_ttt_2b", backbone="tiny", name="qwen3_vl_2b_random", tiny_text=QWEN3_VL_2B_TEXT,
+                       tiny_vision=QWEN3_VL_2B_VISION, dtype="bfloat16", fw_precision=args.fw_precision,
+                       ingest_batch_groups=args.batch_groups)
+
+
+def test_frames(config: SpatialTTTConfig) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (config.frame_height, config.frame_width, 3), dtype=np.uint8) for _ in range(64)]
+
+
+def time_query(engine: StreamingEngine) -> dict:
+    """Count question against the memory: first token, decode rate, whole count answer (median of 3)."""
+    engine.ask(QUESTION, max_new_tokens=2)  # warm-up
+    runs = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        answer = engine.ask(QUESTION, max_new_tokens=COUNT_ANSWER_TOKENS)
+        torch.cuda.synchronize()
+        runs.append((time.perf_counter() - t0, answer.prefill_s))
+    long = engine.ask(QUESTION, max_new_tokens=16)
+    return {"frames": engine.frames_in_memory, "pending_frames": len(engine.state.pending_frames),
+            "count_answer_tokens": COUNT_ANSWER_TOKENS,
+            "count_answer_s": statistics.median(r[0] for r in runs),
+            "first_token_s": statistics.median(r[1] for r in runs),
+            "decode_ms_per_token": 1000 * long.decode_s / (len(long.token_ids) - 1)}
+
+
+def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
+    frames = test_frames(config)
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
+        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
+                                      "ingest_batch_groups")})
+    for i in range(4 * config.ingest_batch_groups + 2):  # warm-up: CUDA/cuBLAS set-up, Triton compiles
+        engine.push_frame(frames[i % len(frames)], i / 16.0)
+    engine.ask(QUESTION, max_new_tokens=2)
     rows, query = [], {}
-    for n in counts:
+    for n in args.frames:
         engine.reset()
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -66,37 +122,34 @@ def bench_ingest(engine: StreamingEngine, frames: list[np.ndarray], counts: list
         parts = engine.counters.bytes_by_part
         rows.append({"frames": n, "seconds": elapsed, "frames_per_s": n / elapsed, "peak_gib": gpu_peak_gib(),
                      "tokens": engine.counters.tokens, "chunk_updates": engine.counters.updates,
-                     "ttt_state_mib": sum(v for k, v in parts.items() if k != "anchor_kv") / 2**20,
-                     "anchor_kv_mib": parts["anchor_kv"] / 2**20})
+                     "ttt_state_mib": sum(v for k, v in parts.items() if k not in ("anchor_kv", "frame_buffer")) / 2**20,
+                     "anchor_kv_mib": parts["anchor_kv"] / 2**20, **counted_tflop(config, engine.counters.tokens)})
         print(json.dumps(rows[-1]), flush=True)
-        if n == query_frames:
-            engine.ask(QUESTION, max_new_tokens=2)  # warm-up
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            answer = engine.ask(QUESTION, max_new_tokens=16)
-            torch.cuda.synchronize()
-            query = {"frames": n, "seconds": time.perf_counter() - t0, "prefill_s": answer.prefill_s,
-                     "new_tokens": len(answer.token_ids)}
+        if n == args.query_at:
+            query = time_query(engine)
             print(json.dumps({"query": query}), flush=True)
-    return rows, query
+    engine.close()
+    return {"ingest": rows, "query": query}
 
 
-def bench_baseline(config: object, frames: list[np.ndarray], counts: list[int], dtype: torch.dtype) -> list[dict]:
+def run_baseline(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
     from transformers import Qwen3VLForConditionalGeneration
 
     from spatial_ttt_ros.runtime.model import tiny_qwen3_vl_config
 
+    frames = test_frames(config)
+    dtype = torch.bfloat16
     hf_config = tiny_qwen3_vl_config(config)
     hf_config._attn_implementation = "sdpa"
     with torch.device("cuda"):
         model = Qwen3VLForConditionalGeneration(hf_config).to(dtype).eval()
     pairs = [patchify_pair(np.stack([frames[(2 * g) % len(frames)], frames[(2 * g + 1) % len(frames)]]))[0]
              for g in range(len(frames) // 2)]
+    gh, gw = config.frame_height // 16, config.frame_width // 16
+    per_group = gh * gw // 4
     rows = []
-    for n in counts:
+    for n in [FRAMES[0], *args.frames]:  # the first run warms up (cuBLAS/SDPA set-up), not recorded
         groups = n // 2
-        gh, gw = config.frame_height // 16, config.frame_width // 16
-        per_group = gh * gw // 4
         ids = [1] * 20
         for _ in range(groups):
             ids += [2] * 6 + [hf_config.vision_start_token_id] + [hf_config.video_token_id] * per_group
@@ -115,81 +168,67 @@ def bench_baseline(config: object, frames: list[np.ndarray], counts: list[int], 
                 model(input_ids=input_ids, pixel_values_videos=pixels, video_grid_thw=grid, mm_token_type_ids=token_type,
                       logits_to_keep=1, use_cache=True)
                 torch.cuda.synchronize()
-            rows.append({"frames": n, "tokens": len(ids), "seconds": time.perf_counter() - start,
-                         "peak_gib": gpu_peak_gib()})
+            row = {"frames": n, "tokens": len(ids), "seconds": time.perf_counter() - start, "peak_gib": gpu_peak_gib(),
+                   **counted_tflop(config, len(ids))}
         except torch.OutOfMemoryError:
-            rows.append({"frames": n, "tokens": len(ids), "oom": True})
-            print(json.dumps(rows[-1]), flush=True)
+            row = {"frames": n, "tokens": len(ids), "oom": True}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if row.get("oom") and len(rows) > 1:
             break
-        print(json.dumps(rows[-1]), flush=True)
     del model
     torch.cuda.empty_cache()
-    return rows
+    return {"baseline": rows[1:]}
+
+
+def write(out: Path, stem: str, result: dict, table: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    head = [f"{result['gpu']}, torch {result['torch']}, transformers {result['transformers']}, `{result['command']}`", ""]
+    (out / f"{stem}.md").write_text("\n".join(head + table) + "\n")
+    print("\n".join(head + table))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
-    parser.add_argument("--baseline", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    parser.add_argument("part", choices=("ingest", "baseline"))
+    parser.add_argument("--frames", type=int, nargs="+", default=FRAMES)
     parser.add_argument("--fw-precision", choices=("fp32", "bf16"), default="fp32",
                         help="fast-weight activations: fp32 = reference numerics, bf16 = fast route")
-    parser.add_argument("--batch-groups", type=int, default=1,
+    parser.add_argument("--batch-groups", type=int, default=8,
                         help="ingest_batch_groups: frame pairs fed to the decoder together")
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--query-at", type=int, default=1024, help="time a count question at this many frames")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_engine needs a CUDA GPU", file=sys.stderr)
         return 2
-    config = load_config("spatial_ttt_2b", backbone="tiny", name="qwen3_vl_2b_random", tiny_text=QWEN3_VL_2B_TEXT,
-                         tiny_vision=QWEN3_VL_2B_VISION, dtype="bfloat16", fw_precision=args.fw_precision,
-                         ingest_batch_groups=args.batch_groups)
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (config.frame_height, config.frame_width, 3), dtype=np.uint8) for _ in range(64)]
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
-                                      "ingest_batch_groups")})
-    ingest, query = bench_ingest(engine, frames, args.frames)
-    engine.close()
-    del engine
-    baseline = [] if args.skip_baseline else bench_baseline(config, frames, args.baseline, torch.bfloat16)
-
-    d, layers, ttt = 2048, 28, len(config.ttt_layers)
-    params = layers * (2 * d * d + 2 * d * 1024 + 3 * d * 6144)  # q, o: d*d; k, v: d*1024; MLP: 3*d*6144
-    fw = 4 * 18 * 512 * 512
-    flops = []
-    for row in ingest:
-        n = row["tokens"]
-        ours = decoder_flops(n, params=params, layers=ttt, d=d, keys_per_token=min(config.window_size, n),
-                             ttt_layers=ttt, fw_per_token=fw) + decoder_flops(n, params=0, layers=layers - ttt, d=d,
-                                                                               keys_per_token=n / 2)
-        full = decoder_flops(n, params=params, layers=layers, d=d, keys_per_token=n / 2)
-        flops.append({"frames": row["frames"], "tokens": n, "spatial_ttt_tflop": ours / 1e12, "full_attention_tflop": full / 1e12})
-    result = {"command": " ".join(["python -m benchmarks.bench_engine", *(argv if argv is not None else sys.argv[1:])]),
-              "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
-              "python": platform.python_version(), "frame": f"{config.frame_height}x{config.frame_width}",
-              "kernel_backend": config.kernel_backend, "fw_precision": config.fw_precision,
-              "ingest_batch_groups": config.ingest_batch_groups, "ingest": ingest, "query_1024": query, "baseline": baseline,
-              "flops_formula": __doc__.split("TFLOPs are counted")[1].strip(), "flops": flops}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"engine_{config.fw_precision}_b{config.ingest_batch_groups}.json").write_text(json.dumps(result, indent=2) + "\n")
-    base = {r["frames"]: r for r in baseline}
-    lines = [f"Engine ({config.fw_precision} fast weights, {config.ingest_batch_groups} frame pairs per decoder pass) vs stock Qwen3-VL-2B (random weights), {result['gpu']}, torch {torch.__version__}, "
-             f"transformers {transformers.__version__}, `{result['command']}`", "",
-             "| frames | ingest frames/s | peak GiB (ours) | TTT state MiB | anchor KV MiB | baseline prefill s | baseline peak GiB |",
+    config = bench_config(args)
+    meta = {"command": " ".join(["python -m benchmarks.bench_engine", *(argv if argv is not None else sys.argv[1:])]),
+            "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "frame": f"{config.frame_height}x{config.frame_width}", "flops_formula": __doc__.split("TFLOPs are counted")[1].strip()}
+    if args.part == "baseline":
+        result = {**meta, **run_baseline(args, config)}
+        table = ["| frames | tokens | prefill s | peak GiB | decoder TFLOP (counted) |", "|---:|---:|---:|---:|---:|"]
+        table += [f"| {r['frames']} | {r['tokens']:,} | OOM | OOM | |" if r.get("oom") else
+                  f"| {r['frames']} | {r['tokens']:,} | {r['seconds']:.2f} | {r['peak_gib']:.1f} | {r['full_attention_tflop']:.0f} |"
+                  for r in result["baseline"]]
+        write(Path(args.out), "engine_baseline", result, table)
+        return 0
+    result = {**meta, "kernel_backend": config.kernel_backend, "fw_precision": config.fw_precision,
+              "ingest_batch_groups": config.ingest_batch_groups, **run_ingest(args, config)}
+    table = [f"{config.fw_precision} fast weights, {config.ingest_batch_groups} frame pairs per decoder pass", "",
+             "| frames | tokens | ingest frames/s | peak GiB | TTT-layer state MiB | anchor KV MiB | decoder TFLOP (counted) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in ingest:
-        b = base.get(r["frames"], {})
-        bs = "OOM" if b.get("oom") else (f"{b['seconds']:.2f}" if b else "-")
-        bp = "OOM" if b.get("oom") else (f"{b['peak_gib']:.1f}" if b else "-")
-        lines.append(f"| {r['frames']} | {r['frames_per_s']:.1f} | {r['peak_gib']:.1f} | {r['ttt_state_mib']:.0f} | "
-                     f"{r['anchor_kv_mib']:.0f} | {bs} | {bp} |")
-    if query:
-        lines += ["", f"Query at 1024 frames (16 new tokens): {query['seconds'] * 1000:.0f} ms "
-                      f"(prefill {query['prefill_s'] * 1000:.0f} ms)"]
-    (out / f"engine_{config.fw_precision}_b{config.ingest_batch_groups}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table += [f"| {r['frames']} | {r['tokens']:,} | {r['frames_per_s']:.1f} | {r['peak_gib']:.1f} | {r['ttt_state_mib']:.0f} | "
+              f"{r['anchor_kv_mib']:.0f} | {r['spatial_ttt_tflop']:.0f} |" for r in result["ingest"]]
+    q = result["query"]
+    if q:
+        table += ["", f"Count question at {q['frames']} frames: first token {1000 * q['first_token_s']:.0f} ms, "
+                      f"decode {q['decode_ms_per_token']:.1f} ms/token, whole answer ({q['count_answer_tokens']} tokens) "
+                      f"{1000 * q['count_answer_s']:.0f} ms"]
+    write(Path(args.out), f"engine_ingest_{config.fw_precision}_b{config.ingest_batch_groups}", result, table)
     return 0
 
 

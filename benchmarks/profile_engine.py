@@ -1,8 +1,11 @@
-"""Profile streaming ingest on the Qwen3-VL-2B architecture (random weights): where a frame's time goes.
+"""Profile the engine on the Qwen3-VL-2B architecture (random weights): where ingest and ask time goes.
 
-    python -m benchmarks.profile_engine [--frames 32] [--fw-precision fp32|bf16]
+    python -m benchmarks.profile_engine [--frames 64] [--history 256] [--batch-groups 8] [--ask]
 
-Prints the wall time split (vision tower / decoder layers by kind) and torch.profiler's top ops.
+Prints, for `--frames` frames pushed after `--history` frames already in memory: the free-running
+rate, the synchronised split by part (vision tower / TTT layers / anchor layers / MLP), the GPU
+kernel time against the wall time (host-bound when the GPU is idle most of the wall), and
+torch.profiler's top ops; with `--ask`, the same for one count question.
 """
 
 from __future__ import annotations
@@ -11,28 +14,36 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.bench_engine import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
+from benchmarks.bench_engine import QUESTION, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--fw-precision", default="fp32")
-    parser.add_argument("--batch-groups", type=int, default=1)
-    args = parser.parse_args(argv)
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
-        "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+def _push(engine: StreamingEngine, frames: list[np.ndarray], n: int) -> None:
+    base = engine.state.last_stamp_s or 0.0
+    for i in range(n):
+        engine.push_frame(frames[i % len(frames)], base + (i + 1) / 16)
+
+
+def _report(prof: profile, wall_s: float, label: str) -> None:
+    events = prof.key_averages()
+    gpu_us = sum(e.self_device_time_total for e in events)
+    print(f"{label}: wall {wall_s * 1000:.1f} ms, GPU kernels {gpu_us / 1000:.1f} ms "
+          f"({100 * gpu_us / 1e6 / wall_s:.0f}% busy)")
+    print(events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
+
+
+def split_by_part(engine: StreamingEngine, run: Callable[[], None]) -> dict[str, float]:
+    """Synchronised time of each part while `run()` runs (the wrappers are removed afterwards)."""
     totals: dict[str, float] = defaultdict(float)
 
-    def timed(name: str, fn):  # noqa: ANN001, ANN202
+    def timed(name: str, fn: Callable) -> Callable:
         def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -42,32 +53,74 @@ def main(argv: list[str] | None = None) -> int:
             return out
         return wrapper
 
-    visual = engine.model.model.visual
+    visual, dec = engine.model.model.visual, engine.decoder
     visual.forward = timed("vision", visual.forward)
-    dec = engine.decoder
     for name in ("_ttt", "_anchor", "_finish_layer", "_raw"):
         setattr(dec, name, timed(name, getattr(dec, name)))
-    for i in range(32):  # warm-up, fills the wavefront
-        engine.push_frame(frames[i % 8], i / 16)
-    totals.clear()
+    try:
+        run()
+    finally:
+        del visual.forward
+        for name in ("_ttt", "_anchor", "_finish_layer", "_raw"):
+            delattr(dec, name)
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--history", type=int, default=256)
+    parser.add_argument("--fw-precision", default="fp32")
+    parser.add_argument("--batch-groups", type=int, default=1)
+    parser.add_argument("--ask", action="store_true", help="also profile one ask() (count question, 8 tokens)")
+    args = parser.parse_args(argv)
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
+        "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
+        "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+    _push(engine, frames, args.history)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for i in range(args.frames):
-        engine.push_frame(frames[i % 8], 2 + i / 16)
+    _push(engine, frames, args.frames)
     torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    print(f"{args.frames} frames in {wall:.2f} s = {args.frames / wall:.1f} frames/s (synchronised timing)")
+    print(f"{args.frames} frames after {args.history} in {wall:.2f} s = {args.frames / wall:.1f} frames/s "
+          f"({args.batch_groups} pairs per pass, {args.fw_precision})")
+    totals = split_by_part(engine, lambda: _push(engine, frames, args.frames))
     for name, t in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<14} {1000 * t / args.frames:8.2f} ms/frame")
-    from torch.profiler import ProfilerActivity, profile
-
+        print(f"  {name:<14} {1000 * t / args.frames:8.2f} ms/frame (synchronised)")
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for i in range(16):
-            engine.push_frame(frames[i % 8], 10 + i / 16)
+        t0 = time.perf_counter()
+        _push(engine, frames, args.frames)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50))
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
+        wall = time.perf_counter() - t0
+    _report(prof, wall, f"ingest of {args.frames} frames (profiled)")
+    if args.ask:
+        profile_ask(engine)
     return 0
+
+
+def profile_ask(engine: StreamingEngine) -> None:
+    for _ in range(2):
+        engine.ask(QUESTION, max_new_tokens=8)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    answer = engine.ask(QUESTION, max_new_tokens=8)
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    print(f"ask: {wall * 1000:.1f} ms, prefill {answer.prefill_s * 1000:.1f} ms, "
+          f"decode {answer.decode_s * 1000 / max(1, len(answer.token_ids) - 1):.1f} ms/token "
+          f"({engine.frames_in_memory} frames, {len(engine.state.pending_frames)} pending)")
+    totals = split_by_part(engine, lambda: engine.ask(QUESTION, max_new_tokens=8))
+    for name, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<14} {1000 * t:8.2f} ms per ask (synchronised)")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        engine.ask(QUESTION, max_new_tokens=8)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    _report(prof, wall, "ask (profiled)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class Unit:
     # [n_video] long: positions of `video`. Index ops instead of boolean masks keep the GPU queue
     # free of host synchronisation (a boolean mask index waits for the device).
     video_index: torch.Tensor | None = None
+    # (cos, sin) [n, head_dim] of the text rotary embedding, computed at the first layer that needs
+    # it and shared by all layers (they use one rotary module).
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def has_video(self) -> bool:
@@ -144,7 +147,7 @@ def _nbytes(*tensors: torch.Tensor | None) -> int:
 
 
 def _unit_nbytes(unit: Unit) -> int:
-    return _nbytes(unit.hidden, unit.position_ids, unit.video, unit.video_index, *unit.deepstack)
+    return _nbytes(unit.hidden, unit.position_ids, unit.video, unit.video_index, *unit.deepstack, *(unit.rope or ()))
 
 
 def _map_tensors(obj: Any, fn: Any) -> Any:

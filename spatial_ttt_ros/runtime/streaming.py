@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
 from .config import SpatialTTTConfig
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
 from .ttt_layer import TTTAttention
 
-_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class Decoder:
@@ -68,14 +69,15 @@ class Decoder:
         end of its video on the way up."""
         for idx, layer in enumerate(self.layers):
             out: list[Unit] = []
-            for unit in units:
-                out += self._feed(idx, layer, state.layers[idx], unit)
+            for unit in _coalesce(units, drain):
+                out += self._feed(idx, layer, state.layers[idx], unit, drain)
             if drain:
                 out += self._drain(idx, layer, state.layers[idx])
             units = out
         return units
 
-    def _feed(self, idx: int, layer: nn.Module, st: TTTLayerState | AnchorLayerState, unit: Unit) -> list[Unit]:
+    def _feed(self, idx: int, layer: nn.Module, st: TTTLayerState | AnchorLayerState, unit: Unit,
+              drain: bool = False) -> list[Unit]:
         if isinstance(st, AnchorLayerState):
             return [self._finish_layer(idx, layer, unit, self._anchor(layer, st, unit))]
         if not self.config.use_conv:
@@ -88,7 +90,8 @@ class Decoder:
                 unit, st.held = _concat(st.held, unit), None
             else:
                 emitted.append(self._release(idx, layer, st, None))  # end of its video
-        if not unit.has_video:
+        if not unit.has_video or drain:
+            # Text, or the end of the video (drain: the last group is its own look-ahead).
             emitted.append(self._finish_layer(idx, layer, unit, self._ttt(layer, st, unit, None)))
             return emitted
         # Everything before the last frame group can go now (its look-ahead is that group); the
@@ -119,12 +122,15 @@ class Decoder:
             deepstack = []
         return Unit(hidden=hidden, position_ids=unit.position_ids, start=unit.start, video=unit.video,
                     hw=unit.hw, segment=unit.segment, deepstack=deepstack, group_starts=unit.group_starts,
-                    video_index=unit.video_index)
+                    video_index=unit.video_index, rope=unit.rope)
 
     # ------------------------------------------------------------ attention kinds
     def _rope(self, unit: Unit) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.text.rotary_emb(unit.hidden, unit.position_ids[:, None, :])
-        return cos[0], sin[0]  # [n, hd]
+        """(cos, sin) [n, hd]: one rotary module serves every layer, so a unit computes them once."""
+        if unit.rope is None:
+            cos, sin = self.text.rotary_emb(unit.hidden, unit.position_ids[:, None, :])
+            unit.rope = (cos[0], sin[0])
+        return unit.rope
 
     def _raw(self, layer: nn.Module, unit: Unit) -> torch.Tensor:
         attn: TTTAttention = layer.self_attn
@@ -133,21 +139,35 @@ class Decoder:
     @staticmethod
     def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
                 window: int | None, scaling: float) -> torch.Tensor:
-        """q [Hq, n, hd] at global positions q_start.., k/v [Hkv, m, hd] at k_start.. -> [n, Hq*hd]."""
-        qi = torch.arange(q_start, q_start + q.shape[1], device=q.device)[:, None]
-        ki = torch.arange(k_start, k_start + k.shape[1], device=q.device)[None, :]
-        mask = ki <= qi
-        if window is not None:
-            mask &= ki > qi - window
-        rep = q.shape[0] // k.shape[0]
+        """q [Hq, n, hd] at global positions q_start.., k/v [Hkv, m, hd] at k_start.. -> [n, Hq*hd].
+
+        The last key is the last query's own position (keys are the cache + this unit), so plain
+        causal attention is the lower-right aligned kind; a window cuts off the oldest keys."""
+        n, hq, hkv = q.shape[1], q.shape[0], k.shape[0]
+        if n == 1:
+            # One query sees every key (the window's last W): fold the query heads that share a KV
+            # head into rows, so no KV expansion and no mask.
+            if window is not None:
+                k, v = k[:, -window:], v[:, -window:]
+            with sdpa_kernel(_SDPA_BACKENDS):
+                out = F.scaled_dot_product_attention(q.view(hkv, hq // hkv, q.shape[2])[None], k[None], v[None],
+                                                     scale=scaling)
+            return out.reshape(1, -1)
+        rep = hq // hkv
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=0), v.repeat_interleave(rep, dim=0)
-        # Masked attention on the memory-efficient kernel: cuDNN's SDPA rebuilds its execution plan
-        # for every new shape (~1.5 ms of host time per call, measured on an H100), and the
-        # shapes here change with every unit.
-        with sdpa_kernel(_SDPA_BACKENDS):
-            out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask[None, None], scale=scaling)
-        return out[0].transpose(0, 1).reshape(q.shape[1], -1)
+        block = None if window is None else max(1, window // 2)
+        if window is None or k.shape[1] <= window or n <= block:
+            return _sdpa(q, k, v, q_start, k_start, window, scaling)
+        # A long unit against a window: query blocks of W/2 tokens, each against the keys it can
+        # see (W/2 + W - 1 of them), instead of every query against every key of the unit.
+        outs = []
+        for s in range(0, n, block):
+            e = min(n, s + block)
+            lo = max(0, q_start + s - window + 1 - k_start)
+            hi = q_start + e - k_start
+            outs.append(_sdpa(q[:, s:e], k[:, lo:hi], v[:, lo:hi], q_start + s, k_start + lo, window, scaling))
+        return torch.cat(outs)
 
     def _anchor(self, layer: nn.Module, st: AnchorLayerState, unit: Unit) -> torch.Tensor:
         attn = layer.self_attn
@@ -232,6 +252,26 @@ class Decoder:
         return self.model.lm_head(self.text.norm(unit.hidden[-1:]))[0].float()
 
 
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
+          window: int | None, scaling: float) -> torch.Tensor:
+    """One attention call, q [H, n, hd], k/v [H, m, hd] (heads already matched) -> [n, H*hd]; the
+    last key is the last query's position."""
+    n, m = q.shape[1], k.shape[1]
+    if window is None or m <= window:
+        # Causal with the diagonal at the bottom right: no mask is materialised (flash or
+        # memory-efficient kernels take it as a flag), which matters against a long anchor cache.
+        mask = causal_lower_right(n, m)
+    else:
+        qi = torch.arange(q_start, q_start + n, device=q.device)[:, None]
+        ki = torch.arange(k_start, k_start + m, device=q.device)[None, :]
+        mask = ((ki <= qi) & (ki > qi - window))[None, None]
+    # No cuDNN: it rebuilds its execution plan for every new shape (~1.5 ms of host time per call,
+    # measured on an H100), and the shapes here change with every unit.
+    with sdpa_kernel(_SDPA_BACKENDS):
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling)
+    return out[0].transpose(0, 1).reshape(n, -1)
+
+
 def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
     """(tokens before the last frame group or None, the last frame group's tokens)."""
     at = unit.group_starts[-1]
@@ -243,7 +283,8 @@ def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
         return Unit(hidden=unit.hidden[sl], position_ids=unit.position_ids[:, sl], start=unit.start + offset,
                     video=unit.video[sl], hw=unit.hw, segment=unit.segment,
                     deepstack=[d[video_sl] for d in unit.deepstack], group_starts=starts,
-                    video_index=unit.video_index[video_sl] - offset)
+                    video_index=unit.video_index[video_sl] - offset,
+                    rope=None if unit.rope is None else (unit.rope[0][sl], unit.rope[1][sl]))
 
     head = part(slice(0, at), slice(0, n_video), unit.group_starts[:-1], 0)
     tail = part(slice(at, None), slice(n_video, None), [0], at)
@@ -251,10 +292,39 @@ def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
 
 
 def _concat(a: Unit, b: Unit) -> Unit:
-    """Two consecutive units of one video segment at the same layer as one unit."""
+    """Two consecutive units at the same layer as one unit (frame groups of one video segment,
+    or, when draining, text before or after them)."""
     n = len(a)
+    rope = None
+    if a.rope is not None and b.rope is not None:
+        rope = (torch.cat((a.rope[0], b.rope[0])), torch.cat((a.rope[1], b.rope[1])))
+    if a.has_video and b.has_video:
+        deepstack = [torch.cat(pair) for pair in zip(a.deepstack, b.deepstack)]
+    else:
+        deepstack = a.deepstack if a.has_video else b.deepstack
+    video = a if a.has_video else b
     return Unit(hidden=torch.cat((a.hidden, b.hidden)), position_ids=torch.cat((a.position_ids, b.position_ids), dim=1),
-                start=a.start, video=torch.cat((a.video, b.video)), hw=a.hw, segment=a.segment,
-                deepstack=[torch.cat(pair) for pair in zip(a.deepstack, b.deepstack)],
-                group_starts=a.group_starts + [g + n for g in b.group_starts],
-                video_index=torch.cat((a.video_index, b.video_index + n)))
+                start=a.start, video=torch.cat((a.video, b.video)), hw=video.hw, segment=video.segment,
+                deepstack=deepstack, group_starts=a.group_starts + [g + n for g in b.group_starts],
+                video_index=torch.cat((a.video_index, b.video_index + n)), rope=rope)
+
+
+def _coalesce(units: list[Unit], drain: bool) -> list[Unit]:
+    """Merge neighbouring units that can run as one (they are consecutive in the token stream):
+    frame groups of one video segment; when draining (nothing is held back), text too. Fewer,
+    larger units per layer mean fewer kernel launches for the same work."""
+    out: list[Unit] = []
+    for unit in units:
+        prev = out[-1] if out else None
+        if prev is None or prev.start + len(prev) != unit.start:
+            out.append(unit)
+        elif prev.has_video and unit.has_video:
+            if prev.segment == unit.segment and len(prev.deepstack) == len(unit.deepstack):
+                out[-1] = _concat(prev, unit)
+            else:
+                out.append(unit)
+        elif drain:
+            out[-1] = _concat(prev, unit)
+        else:
+            out.append(unit)
+    return out
