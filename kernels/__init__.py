@@ -6,17 +6,21 @@ importable and the PyTorch reference elsewhere.
 
 from .backend import select_backend, triton_available
 from .fast_weight import FastWeightState, fw_update, init_fast_weight_state, row_norms, row_renorm
-from .ops import fw_apply, fw_grad, newton_schulz5
+from .ops import fast_qkv_prep, fw_apply, fw_grad, lr_momentum, newton_schulz5, rms_norm, ttt_gate_output
 
 __all__ = [
     "FastWeightState",
+    "fast_qkv_prep",
     "fw_apply",
     "fw_grad",
     "fw_update",
     "init_fast_weight_state",
+    "lr_momentum",
     "newton_schulz5",
+    "rms_norm",
     "row_norms",
     "row_renorm",
     "select_backend",
     "triton_available",
+    "ttt_gate_output",
 ]

@@ -49,6 +49,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("keyframe_min_translation_m", 0.1, float, "with a pose: min camera travel since the last keyframe [m]"),
     ParamSpec("keyframe_min_rotation_deg", 10.0, float, "with a pose: min camera turn since the last keyframe [deg]"),
     ParamSpec("ingest_queue_size", 8, int, "keyframes waiting for the model; when full the oldest is dropped"),
+    ParamSpec("prepare_when_idle", True, bool, "when the queue runs empty, finish the held-back frame groups on a "
+              "kept fork so the next query only runs its question (one more TTT-state copy in memory)"),
     # queries
     ParamSpec("max_concurrent_queries", 4, int, "queries admitted at once; more get success=false 'busy'"),
     ParamSpec("query_timeout_s", 30.0, float, "default query timeout when the request's timeout_s is 0 [s]"),
@@ -103,6 +105,7 @@ class NodeSettings:
     keyframe_min_translation_m: float = DEFAULTS["keyframe_min_translation_m"]
     keyframe_min_rotation_deg: float = DEFAULTS["keyframe_min_rotation_deg"]
     ingest_queue_size: int = DEFAULTS["ingest_queue_size"]
+    prepare_when_idle: bool = DEFAULTS["prepare_when_idle"]
     max_concurrent_queries: int = DEFAULTS["max_concurrent_queries"]
     query_timeout_s: float = DEFAULTS["query_timeout_s"]
     max_new_tokens: int = DEFAULTS["max_new_tokens"]

@@ -140,7 +140,7 @@ class PerceptionNode(LifecycleNode):
         self._configure_error = self._last_error = ""
         if settings.load_on_start and settings.memory_path:
             self._load_on_start(Path(settings.memory_path))
-        self._worker = EngineWorker(engine, settings.ingest_queue_size)
+        self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
         decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb

@@ -68,12 +68,20 @@ class _Job:
     future: Future = field(default_factory=Future)
 
 
+_PREPARE = object()  # idle work: engine.prepare()
+
+
 class EngineWorker:
-    def __init__(self, engine: Engine, queue_size: int, name: str = "spatial_ttt_engine") -> None:
+    def __init__(self, engine: Engine, queue_size: int, name: str = "spatial_ttt_engine", *,
+                 prepare_when_idle: bool = False) -> None:
+        """`prepare_when_idle`: when the queues run empty after work, call `engine.prepare()` (if
+        the engine has it) so the next question finds the memory ready to answer."""
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.engine = engine
         self.name = name
+        self._prepare_when_idle = prepare_when_idle and callable(getattr(engine, "prepare", None))
+        self._idle_work = False
         self._frames: deque[Frame] = deque()
         self._queue_size = queue_size
         self._jobs: deque[_Job] = deque()
@@ -163,16 +171,23 @@ class EngineWorker:
     def _next(self) -> _Job | Frame | None:
         with self._cond:
             while not self._stopping and not self._jobs and not self._frames:
+                if self._idle_work:
+                    self._idle_work = False
+                    self._busy_since = time.monotonic()
+                    return _PREPARE
                 self._cond.wait()
             if self._stopping:
                 return None
             self._busy_since = time.monotonic()
+            self._idle_work = self._prepare_when_idle
             return self._jobs.popleft() if self._jobs else self._frames.popleft()
 
     def _run(self) -> None:
         try:
             while (item := self._next()) is not None:
-                if isinstance(item, _Job):
+                if item is _PREPARE:
+                    self._prepare()
+                elif isinstance(item, _Job):
                     self._run_job(item)
                 else:
                     self._ingest(item)
@@ -217,6 +232,15 @@ class EngineWorker:
             with self._cond:
                 self._ingested += 1
         self._refresh()
+
+    def _prepare(self) -> None:
+        try:
+            self.engine.prepare()
+        except Exception as exc:  # an optimisation only: report it, keep ingesting and answering
+            with self._cond:
+                self._last_error = f"prepare failed: {type(exc).__name__}: {exc}"
+        with self._cond:
+            self._busy_since = None
 
     def _refresh(self) -> None:
         frames, counters = int(self.engine.frames_in_memory), self.engine.counters

@@ -68,6 +68,9 @@ class StreamingEngine:
         self.layout = ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
         self.decoder = Decoder(model, config)
         self.state = self.decoder.new_state()
+        # A fork of `state` with the conv wavefront and pending frames finished (see prepare());
+        # dropped by anything that changes `state`.
+        self._prepared: MemoryState | None = None
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", *, checkpoint: str | None = None, base_model: str | None = None,
@@ -102,6 +105,7 @@ class StreamingEngine:
             if pose.shape not in ((4, 4), (7,)) or not np.all(np.isfinite(pose)):
                 raise ValueError(f"pose must be a finite 4x4 matrix or 7-vector, got shape {pose.shape}")
         frame = torch.from_numpy(resize_frame(image, self.config.frame_height, self.config.frame_width))
+        self._prepared = None
         state = self.state
         if state.first_stamp_s is None:
             state.first_stamp_s = float(stamp_s)
@@ -116,12 +120,34 @@ class StreamingEngine:
         """End the current video segment: pair a lone frame with itself (as the processor pads odd
         frame counts), finish the conv wavefront with replicate padding, and start a new segment.
         Frames pushed later continue the memory; their conv does not look across the boundary."""
+        self._prepared = None
         state = self.state
         self.decoder.run(state, self._take_pending(state), drain=True)
         state.segment += 1
 
     def reset(self) -> None:
+        self._prepared = None
         self.state = self.decoder.new_state()
+
+    @torch.no_grad()
+    def prepare(self) -> bool:
+        """Do now, on a kept fork, the part of the next ask() that does not depend on the question:
+        the pending frames and the frame groups the conv layers hold back (up to one per conv layer)
+        finished as the end of the video. Meant for idle time (the perception node's worker calls
+        it when its queue is empty); an ask() before the memory changes then runs only its
+        question. Costs one more copy of the TTT-layer state while kept. False when there is
+        nothing to do (no frames, or already prepared)."""
+        if self.state.frames == 0 or self._prepared is not None:
+            return False
+        fork = self.state.fork()
+        self.decoder.run(fork, self._take_pending(fork), drain=True)
+        self._prepared = fork
+        return True
+
+    @property
+    def prepared(self) -> bool:
+        """True while a prepare()d fork matches the memory."""
+        return self._prepared is not None
 
     # ------------------------------------------------------------ questions
     @torch.no_grad()
@@ -137,7 +163,7 @@ class StreamingEngine:
         if self.state.frames == 0:
             raise ValueError("no frames in memory yet: push frames before asking")
         t0 = time.perf_counter()
-        fork = self.state.fork()
+        fork = self.state.fork() if self._prepared is None else self._prepared.fork()
         units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
         units.append(self._text_unit(fork, ids))
@@ -172,6 +198,7 @@ class StreamingEngine:
             raise ValueError(f"memory file {str(path)!r} was made with another config (differs in {diff})")
         if len(state.layers) != len(self.state.layers):
             raise ValueError(f"memory file {str(path)!r} has {len(state.layers)} layers, model has {len(self.state.layers)}")
+        self._prepared = None
         self.state = state
 
     # ------------------------------------------------------------ status
@@ -187,7 +214,7 @@ class StreamingEngine:
     def close(self) -> None:
         """Drop the model and memory; frees GPU memory."""
         self.model = self.decoder = None  # type: ignore[assignment]
-        self.state = None  # type: ignore[assignment]
+        self.state = self._prepared = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -21,6 +21,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
 from .config import SpatialTTTConfig
+from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
 from .ttt_layer import TTTAttention
 
@@ -37,6 +38,7 @@ class Decoder:
         self.layers = list(self.text.layers)
         self.backend = config.kernel_backend
         self.param = next(model.parameters())
+        self.ops = FusedLayerOps(self.backend, torch.bfloat16 if config.fw_precision == "bf16" else torch.float32)
 
     # ------------------------------------------------------------ state
     def new_state(self) -> MemoryState:
@@ -114,7 +116,7 @@ class Decoder:
 
     def _finish_layer(self, idx: int, layer: nn.Module, unit: Unit, attn_out: torch.Tensor) -> Unit:
         hidden = unit.hidden + attn_out
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = hidden + layer.mlp(self.ops.norm(layer.post_attention_layernorm, hidden))
         deepstack = unit.deepstack
         if idx < len(deepstack) and unit.has_video:
             hidden = hidden.index_add(0, unit.video_index, deepstack[idx].to(hidden.dtype))
@@ -134,7 +136,7 @@ class Decoder:
 
     def _raw(self, layer: nn.Module, unit: Unit) -> torch.Tensor:
         attn: TTTAttention = layer.self_attn
-        return attn.raw_fast_inputs(*attn.project(layer.input_layernorm(unit.hidden)))
+        return attn.raw_fast_inputs(*self.ops.project(attn.attn_layer, self.ops.norm(layer.input_layernorm, unit.hidden)))
 
     @staticmethod
     def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
@@ -171,11 +173,8 @@ class Decoder:
 
     def _anchor(self, layer: nn.Module, st: AnchorLayerState, unit: Unit) -> torch.Tensor:
         attn = layer.self_attn
-        x = layer.input_layernorm(unit.hidden)
-        n = x.shape[0]
-        q = attn.q_norm(attn.q_proj(x).view(n, -1, attn.head_dim))
-        k = attn.k_norm(attn.k_proj(x).view(n, -1, attn.head_dim))
-        v = attn.v_proj(x).view(n, -1, attn.head_dim)
+        q, k, v = self.ops.project(attn, self.ops.norm(layer.input_layernorm, unit.hidden))
+        n = q.shape[0]
         cos, sin = self._rope(unit)
         q, k = TTTAttention.rope(q, k, cos, sin)
         # Append into a growing buffer (amortised doubling) instead of re-concatenating the whole
@@ -198,9 +197,9 @@ class Decoder:
     def _ttt(self, layer: nn.Module, st: TTTLayerState, unit: Unit, nxt: torch.Tensor | None) -> torch.Tensor:
         attn: TTTAttention = layer.self_attn
         cfg = self.config
-        x = layer.input_layernorm(unit.hidden)
+        x = self.ops.norm(layer.input_layernorm, unit.hidden)
         n = x.shape[0]
-        q_hat, k_hat, v = attn.project(x)
+        q_hat, k_hat, v = self.ops.project(attn.attn_layer, x)
         cos, sin = self._rope(unit)
 
         # Sliding-window attention over the cached window + this unit.
@@ -221,8 +220,8 @@ class Decoder:
             raw = raw.index_copy(1, unit.video_index, attn.conv_groups(
                 prev, cur, cur[:, -1] if nxt is None else nxt, unit.hw).flatten(1, 2))
             st.conv_prev, st.conv_prev_segment = cur[:, -1], unit.segment
-        q, k, v_fw = attn.fast_qkv(raw, cos, sin)
-        lr, mu = attn.lr_and_momentum(x)
+        q, k, v_fw = self.ops.fast_qkv(attn, raw, cos, sin)
+        lr, mu, gate_logits = self.ops.side(attn, x)
 
         # Apply-then-update in exact blocks of C tokens (global token index multiples of C).
         outputs = []
@@ -242,14 +241,14 @@ class Decoder:
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
                 st.updates += 1
             i += step
-        ttt = attn.ttt_output(torch.cat(outputs, dim=1), x)
+        ttt = self.ops.gate_output(attn, torch.cat(outputs, dim=1), gate_logits, x.dtype)
         st.tokens_seen += n
         return attn.attn_layer.o_proj(swa + ttt)
 
     # ------------------------------------------------------------ head
     def logits(self, unit: Unit) -> torch.Tensor:
         """Final norm + LM head on the last token of a unit that left the top layer -> [vocab] fp32."""
-        return self.model.lm_head(self.text.norm(unit.hidden[-1:]))[0].float()
+        return self.model.lm_head(self.ops.norm(self.text.norm, unit.hidden[-1:]))[0].float()
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,

@@ -153,3 +153,54 @@ def test_admission_bound():
     bound.release()
     with pytest.raises(RuntimeError):
         bound.release()
+
+
+class PreparingEngine(ListEngine):
+    """Records prepare() calls with how many frames were in memory then; the first one can fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared_at: list[int] = []
+        self.prepare_error: BaseException | None = None
+
+    def prepare(self) -> bool:
+        if self.prepare_error is not None:
+            exc, self.prepare_error = self.prepare_error, None
+            raise exc
+        self.prepared_at.append(len(self.stamps))
+        return True
+
+
+def test_idle_worker_prepares_after_work_and_not_in_between():
+    engine = PreparingEngine()
+    w = EngineWorker(engine, queue_size=8, prepare_when_idle=True)
+    gate = threading.Event()
+    w.submit(lambda e: gate.wait(10))  # hold the worker while frames queue up behind it
+    for i in range(3):
+        w.push(frame(i))
+    assert engine.prepared_at == []
+    w.start()
+    gate.set()
+    assert wait(lambda: engine.prepared_at == [3])  # once, after the queue ran empty
+    assert wait(lambda: w.snapshot().busy_s == 0)
+    assert wait_result(w.submit(lambda e: len(e.stamps)), 10) == 3
+    assert wait(lambda: engine.prepared_at == [3, 3])  # a job may change the memory: again (cheap if not)
+    engine.prepare_error = RuntimeError("out of memory")
+    w.push(frame(3))
+    assert wait(lambda: "prepare failed: RuntimeError: out of memory" in w.snapshot().last_error)
+    w.push(frame(4))
+    assert wait(lambda: engine.prepared_at[-1:] == [5])  # the worker lives on and keeps preparing
+    assert w.snapshot().alive and w.snapshot().frames_ingested == 5
+    w.stop()
+
+
+def test_worker_without_prepare_when_idle_never_prepares():
+    engine = PreparingEngine()
+    w = EngineWorker(engine, queue_size=4)
+    w.start()
+    w.push(frame(0))
+    assert wait(lambda: w.snapshot().frames_ingested == 1)
+    assert wait_result(w.submit(lambda e: len(e.stamps)), 10) == 1
+    wait_result(w.submit(lambda e: None), 10)  # an idle step, had there been one, ran before this job
+    assert engine.prepared_at == []
+    w.stop()

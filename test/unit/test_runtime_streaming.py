@@ -130,3 +130,28 @@ def test_ttt_branch_and_conv_matter_in_the_tiny_model():
     base = logits()
     assert (base - logits(use_conv=False)).abs().max() > 1e-3
     assert (base - logits(chunk_size=5000)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_prepared_ask_equals_a_cold_ask_and_is_dropped_by_new_frames(batch):
+    engine = StreamingEngine.from_preset("tiny", device="cpu", overrides={"ingest_batch_groups": batch})
+    frames = _frames(11, seed=5)
+    for image, stamp in frames[:7]:
+        engine.push_frame(image, stamp)
+    before = engine.state.digest()
+    cold = engine.ask(QUESTION, max_new_tokens=3, return_logits=True)
+    assert engine.prepare() and engine.prepared
+    assert not engine.prepare()  # nothing more to do
+    assert engine.state.digest() == before  # the memory itself is untouched
+    for _ in range(2):  # the prepared fork serves several questions
+        warm = engine.ask(QUESTION, max_new_tokens=3, return_logits=True)
+        assert warm.token_ids == cold.token_ids
+        torch.testing.assert_close(warm.logits, cold.logits, rtol=0, atol=1e-6)
+    # New frames (also ones that only wait for their pair/batch) drop it; answers follow the memory.
+    for image, stamp in frames[7:]:
+        engine.push_frame(image, stamp)
+        assert not engine.prepared
+        engine.prepare()
+    _compare(engine, [frames])
+    engine.reset()
+    assert not engine.prepared and not engine.prepare()  # no frames
