@@ -73,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fw-precision", default="fp32")
     parser.add_argument("--batch-groups", type=int, default=1)
     parser.add_argument("--ask", action="store_true", help="also profile one ask() (count question, 8 tokens)")
+    parser.add_argument("--vision", action="store_true", help="only profile the vision tower on --frames frames")
     args = parser.parse_args(argv)
     engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
         "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
         "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+    if args.vision:
+        profile_vision(engine, frames, args.frames)
+        return 0
     _push(engine, frames, args.history)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -99,6 +103,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.ask:
         profile_ask(engine)
     return 0
+
+
+def profile_vision(engine: StreamingEngine, frames: list[np.ndarray], n: int) -> None:
+    """The vision tower alone on n frames (n / 2 groups in one call, as batched ingest calls it)."""
+    from spatial_ttt_ros.runtime.tokens import patchify_pair
+
+    pairs = [patchify_pair(np.stack([frames[(2 * g) % 8], frames[(2 * g + 1) % 8]])) for g in range(n // 2)]
+    (_, gh, gw) = pairs[0][1]
+    visual = engine.model.model.visual
+    pixels = torch.cat([p for p, _ in pairs]).to("cuda", visual.dtype)
+    grid = torch.tensor([[n // 2, gh, gw]], device="cuda")
+    print(f"vision attention implementation: {visual.config._attn_implementation}")
+
+    def run() -> None:
+        with torch.no_grad():
+            visual(pixels, grid_thw=grid, return_dict=True)
+
+    for _ in range(2):
+        run()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        run()
+    torch.cuda.synchronize()
+    print(f"vision tower: {(time.perf_counter() - t0) / 5 / n * 1000:.2f} ms/frame ({n} frames per call)")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    _report(prof, wall, "vision tower (profiled)")
 
 
 def profile_ask(engine: StreamingEngine) -> None:

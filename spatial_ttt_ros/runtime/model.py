@@ -19,6 +19,7 @@ from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .config import SpatialTTTConfig
 from .ttt_layer import TTTAttention
+from .vision_attention import use_packed_vision_attention
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -105,6 +106,7 @@ def build_model(config: SpatialTTTConfig, device: torch.device) -> tuple[nn.Modu
         tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
+    use_packed_vision_attention(model)
     return model, tokenizer
 
 

@@ -37,7 +37,8 @@ def test_verdicts_follow_the_numbers(tmp_path):
     lines = "\n".join(plot.verdicts(data))
     assert "11.0 vs 21.7 GiB = 51% — **met**" in lines
     assert "1100-1300 MiB — **met**" in lines
-    assert "150.0 frames/s — **not met**" in lines
+    assert "ingest sustained over 1024 frames, 8 pairs/pass, fp32 (>= 200 frames/s): 150.0 frames/s" in lines
+    assert "150, 150, 150) — **not met**" in lines
     assert "cold, 8 pairs/pass, fp32 (>= 20x faster than re-running): 150 ms" in lines
     assert "= 24.6x — **met**" in lines  # 3.69 s / 0.15 s
     assert "prepared when idle, 8 pairs/pass, fp32 (>= 20x faster than re-running): 75 ms" in lines
@@ -49,7 +50,7 @@ def test_growing_state_and_slow_query_are_not_met(tmp_path):
                   {"frames": 1024, "tokens": 88000, "seconds": 3.69, "peak_gib": 21.7, "full_attention_tflop": 1151})
     lines = "\n".join(plot.verdicts(data))
     assert "1000-2600 MiB — **not met**" in lines
-    assert "250.0 frames/s — **met**" in lines
+    assert "250, 250, 250) — **met**" in lines
     assert "= 7.4x — **not met**" in lines
     assert "= 14.8x — **not met**" in lines  # prepared: 0.25 s
     assert "69% — **not met**" in lines
