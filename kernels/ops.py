@@ -13,6 +13,7 @@ from .backend import lazy_impl, pick_impl
 from .checks import _shape, check_tokens, check_weights
 from .elementwise import naive as ew_naive
 from .newton_schulz import naive as ns_naive
+from .sp_conv import naive as sp_naive
 from .swiglu_fw import naive as swiglu_naive
 
 _FW_APPLY = {"torch": swiglu_naive.fw_apply, "triton": lazy_impl("swiglu_fw.triton", "fw_apply")}
@@ -28,6 +29,7 @@ _TTT_GATE_OUTPUT = {
     "triton": lazy_impl("elementwise.triton", "ttt_gate_output"),
 }
 _LR_MOMENTUM = {"torch": ew_naive.lr_momentum, "triton": lazy_impl("elementwise.triton", "lr_momentum")}
+_SP_CONV = {"torch": sp_naive.sp_conv, "triton": lazy_impl("sp_conv.triton", "sp_conv")}
 
 
 def fw_apply(
@@ -210,3 +212,43 @@ def lr_momentum(
     if not math.isfinite(offset):
         raise ValueError(f"offset must be a finite float, got {offset}")
     return pick_impl("lr_momentum", _LR_MOMENTUM, mu_logits.device, backend)(lr_logits, mu_logits, offset)
+
+
+# ---------------------------------------------------------------- SP conv (README section 7)
+
+
+def sp_conv(
+    prev: torch.Tensor,  # [3, h*w, C] q', k', v' of the frame group before cur
+    cur: torch.Tensor,  # [3, k, h*w, C], k >= 1 consecutive frame groups
+    nxt: torch.Tensor,  # [3, h*w, C] q', k', v' of the frame group after cur
+    weight: torch.Tensor,  # [3, C, 27] depthwise taps of conv_q, conv_k, conv_v; tap = dt*9 + di*3 + dj
+    hw: tuple[int, int],  # (h, w), h*w tokens row-major
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:  # [3, k, h*w, C] contiguous, cur.dtype
+    """TTTAttention.conv_groups: depthwise 3x3x3 cross-correlation over (time, h, w) of q', k', v', with
+    prev / nxt as the time neighbours and replicate padding in h and w; no bias. The weights are used in
+    cur's dtype; "triton" accumulates in fp32 and rounds once."""
+    if cur.ndim != 4 or cur.shape[0] != 3 or cur.shape[1] < 1 or cur.shape[3] < 1:
+        raise ValueError(f"cur must be [3, k, h*w, C] with k >= 1 and C >= 1, got {_shape(cur)}")
+    _, _, n, C = cur.shape
+    if (
+        not isinstance(hw, tuple | list)
+        or len(hw) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in hw)
+        or hw[0] * hw[1] != n
+    ):
+        raise ValueError(f"hw must be (h, w), positive ints with h*w = cur.shape[2] = {n}, got {hw!r}")
+    for name, t in (("prev", prev), ("nxt", nxt)):
+        if _shape(t) != (3, n, C):
+            raise ValueError(f"{name} must be [3, h*w, C] = (3, {n}, {C}), got {_shape(t)}")
+    if _shape(weight) != (3, C, 27):
+        raise ValueError(f"weight must be [3, C, 27] = (3, {C}, 27), got {_shape(weight)}")
+    _check_float("cur", cur)
+    for name, t in (("prev", prev), ("nxt", nxt)):
+        _check_float(name, t, cur.device, "cur")
+        if t.dtype != cur.dtype:
+            raise ValueError(f"{name} must have the dtype of cur ({cur.dtype}), got {t.dtype}")
+    _check_float("weight", weight, cur.device, "cur")
+    h, w = int(hw[0]), int(hw[1])
+    return pick_impl("sp_conv", _SP_CONV, cur.device, backend)(prev, cur, nxt, weight, (h, w))

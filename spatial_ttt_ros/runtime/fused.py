@@ -1,7 +1,7 @@
 """The decoder's per-layer maths through the fused kernels of `kernels/` (Triton on CUDA).
 
 Each function computes exactly what the module method it names does (`TTTAttention.project`,
-`fast_qkv`, `lr_and_momentum`, `ttt_output`, HF's RMSNorm), in fewer kernel launches: the streaming
+`fast_qkv`, `lr_and_momentum`, `ttt_output`, `conv_groups`, HF's RMSNorm), in fewer kernel launches: the streaming
 decoder is bound by launches when it decodes one token at a time. The one-pass reference keeps
 calling the module methods, so on CUDA the streaming == one-pass test also checks these paths.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels import fast_qkv_prep, lr_momentum, rms_norm, ttt_gate_output
+from ..kernels import fast_qkv_prep, lr_momentum, rms_norm, sp_conv, ttt_gate_output
 from .ttt_layer import TTTAttention
 
 
@@ -22,6 +22,7 @@ class FusedLayerOps:
         self.backend = backend
         self.fw_dtype = fw_dtype
         self._side: dict[int, tuple[tuple, torch.Tensor, torch.Tensor]] = {}
+        self._conv: dict[int, tuple[tuple, torch.Tensor]] = {}
 
     def norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """An HF Qwen3VLTextRMSNorm module applied to x."""
@@ -54,6 +55,17 @@ class FusedLayerOps:
                     dtype: torch.dtype) -> torch.Tensor:
         return ttt_gate_output(o, attn.ttt_norm.weight, gate_logits, attn.ttt_norm.variance_epsilon, dtype,
                                backend=self.backend)
+
+    def conv(self, attn: TTTAttention, prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor,
+             hw: tuple[int, int]) -> torch.Tensor:
+        """TTTAttention.conv_groups (the SP conv of k frame groups given their neighbours)."""
+        mods = (attn.conv_q, attn.conv_k, attn.conv_v)
+        key = tuple((m.weight.data_ptr(), m.weight._version) for m in mods)
+        cached = self._conv.get(id(attn))
+        if cached is None or cached[0] != key:
+            weight = torch.stack([m.weight.detach().reshape(m.weight.shape[0], 27) for m in mods])
+            cached = self._conv[id(attn)] = (key, weight)
+        return sp_conv(prev, cur, nxt, cached[1], hw, backend=self.backend)
 
     def _side_weights(self, attn: TTTAttention) -> tuple[torch.Tensor, torch.Tensor]:
         mods = (attn.lr_proj, attn.momentum_proj[0], attn.ttt_scale_proj)

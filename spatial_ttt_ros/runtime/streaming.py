@@ -217,8 +217,8 @@ class Decoder:
             cur = raw.index_select(1, unit.video_index).reshape(3, groups, unit.hw[0] * unit.hw[1], -1)
             same_segment = st.conv_prev is not None and st.conv_prev_segment == unit.segment
             prev = st.conv_prev if same_segment else cur[:, 0]
-            raw = raw.index_copy(1, unit.video_index, attn.conv_groups(
-                prev, cur, cur[:, -1] if nxt is None else nxt, unit.hw).flatten(1, 2))
+            conv = self.ops.conv(attn, prev, cur, cur[:, -1] if nxt is None else nxt, unit.hw)
+            raw = raw.index_copy(1, unit.video_index, conv.flatten(1, 2))
             st.conv_prev, st.conv_prev_segment = cur[:, -1], unit.segment
         q, k, v_fw = self.ops.fast_qkv(attn, raw, cos, sin)
         lr, mu, gate_logits = self.ops.side(attn, x)
