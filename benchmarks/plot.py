@@ -98,7 +98,7 @@ def summary(data: dict) -> list[str]:
         for run in runs:
             for r in run["ingest"]:
                 b = base.get(r["frames"])
-                ratio = "" if not b or b.get("oom") else f"{r['peak_gib'] / b['peak_gib']:.0%}"
+                ratio = "" if not b else "baseline OOM" if b.get("oom") else f"{r['peak_gib'] / b['peak_gib']:.0%}"
                 lines.append(f"| {_label(run)} | {r['frames']} | {r['frames_per_s']:.1f} | {r['peak_gib']:.1f} | {ratio} | "
                              f"{r['ttt_state_mib']:.0f} | {r['anchor_kv_mib']:.0f} |")
     if base:

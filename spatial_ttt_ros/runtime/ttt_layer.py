@@ -11,21 +11,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm, apply_rotary_pos_emb
 
+from ..kernels import fast_qkv_prep, lr_momentum, sp_conv, ttt_gate_output
 from .config import SpatialTTTConfig
 
 
 def inv_softplus(y: float) -> float:
     """x with softplus(x) = y."""
     return y + math.log(-math.expm1(-y))
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class TTTAttention(nn.Module):
@@ -100,54 +95,34 @@ class TTTAttention(nn.Module):
 
         prev, nxt: [3, h*w, C] raw q', k', v' of the groups before and after; cur: [3, k, h*w, C].
         Returns [3, k, h*w, C]. Replicate padding in time is the caller passing the first/last group
-        as a missing neighbour; spatial replicate padding is done here; taps are the modules' weights
-        (cross-correlation).
+        as a missing neighbour; spatial replicate padding and the taps (cross-correlation) are the
+        PyTorch reference of `kernels.sp_conv`.
         """
-        h, w = hw
-        k = cur.shape[1]
-        frames = torch.cat((prev[:, None], cur, nxt[:, None]), dim=1)   # [3, k+2, h*w, C]
-        out = []
-        for i, conv in enumerate((self.conv_q, self.conv_k, self.conv_v)):
-            vol = frames[i].reshape(k + 2, h, w, -1).permute(3, 0, 1, 2)[None]  # [1, C, k+2, h, w]
-            vol = F.pad(vol, (1, 1, 1, 1, 0, 0), mode="replicate")
-            y = F.conv3d(vol, conv.weight, groups=vol.shape[1])           # [1, C, k, h, w]
-            out.append(y[0].permute(1, 2, 3, 0).reshape(k, h * w, -1))
-        return torch.stack(out)
+        weight = torch.stack([m.weight.reshape(m.weight.shape[0], 27) for m in (self.conv_q, self.conv_k, self.conv_v)])
+        return sp_conv(prev, cur, nxt, weight, hw, backend="torch")
 
     def fast_qkv(self, raw: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[3, n, C] (post conv) -> q, k, v [H, n, D]: head split, SiLU, L2 norm, partial RoPE (in fp32;
-        returned in bf16 when config.fw_precision is "bf16").
+        returned in bf16 when config.fw_precision is "bf16"); the maths is `kernels.fast_qkv_prep`'s
+        PyTorch reference.
 
         cos/sin: [n, hd] of the model's rotary embedding (same tensors as the SWA branch).
         """
-        n = raw.shape[1]
-        q, k, v = (t.float().reshape(n, self.n_fw, self.d_fw).transpose(0, 1) for t in raw)
-        if self.config.qkv_silu:
-            q, k = F.silu(q), F.silu(k)
-            if not self.config.no_v_silu:
-                v = F.silu(v)
-        q = q / (q.norm(dim=-1, keepdim=True) + 1e-5)
-        k = k / (k.norm(dim=-1, keepdim=True) + 1e-5)
-        hd = self.head_dim
-        cos, sin = cos.float(), sin.float()
-        q = torch.cat((q[..., :hd] * cos + _rotate_half(q[..., :hd]) * sin, q[..., hd:]), dim=-1)
-        k = torch.cat((k[..., :hd] * cos + _rotate_half(k[..., :hd]) * sin, k[..., hd:]), dim=-1)
-        if self.config.fw_precision == "bf16":
-            return q.bfloat16(), k.bfloat16(), v.bfloat16()
-        return q, k, v
+        cfg = self.config
+        return fast_qkv_prep(raw, cos, sin, num_heads=self.n_fw, silu_qk=cfg.qkv_silu,
+                             silu_v=cfg.qkv_silu and not cfg.no_v_silu,
+                             out_dtype=torch.bfloat16 if cfg.fw_precision == "bf16" else torch.float32, backend="torch")
 
     def lr_and_momentum(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [n, d] -> per-token rates [H, n, 3] and momentum coefficients [H, n, 1], fp32."""
-        n = x.shape[0]
-        lr = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(n, self.n_fw, 3).transpose(0, 1)
-        mu = self.momentum_proj(x).float().T.unsqueeze(-1)
-        return lr.contiguous(), mu.contiguous()
+        """x [n, d] -> per-token rates [H, n, 3] = softplus(lr_proj(x) + offset) and momentum
+        coefficients [H, n, 1] = sigmoid(momentum_proj), fp32 (`kernels.lr_momentum`)."""
+        return lr_momentum(self.lr_proj(x), self.momentum_proj[0](x), self.lr_offset, backend="torch")
 
     def ttt_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Fast-weight output o [H, n, D] fp32 -> RMSNorm x per-token per-head SiLU gate -> [n, C]."""
-        gate = F.silu(self.ttt_scale_proj(x).float()).T.unsqueeze(-1)   # [H, n, 1]
-        o = self.ttt_norm(o) * gate
-        return o.transpose(0, 1).reshape(o.shape[1], -1).to(x.dtype)
+        """Fast-weight output o [H, n, D] fp32 -> RMSNorm x per-token per-head SiLU gate -> [n, C]
+        (`kernels.ttt_gate_output`)."""
+        return ttt_gate_output(o, self.ttt_norm.weight, self.ttt_scale_proj(x), self.ttt_norm.variance_epsilon,
+                               x.dtype, backend="torch")
 
     @staticmethod
     def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

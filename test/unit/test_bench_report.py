@@ -61,5 +61,5 @@ def test_out_of_memory_baseline_gets_no_ratio_and_no_verdict(tmp_path):
                   {"frames": 1024, "tokens": 88000, "oom": True})
     text = "\n".join(plot.summary(data))
     assert "| 1024 | 88,000 | OOM | OOM | |" in text
-    assert "| 8 pairs/pass, fp32 | 1024 | 150.0 | 11.0 |  |" in text  # no ratio against an OOM run
+    assert "| 8 pairs/pass, fp32 | 1024 | 150.0 | 11.0 | baseline OOM |" in text  # no ratio against an OOM run
     assert "peak memory at 1024" not in text and "count question" not in text

@@ -1,4 +1,4 @@
-"""SP conv (kernels/sp_conv): the reference equals TTTAttention.conv_groups of a real (tiny) TTT layer bit
+"""SP conv (kernels/sp_conv): the reference equals the nn.Conv3d modules of a real (tiny) TTT layer bit
 for bit, the tap formula the Triton kernel implements equals the reference, and bad inputs raise ValueError."""
 
 from __future__ import annotations
@@ -52,6 +52,19 @@ def make_inputs(k, hw, C, dtype, seed=0, strided=False):
     return prev, cur, nxt
 
 
+def by_modules(module, prev, cur, nxt, hw):
+    """The layer's own nn.Conv3d modules (replicate padding) over the volume prev, cur..., nxt; the
+    middle k output frames are the ones whose time neighbours are all real."""
+    h, w = hw
+    k = cur.shape[1]
+    frames = torch.cat((prev[:, None], cur, nxt[:, None]), dim=1)  # [3, k+2, h*w, C]
+    out = []
+    for i, conv in enumerate((module.conv_q, module.conv_k, module.conv_v)):
+        vol = frames[i].reshape(k + 2, h, w, -1).permute(3, 0, 1, 2)[None]  # [1, C, k+2, h, w]
+        out.append(conv(vol)[0, :, 1:-1].permute(1, 2, 3, 0).reshape(k, h * w, -1))
+    return torch.stack(out)
+
+
 def by_taps(prev, cur, nxt, weight, hw):
     """The sum the Triton kernel computes, tap by tap: clamped spatial neighbours, prev/cur/nxt by frame."""
     h, w = hw
@@ -72,12 +85,12 @@ def by_taps(prev, cur, nxt, weight, hw):
 @pytest.mark.parametrize("dtype", [FP32, BF16])
 @pytest.mark.parametrize("hw", HWS)
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_sp_conv_is_conv_groups(attn, k, hw, dtype):
+def test_sp_conv_is_the_layer_conv(attn, k, hw, dtype):
     module = copy.deepcopy(attn).to(dtype)
     C = module.conv_q.weight.shape[0]
     prev, cur, nxt = make_inputs(k, hw, C, dtype, seed=k)
     with torch.no_grad():
-        want = module.conv_groups(prev, cur, nxt, hw)
+        want = by_modules(module, prev, cur, nxt, hw)
         got = K.sp_conv(prev, cur, nxt, taps_of(module), hw)
         got_torch = K.sp_conv(prev, cur, nxt, taps_of(module), hw, backend="torch")
     for g in (got, got_torch):
@@ -92,7 +105,7 @@ def test_sp_conv_strided_inputs_and_weight_dtype(attn):
     assert not (prev.is_contiguous() or cur.is_contiguous() or nxt.is_contiguous())
     module = copy.deepcopy(attn).to(BF16)
     with torch.no_grad():
-        want = module.conv_groups(prev, cur, nxt, hw)
+        want = by_modules(module, prev, cur, nxt, hw)
         # fp32 weights are rounded to the inputs' dtype, as the bf16 module holds them
         got = K.sp_conv(prev, cur, nxt, taps_of(attn), hw)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
