@@ -1,7 +1,7 @@
 """GPU: streaming ingest, memory and query latency of the engine vs stock Qwen3-VL-2B on the whole video.
 
     python -m benchmarks.bench_engine ingest --batch-groups 8 --out benchmarks/results    # ~2 min
-    python -m benchmarks.bench_engine baseline --out benchmarks/results                   # ~1 min
+    python -m benchmarks.bench_engine baseline --out benchmarks/results                   # ~1.5 min
     python -m benchmarks.plot                                                             # on any machine
 
 Uses the real Qwen3-VL-2B architecture (its dimensions, REFERENCE_SPEC §1.1) built locally with
