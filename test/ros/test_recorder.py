@@ -90,6 +90,7 @@ class Camera:
         self.pose_pub = node.create_publisher(PoseStamped if pose_kind == "pose_stamped" else Odometry, "/pose", 10)
         self.info_pub = node.create_publisher(CameraInfo, "/camera_info", 10)
         self.notes_pub = node.create_publisher(String, "/descriptions", 10)
+        self.resends = 0
         pubs = (self.image_pub, self.pose_pub, self.info_pub, self.notes_pub)
         assert helpers.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 30.0), \
             "recorder did not subscribe"
@@ -110,11 +111,12 @@ class Camera:
     def publish(self, stamp_s: float, x: float) -> tuple[object, object, object]:
         image, pose, info = self.messages(stamp_s, x)
         before = self.diag["synced"]
-        for _ in range(3):  # best-effort inputs: a lost message is sent again (same stamp, same set)
+        for attempt in range(3):  # best-effort inputs: a lost message is sent again (same stamp, same set)
+            self.resends += attempt > 0  # (the first may only have been reported late: then a duplicate)
             self.pose_pub.publish(pose)
             self.info_pub.publish(info)
             self.image_pub.publish(image)
-            if self.spin(self.node, lambda: self.diag["synced"] > before, 1.5):
+            if self.spin(self.node, lambda: self.diag["synced"] > before, 3.0):
                 return image, pose, info
         raise AssertionError(f"frame at {stamp_s} s never synced: {self.diag.values}")
 
@@ -171,7 +173,11 @@ def test_round_trip_of_every_topic_and_descriptions(ros_node, spin, helpers, pro
     assert not refused.successful and "empty description" in refused.reason
     assert not set_description(ros_node, helpers, 3.0).successful
     assert spin(ros_node, lambda: diag["keyframes_written"] == len(KEYFRAMES) and diag["notes_written"] == 2, 10.0)
-    assert (diag["synced"], diag["keyframes"], diag["gated"], diag["rejected"]) == (15, 8, 7, 0)
+    # A re-sent frame whose first copy was synced after all comes back as a duplicate stamp, which
+    # the keyframe gate drops (rate limit): it adds to synced and gated alike, never to keyframes.
+    duplicates = diag["synced"] - 15
+    assert 0 <= duplicates <= cam.resends, (diag.values, cam.resends)
+    assert (diag["keyframes"], diag["gated"], diag["rejected"]) == (8, 7 + duplicates, 0), diag.values
     assert diag.level == DiagnosticStatus.OK and diag.values["bag"] == str(tmp_path / "run" / "bag")
     sigint(proc, tmp_path)
 
