@@ -31,7 +31,8 @@ def load(results: Path) -> dict:
 
 
 def _label(run: dict) -> str:
-    return f"{run['ingest_batch_groups']} pairs/pass, {run['fw_precision']}"
+    k = run["ingest_batch_groups"]
+    return f"{k} pair{'s' if k != 1 else ''}/pass, {run['fw_precision']}"
 
 
 def _baseline_rows(data: dict) -> dict[int, dict]:
