@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..kernels import fast_qkv_prep, lr_momentum, rms_norm, sp_conv, ttt_gate_output
-from .ttt_layer import TTTAttention
+from .ttt_layer import TTTAttention, project_qkv
 
 
 class FusedLayerOps:
@@ -29,12 +29,9 @@ class FusedLayerOps:
         return rms_norm(x, module.weight, module.variance_epsilon, backend=self.backend)
 
     def project(self, attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q_hat [n, Hq, hd], k_hat [n, Hkv, hd] (RMS-normed, no RoPE), v [n, Hkv, hd] of an HF
-        attention module (TTTAttention.project for a TTT layer's `attn_layer`)."""
-        n, hd = x.shape[0], attn.head_dim
-        q = self.norm(attn.q_norm, attn.q_proj(x).view(n, -1, hd))
-        k = self.norm(attn.k_norm, attn.k_proj(x).view(n, -1, hd))
-        return q, k, attn.v_proj(x).view(n, -1, hd)
+        """`project_qkv` of an HF attention module (a TTT layer's `attn_layer`, or an anchor's) with
+        the fused RMSNorm."""
+        return project_qkv(attn, x, self.norm)
 
     def fast_qkv(self, attn: TTTAttention, raw: torch.Tensor, cos: torch.Tensor,
                  sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

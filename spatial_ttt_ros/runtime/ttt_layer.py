@@ -9,6 +9,7 @@ cache, pending chunk, conv carry) lives in `streaming.py` and the state in `stat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,6 +22,17 @@ from .config import SpatialTTTConfig
 def inv_softplus(y: float) -> float:
     """x with softplus(x) = y."""
     return y + math.log(-math.expm1(-y))
+
+
+def project_qkv(attn: nn.Module, x: torch.Tensor, norm: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q/k/v projections of an HF Qwen3-VL attention module, q and k RMS-normed per head (by the
+    module's q_norm/k_norm, or `norm(module, t)` in their place), no RoPE: [n, heads, hd] each."""
+    norm = norm or (lambda module, t: module(t))
+    n, hd = x.shape[0], attn.head_dim
+    q = norm(attn.q_norm, attn.q_proj(x).view(n, -1, hd))
+    k = norm(attn.k_norm, attn.k_proj(x).view(n, -1, hd))
+    return q, k, attn.v_proj(x).view(n, -1, hd)
 
 
 class TTTAttention(nn.Module):
@@ -74,12 +86,7 @@ class TTTAttention(nn.Module):
     # ---------------------------------------------------------------- projections
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [n, d] -> q_hat [n, Hq, hd], k_hat [n, Hkv, hd] (q/k RMS-normed, no RoPE), v [n, Hkv, hd]."""
-        attn = self.attn_layer
-        n = x.shape[0]
-        q = attn.q_norm(attn.q_proj(x).view(n, -1, self.head_dim))
-        k = attn.k_norm(attn.k_proj(x).view(n, -1, self.head_dim))
-        v = attn.v_proj(x).view(n, -1, self.head_dim)
-        return q, k, v
+        return project_qkv(self.attn_layer, x)
 
     def raw_fast_inputs(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """GQA-expand k/v, per-channel affine on q/k -> [3, n, C] (q', k', v') before the conv."""
