@@ -226,7 +226,7 @@ def sp_conv(
     *,
     backend: str = "auto",
 ) -> torch.Tensor:  # [3, k, h*w, C] contiguous, cur.dtype
-    """TTTAttention.conv_groups: depthwise 3x3x3 cross-correlation over (time, h, w) of q', k', v', with
+    """The SP conv of a TTT layer (its conv_q/k/v modules): depthwise 3x3x3 cross-correlation over (time, h, w) of q', k', v', with
     prev / nxt as the time neighbours and replicate padding in h and w; no bias. The weights are used in
     cur's dtype; "triton" accumulates in fp32 and rounds once."""
     if cur.ndim != 4 or cur.shape[0] != 3 or cur.shape[1] < 1 or cur.shape[3] < 1:

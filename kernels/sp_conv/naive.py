@@ -1,4 +1,4 @@
-"""Plain PyTorch reference of the SP conv: the code path of ``TTTAttention.conv_groups`` (runtime/ttt_layer.py).
+"""Plain PyTorch reference of the SP conv: the layer's depthwise ``nn.Conv3d`` modules (conv_q/k/v of runtime/ttt_layer.py).
 
 cat of the neighbours, replicate padding in (h, w), ``F.conv3d`` with one group per channel, no bias.
 The Triton version is checked against it. Inputs are assumed validated (``kernels.ops``).
@@ -17,7 +17,7 @@ def sp_conv(
     weight: torch.Tensor,  # [3, C, 27] taps of conv_q, conv_k, conv_v; tap = dt*9 + di*3 + dj
     hw: tuple[int, int],
 ) -> torch.Tensor:  # [3, k, h*w, C] contiguous, cur.dtype
-    """TTTAttention.conv_groups with the conv modules' weights given as ``weight`` (cast to cur's dtype,
+    """The SP conv with the conv modules' weights given as ``weight`` (cast to cur's dtype,
     which the modules' weights already have: F.conv3d needs input and weight of one dtype)."""
     h, w = hw
     k = cur.shape[1]

@@ -95,7 +95,7 @@ def sp_conv(
     weight: torch.Tensor,  # [3, C, 27], any float dtype
     hw: tuple[int, int],
 ) -> torch.Tensor:  # [3, k, h*w, C] contiguous, cur.dtype
-    """TTTAttention.conv_groups in one launch."""
+    """The SP conv (naive.sp_conv) in one launch."""
     h, w = hw
     _, k, n, C = cur.shape
     if (

@@ -1,7 +1,8 @@
 """The decoder's per-layer maths through the fused kernels of `kernels/` (Triton on CUDA).
 
 Each function computes exactly what the module method it names does (`TTTAttention.project`,
-`fast_qkv`, `lr_and_momentum`, `ttt_output`, `conv_groups`, HF's RMSNorm), in fewer kernel launches: the streaming
+`fast_qkv`, `lr_and_momentum`, `ttt_output`, HF's RMSNorm, and the SP conv of the layer's
+conv_q/k/v modules), in fewer kernel launches: the streaming
 decoder is bound by launches when it decodes one token at a time. The one-pass reference keeps
 calling the module methods, so on CUDA the streaming == one-pass test also checks these paths.
 """
@@ -55,7 +56,8 @@ class FusedLayerOps:
 
     def conv(self, attn: TTTAttention, prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor,
              hw: tuple[int, int]) -> torch.Tensor:
-        """TTTAttention.conv_groups (the SP conv of k frame groups given their neighbours)."""
+        """The SP conv (REFERENCE_SPEC §5.3) of k frame groups given their neighbours, with the layer's
+        conv_q/k/v taps."""
         mods = (attn.conv_q, attn.conv_k, attn.conv_v)
         key = tuple((m.weight.data_ptr(), m.weight._version) for m in mods)
         cached = self._conv.get(id(attn))

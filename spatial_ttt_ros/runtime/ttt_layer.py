@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm, apply_rotary_pos_emb
 
-from ..kernels import fast_qkv_prep, lr_momentum, sp_conv, ttt_gate_output
+from ..kernels import fast_qkv_prep, lr_momentum, ttt_gate_output
 from .config import SpatialTTTConfig
 
 
@@ -96,17 +96,6 @@ class TTTAttention(nn.Module):
         q = q.reshape(n, -1) * self.q_scale + self.q_offset
         k = k * self.k_scale + self.k_offset
         return torch.stack((q, k, v))
-
-    def conv_groups(self, prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """SP conv of k consecutive frame groups given their outer neighbours.
-
-        prev, nxt: [3, h*w, C] raw q', k', v' of the groups before and after; cur: [3, k, h*w, C].
-        Returns [3, k, h*w, C]. Replicate padding in time is the caller passing the first/last group
-        as a missing neighbour; spatial replicate padding and the taps (cross-correlation) are the
-        PyTorch reference of `kernels.sp_conv`.
-        """
-        weight = torch.stack([m.weight.reshape(m.weight.shape[0], 27) for m in (self.conv_q, self.conv_k, self.conv_v)])
-        return sp_conv(prev, cur, nxt, weight, hw, backend="torch")
 
     def fast_qkv(self, raw: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """[3, n, C] (post conv) -> q, k, v [H, n, D]: head split, SiLU, L2 norm, partial RoPE (in fp32;
