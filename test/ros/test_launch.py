@@ -27,18 +27,15 @@ def test_launch_arguments_are_documented():
     assert Path(nodes[0].params_files[0]).is_file()
 
 
-def test_launched_node_declares_every_parameter_the_launch_sets(ros_node, spin, processes, tmp_path):
+def test_launched_node_declares_every_parameter_the_launch_sets(ros_node, spin, helpers, processes, tmp_path):
     _, (spec,) = inspect_launch_file(_launch_path(), overrides={"namespace": "robot1"})
     proc = subprocess.Popen(node_command(spec, workdir=tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     processes.append(proc)
     assert spin(ros_node, lambda: (spec.name, "/robot1") in ros_node.get_node_names_and_namespaces(), timeout_s=60)
 
-    client = ros_node.create_client(ListParameters, f"/robot1/{spec.name}/list_parameters")
-    assert client.wait_for_service(timeout_sec=20)
-    future = client.call_async(ListParameters.Request())
-    assert spin(ros_node, future.done, timeout_s=20)
-    declared = set(future.result().result.names)
+    reply = helpers.call(ros_node, ListParameters, f"/robot1/{spec.name}/list_parameters", ListParameters.Request())
+    declared = set(reply.result.names)
     import yaml
 
     from_file = set()

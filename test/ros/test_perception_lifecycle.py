@@ -30,8 +30,7 @@ def change(helpers, client, transition: int, node: str = NAME) -> bool:
     transition failed) and it is sent once more."""
     request = ChangeState.Request()
     request.transition.id = transition
-    cli = helpers.client_for(client, ChangeState, f"{node}/change_state")
-    assert cli.wait_for_service(timeout_sec=20)
+    cli = helpers.wait_for_server(client, ChangeState, f"{node}/change_state")
     for _ in range(2):
         future = cli.call_async(request)
         if helpers.spin(client, future.done, 15.0):
@@ -99,6 +98,7 @@ def test_configure_fails_with_the_reason(ros_node, perception, helpers, tmp_path
     ros_node.create_subscription(MemoryStatus, "/memory_status", statuses.append, 10)
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.extend(m.status), 10)
 
+    assert state_of(helpers, ros_node) == State.PRIMARY_STATE_UNCONFIGURED
     assert not change(helpers, ros_node, Transition.TRANSITION_CONFIGURE)
     assert state_of(helpers, ros_node) == State.PRIMARY_STATE_UNCONFIGURED
     assert reason in node.configure_error
