@@ -9,7 +9,12 @@ For a conversation (system, user[video, question]) the template renders
 where each frame group (2 frames, temporal patch 2) gets the mean time of its two frames. Special
 tokens split the text into independently tokenised pieces, so tokenising the prefix, each group's
 timestamp and the question separately gives the same ids as tokenising the whole prompt: that is
-what makes streaming possible. Frames are resized to the model's frame size, scaled to [-1, 1]
+what makes streaming possible. The video is the per-group expansion alone (REFERENCE_SPEC §5.1),
+as the transformers 4.57 processor of Qwen3-VL's release made it: it replaced the template's whole
+`<|vision_start|><|video_pad|><|vision_end|>`. transformers >= 5.12 replaces only the pad and keeps
+the outer pair (two more tokens; vllm issue #46817 compares the two). test_runtime_layout.py runs
+the installed HF processor on a bare `<|video_pad|>` (same text in both generations) against this
+layout. Frames are resized to the model's frame size, scaled to [-1, 1]
 (mean = std = 0.5) and patchified in the processor's row order.
 """
 
