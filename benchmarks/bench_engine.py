@@ -109,7 +109,8 @@ def time_query(engine: StreamingEngine) -> dict:
     warm_total, warm_first = timed()
     return {"frames": engine.frames_in_memory, "pending_frames": len(engine.state.pending_frames),
             "count_answer_tokens": COUNT_ANSWER_TOKENS, "count_answer_s": cold_total, "first_token_s": cold_first,
-            "decode_ms_per_token": 1000 * long.decode_s / (len(long.token_ids) - 1), "prepare_s": prepare_s,
+            "decode_ms_per_token": 1000 * long.decode_s / (len(long.token_ids) - 1), "decode_path": long.decode_path,
+            "prepare_s": prepare_s,
             "prepared_count_answer_s": warm_total, "prepared_first_token_s": warm_first}
 
 

@@ -81,7 +81,8 @@ def verdicts(data: dict) -> list[str]:
                     say(f"count question at {q['frames']} frames, {kind}, {_label(run)} "
                         f"(>= {TARGETS['query_speedup']:.0f}x faster than re-running)",
                         f"{1000 * q[key]:.0f} ms (first token {1000 * q[first]:.0f} ms, {q['decode_ms_per_token']:.1f} "
-                        f"ms/token) vs {rerun:.2f} s prefill = {rerun / q[key]:.1f}x", rerun / q[key] >= TARGETS["query_speedup"])
+                        f"ms/token {q.get('decode_path', 'eager')}) vs {rerun:.2f} s prefill = {rerun / q[key]:.1f}x",
+                        rerun / q[key] >= TARGETS["query_speedup"])
     return lines
 
 

@@ -63,6 +63,10 @@ class SpatialTTTConfig:
     ingest_batch_groups: int = 1
     append_many_rooms: bool = True        # the evaluation's appended sentence (spec §6.6, §10.2)
     max_new_tokens: int = 16
+    # Answer tokens after the first: "graph" = one CUDA graph replay per token, "static" = the same
+    # static-buffer step uncaptured (any device; for tests), "off" = layer by layer from Python,
+    # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py).
+    decode_graph: str = "auto"
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -71,6 +75,8 @@ class SpatialTTTConfig:
             raise ValueError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         if self.kernel_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
+        if self.decode_graph not in ("auto", "graph", "static", "off"):
+            raise ValueError(f"decode_graph must be auto, graph, static or off, got {self.decode_graph!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from .config import SpatialTTTConfig, load_config
+from .decode_graph import StaticDecode, resolve_decode_mode
 from .model import build_model, load_checkpoint, resolve_device
-from .state import MemoryState, Unit, load_state, save_state
+from .state import AnchorLayerState, MemoryState, Unit, load_state, save_state
 from .streaming import Decoder
 from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
 
@@ -46,6 +47,7 @@ class Answer:
     decode_s: float
     total_s: float
     logits: torch.Tensor | None = None  # [len(token_ids), vocab] fp32 when ask(..., return_logits=True)
+    decode_path: str = "eager"     # how tokens 2.. were decoded: "eager", "static" or "graph" (decode_graph.py)
 
 
 @dataclass
@@ -71,6 +73,8 @@ class StreamingEngine:
         # A fork of `state` with the conv wavefront and pending frames finished (see prepare());
         # dropped by anything that changes `state`.
         self._prepared: MemoryState | None = None
+        mode = resolve_decode_mode(config.decode_graph, self.device)
+        self._static = None if mode == "off" else StaticDecode(self.decoder, mode)
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", *, checkpoint: str | None = None, base_model: str | None = None,
@@ -140,7 +144,7 @@ class StreamingEngine:
         if self.state.frames == 0 or self._prepared is not None:
             return False
         fork = self.state.fork()
-        self.decoder.run(fork, self._take_pending(fork), drain=True)
+        self._run_fork(fork, self._take_pending(fork), drain=True)
         self._prepared = fork
         return True
 
@@ -167,13 +171,27 @@ class StreamingEngine:
         units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
         units.append(self._text_unit(fork, ids))
-        top = self.decoder.run(fork, units, drain=True)
+        top = self._run_fork(fork, units, drain=True)
         logits = [self.decoder.logits(top[-1])]
         token = int(logits[-1].argmax())
         t1 = time.perf_counter()
         tokens = [token]
+        path = "eager"
+        if token != self.layout.eos and max_new > 1 and self._static is not None \
+                and self._static.fits(fork, max_new - 1):
+            # Static buffers (one CUDA graph replay per token on GPUs): decode_graph.py.
+            path = self._static.mode
+            before = _anchor_buffers(fork)
+            self._static.begin(fork, token, max_new - 1)
+            self._adopt(fork, before)
+            while token != self.layout.eos and len(tokens) < max_new:
+                step_logits, next_token = self._static.step()
+                if return_logits:
+                    logits.append(step_logits.clone())
+                token = int(next_token)
+                tokens.append(token)
         while token != self.layout.eos and len(tokens) < max_new:
-            top = self.decoder.run(fork, [self._text_unit(fork, [token])])
+            top = self._run_fork(fork, [self._text_unit(fork, [token])])
             logits.append(self.decoder.logits(top[-1]))
             token = int(logits[-1].argmax())
             tokens.append(token)
@@ -181,7 +199,27 @@ class StreamingEngine:
         text = self.tokenizer.decode([t for t in tokens if t != self.layout.eos], skip_special_tokens=True)
         return Answer(text=text.strip(), token_ids=tokens, frames_seen=self.state.frames,
                       last_stamp_s=self.state.last_stamp_s, prefill_s=t1 - t0, decode_s=t2 - t1, total_s=t2 - t0,
-                      logits=torch.stack(logits) if return_logits else None)
+                      logits=torch.stack(logits) if return_logits else None, decode_path=path)
+
+    def _run_fork(self, fork: MemoryState, units: list[Unit], drain: bool = False) -> list[Unit]:
+        """decoder.run on a fork of the memory, handing grown anchor caches back (`_adopt`)."""
+        before = _anchor_buffers(fork)
+        top = self.decoder.run(fork, units, drain=drain)
+        self._adopt(fork, before)
+        return top
+
+    def _adopt(self, fork: MemoryState, before: list[tuple[int, torch.Tensor]]) -> None:
+        """An anchor cache the fork had to grow (a new, larger buffer) is handed to the memory and
+        the prepared fork when they still share the old one: they read only the part copied over,
+        and the next fork then finds the room instead of copying the whole cache again (and the
+        decode graph keeps its buffers)."""
+        for i, old in before:
+            grown = fork.layers[i]
+            if grown.k is old:
+                continue
+            for other in (self.state, self._prepared):
+                if other is not None and other.layers[i].k is old:
+                    other.layers[i].k, other.layers[i].v = grown.k, grown.v
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
@@ -214,7 +252,7 @@ class StreamingEngine:
     def close(self) -> None:
         """Drop the model and memory; frees GPU memory."""
         self.model = self.decoder = None  # type: ignore[assignment]
-        self.state = self._prepared = None  # type: ignore[assignment]
+        self.state = self._prepared = self._static = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -285,3 +323,7 @@ class StreamingEngine:
         state.tokens += len(ids)
         state.groups += groups
         return units + [unit]
+
+
+def _anchor_buffers(state: MemoryState) -> list[tuple[int, torch.Tensor]]:
+    return [(i, s.k) for i, s in enumerate(state.layers) if isinstance(s, AnchorLayerState)]

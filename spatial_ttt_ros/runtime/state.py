@@ -78,6 +78,19 @@ class AnchorLayerState:
     length: int = 0
     tokens_seen: int = 0
 
+    def reserve(self, end: int) -> None:
+        """Room for tokens up to `end`: a new buffer (amortised doubling) when the current one is
+        too small. Forks sharing the old buffer keep it; the used part is copied over. The rest is
+        zeroed, not left uninitialised: the graph decode attends over the whole buffer with a mask,
+        and a masked NaN still poisons the weighted sum (0 * NaN)."""
+        if end <= self.k.shape[1]:
+            return
+        cap = max(end, 2 * self.k.shape[1], 256)
+        grown_k = self.k.new_zeros(self.k.shape[0], cap, self.k.shape[2])
+        grown_v = self.v.new_zeros(self.v.shape[0], cap, self.v.shape[2])
+        grown_k[:, :self.length], grown_v[:, :self.length] = self.k[:, :self.length], self.v[:, :self.length]
+        self.k, self.v = grown_k, grown_v
+
     def trimmed(self) -> AnchorLayerState:
         return AnchorLayerState(k=self.k[:, :self.length], v=self.v[:, :self.length], length=self.length,
                                 tokens_seen=self.tokens_seen)

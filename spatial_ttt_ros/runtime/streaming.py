@@ -181,12 +181,7 @@ class Decoder:
         # cache per unit. Writes land past `length`, which forks sharing the buffer never read
         # once the parent moves on (ask() discards its fork before the next push).
         end = st.length + n
-        if end > st.k.shape[1]:
-            cap = max(end, 2 * st.k.shape[1], 256)
-            grown_k = st.k.new_empty(st.k.shape[0], cap, st.k.shape[2])
-            grown_v = st.v.new_empty(st.v.shape[0], cap, st.v.shape[2])
-            grown_k[:, :st.length], grown_v[:, :st.length] = st.k[:, :st.length], st.v[:, :st.length]
-            st.k, st.v = grown_k, grown_v
+        st.reserve(end)
         st.k[:, st.length:end] = k
         st.v[:, st.length:end] = v.transpose(0, 1)
         st.length = end

@@ -1,0 +1,224 @@
+"""Answer tokens after the first over static buffers, replayed as one CUDA graph per token.
+
+After ask()'s prefill (held frame groups + question, eager), every further answer token runs the
+whole stack for one query. Eagerly that is ~45 small kernels per layer launched from Python, and
+the decode is bound by those launches (40-70 ms per token for the 2B model on an H100 host,
+benchmarks/results/engine.md). Here one token's work is laid out over buffers whose shapes do
+not change from token to token, so it is captured once and replayed:
+
+* TTT layers: the sliding window is a ring of W slots (attention does not depend on key order; a
+  mask hides the slots a window that is not full yet has not filled). The fast weights are copied
+  in; the token's own fast k/v/rates are not kept, because they only matter to the next chunk
+  update, which must not fall inside the decoded tokens (`fits` refuses such asks; they decode
+  eagerly) and which the discarded fork never makes afterwards.
+* Anchor layers attend over their cache buffer (shared with the memory and written past its
+  length, as the eager path does) up to its capacity, with a length mask.
+* The step counter, rope positions, the embedding of the previous token and the greedy argmax stay
+  on the device: a replay needs no input from the host, which only reads the token back (for EOS).
+
+`mode="static"` runs the same step without capturing it: that is how CPU tests check the
+bookkeeping against the eager decode; `mode="graph"` (CUDA) captures it. A capture is reused
+while the anchor buffers stay the same (they move only when they grow, by doubling).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import sdpa_kernel
+
+from ..kernels import fw_apply
+from .state import AnchorLayerState, MemoryState, TTTLayerState
+from .streaming import _SDPA_BACKENDS, Decoder
+from .ttt_layer import TTTAttention
+
+DECODE_MODES = ("auto", "graph", "static", "off")
+log = logging.getLogger(__name__)
+
+
+def resolve_decode_mode(requested: str, device: torch.device) -> str:
+    """"auto" is "graph" on CUDA and "off" (the eager decode) elsewhere; "graph" needs CUDA."""
+    if requested not in DECODE_MODES:
+        raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {requested!r}")
+    if requested == "auto":
+        return "graph" if device.type == "cuda" else "off"
+    if requested == "graph" and device.type != "cuda":
+        raise ValueError(f"decode_graph 'graph' needs a CUDA device, the model is on {device.type}")
+    return requested
+
+
+class StaticDecode:
+    """One-token decode steps of `decoder` over static buffers (see the module docstring)."""
+
+    def __init__(self, decoder: Decoder, mode: str) -> None:
+        if mode not in ("graph", "static"):
+            raise ValueError(f"StaticDecode mode must be 'graph' or 'static', got {mode!r}")
+        self.dec, self.mode = decoder, mode
+        cfg, dev = decoder.config, decoder.param.device
+        self.window = cfg.window_size
+        self.ttt: dict[int, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+        self.anchors: dict[int, AnchorLayerState] = {}
+        # step, window length, anchor length, rope position at the first step (device, long)
+        self.meta = torch.zeros(4, dtype=torch.long, device=dev)
+        self.token = torch.zeros(1, dtype=torch.long, device=dev)
+        self.logits: torch.Tensor | None = None
+        self.ring_slots = torch.arange(self.window, device=dev)
+        self.anchor_slots = torch.zeros(0, dtype=torch.long, device=dev)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._key: tuple | None = None
+        self.captures = 0
+        self.capture_error = ""
+
+    # ------------------------------------------------------------ setting up an ask
+    def fits(self, state: MemoryState, steps: int) -> bool:
+        """True when `steps` tokens can be decoded here: no fast-weight update falls among them and
+        no frame group is still held back (ask() drains them before decoding)."""
+        ttt = [s for s in state.layers if isinstance(s, TTTLayerState)]
+        if any(s.held is not None for s in ttt):
+            return False
+        return not ttt or ttt[0].pending_k.shape[1] + steps <= self.dec.config.chunk_size
+
+    def begin(self, state: MemoryState, first_token: int, steps: int) -> None:
+        """Load `state` (a drained fork) for up to `steps` decode steps whose first input is
+        `first_token`. Anchor buffers without room for `steps` more tokens grow (new buffers in
+        `state`, as the eager decoder grows them)."""
+        self._reserve(state, steps)
+        self.anchors = {i: s for i, s in enumerate(state.layers) if isinstance(s, AnchorLayerState)}
+        key = tuple((i, s.k.data_ptr(), s.v.data_ptr(), s.k.shape[1]) for i, s in self.anchors.items())
+        if key != self._key:
+            self._allocate(state)
+        self._load(state, first_token)
+        if self.mode == "graph" and key != self._key:
+            try:
+                self._capture(state, first_token)
+            except Exception as exc:  # noqa: BLE001 - any capture failure: decode uncaptured from now on
+                self._graph, self.mode = None, "static"
+                self.capture_error = f"{type(exc).__name__}: {exc}"
+                log.warning("CUDA graph capture failed (%s); decoding without graphs", self.capture_error)
+                self._load(state, first_token)
+        self._key = key
+
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run one token: (logits [vocab] fp32, next token [1]) in the static buffers."""
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self._step()
+        return self.logits, self.token
+
+    @staticmethod
+    def _reserve(state: MemoryState, steps: int) -> None:
+        for st in state.layers:
+            if isinstance(st, AnchorLayerState):
+                st.reserve(st.length + steps)
+
+    def _allocate(self, state: MemoryState) -> None:
+        self._graph = None
+        for idx, st in enumerate(state.layers):
+            if isinstance(st, TTTLayerState) and idx not in self.ttt:
+                attn: TTTAttention = self.dec.layers[idx].self_attn
+                shape = (attn.num_kv_heads, self.window, attn.head_dim)
+                ring_k = st.window_k.new_zeros(shape)
+                self.ttt[idx] = (ring_k, torch.zeros_like(ring_k), [torch.empty_like(w) for w in st.fast.w])
+        caps = {s.k.shape[1] for s in self.anchors.values()}
+        if len(caps) > 1:  # every anchor layer holds every token, so their buffers grow together
+            raise RuntimeError(f"anchor caches of different capacities {sorted(caps)}")
+        self.anchor_slots = torch.arange(caps.pop() if caps else 0, device=self.meta.device)
+
+    def _load(self, state: MemoryState, first_token: int) -> None:
+        lw = lengths = 0
+        for idx, st in enumerate(state.layers):
+            if isinstance(st, TTTLayerState):
+                ring_k, ring_v, fw = self.ttt[idx]
+                lw = st.window_k.shape[1]
+                ring_k[:, :lw].copy_(st.window_k)
+                ring_v[:, :lw].copy_(st.window_v)
+                for mine, theirs in zip(fw, st.fast.w):
+                    mine.copy_(theirs)
+            else:
+                lengths = st.length
+        self.meta.copy_(torch.tensor([0, lw, lengths, state.next_position], dtype=torch.long))
+        self.token.fill_(first_token)
+
+    def _capture(self, state: MemoryState, first_token: int) -> None:
+        """Warm up (Triton compiles, cuBLAS picks kernels) on a side stream, reload the state the
+        warm-up steps moved on, capture one step."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        self._load(state, first_token)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: CUDA calls from other threads (a node's status timer) do not break it
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # records, does not run
+            self._step()
+        self._graph = graph
+        self.captures += 1
+
+    # ------------------------------------------------------------ one token
+    @torch.no_grad()
+    def _step(self) -> None:
+        dec = self.dec
+        step = self.meta[0:1]
+        hidden = dec.text.embed_tokens(self.token)
+        position = (self.meta[3:4] + step).expand(3, 1)
+        cos, sin = dec.text.rotary_emb(hidden, position[:, None, :])
+        cos, sin = cos[0], sin[0]
+        seen = self.meta[1:2] + step          # window tokens before this one
+        ring_slot = seen % self.window
+        ring_mask = (self.ring_slots <= seen)[None, None, None]
+        anchor_slot = self.meta[2:3] + step
+        anchor_mask = (self.anchor_slots <= anchor_slot)[None, None, None]
+        for idx, layer in enumerate(dec.layers):
+            if idx in self.ttt:
+                out = self._ttt(layer, self.ttt[idx], hidden, cos, sin, ring_slot, ring_mask)
+            else:
+                st = self.anchors[idx]
+                out = self._anchor(layer, st.k, st.v, hidden, cos, sin, anchor_slot, anchor_mask)
+            hidden = hidden + out
+            hidden = hidden + layer.mlp(dec.ops.norm(layer.post_attention_layernorm, hidden))
+        logits = dec.model.lm_head(dec.ops.norm(dec.text.norm, hidden))[0].float()
+        if self.logits is None:
+            self.logits = torch.empty_like(logits)
+        self.logits.copy_(logits)
+        self.token.copy_(logits.argmax().view(1))
+        self.meta[0:1].add_(1)
+
+    def _attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """q [Hq, 1, hd] against k/v [Hkv, m, hd] under mask [1, 1, 1, m]: the query heads sharing a
+        KV head folded into rows, as the eager n == 1 path does."""
+        hkv = k.shape[0]
+        with sdpa_kernel(_SDPA_BACKENDS):
+            out = F.scaled_dot_product_attention(q.view(hkv, -1, q.shape[2])[None], k[None], v[None],
+                                                 attn_mask=mask, scale=attn.scaling)
+        return out.reshape(1, -1)
+
+    def _anchor(self, layer: nn.Module, cache_k: torch.Tensor, cache_v: torch.Tensor, hidden: torch.Tensor,
+                cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ops, attn = self.dec.ops, layer.self_attn
+        q, k, v = ops.project(attn, ops.norm(layer.input_layernorm, hidden))
+        q, k = TTTAttention.rope(q, k, cos, sin)
+        cache_k.index_copy_(1, slot, k)
+        cache_v.index_copy_(1, slot, v.transpose(0, 1))
+        return attn.o_proj(self._attend(attn, q, cache_k, cache_v, mask))
+
+    def _ttt(self, layer: nn.Module, bufs: tuple, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ops, attn = self.dec.ops, layer.self_attn
+        ring_k, ring_v, fw = bufs
+        x = ops.norm(layer.input_layernorm, hidden)
+        q_hat, k_hat, v = ops.project(attn.attn_layer, x)
+        q_rot, k_rot = attn.rope(q_hat, k_hat, cos, sin)
+        ring_k.index_copy_(1, slot, k_rot)
+        ring_v.index_copy_(1, slot, v.transpose(0, 1))
+        swa = self._attend(attn.attn_layer, q_rot, ring_k, ring_v, mask)
+        q, _, _ = ops.fast_qkv(attn, attn.raw_fast_inputs(q_hat, k_hat, v), cos, sin)
+        _, _, gate_logits = ops.side(attn, x)
+        ttt = ops.gate_output(attn, fw_apply(*fw, q, backend=self.dec.backend), gate_logits, x.dtype)
+        return attn.attn_layer.o_proj(swa + ttt)

@@ -1,0 +1,95 @@
+"""The static-buffer decode step (runtime/decode_graph.py) against the eager decode, on CPU.
+
+`decode_graph: static` runs exactly the step a CUDA graph captures, without capturing it, so these
+tests check its bookkeeping (window ring, anchor length mask, positions, fast weights, the chunk
+boundary rule, growing anchor buffers shared with the memory); test/gpu checks the capture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spatial_ttt_ros.runtime.config import load_config
+from spatial_ttt_ros.runtime.decode_graph import resolve_decode_mode
+from spatial_ttt_ros.runtime.engine import StreamingEngine
+
+QUESTION = "how many chairs?"
+
+
+def _pair(n_frames: int, **overrides: object) -> tuple[StreamingEngine, StreamingEngine]:
+    engines = []
+    for mode in ("off", "static"):
+        engine = StreamingEngine.from_preset("tiny", device="cpu", overrides={"decode_graph": mode, **overrides})
+        _push(engine, n_frames, 0)
+        engines.append(engine)
+    return engines[0], engines[1]
+
+
+def _push(engine: StreamingEngine, n: int, first: int) -> None:
+    rng = np.random.default_rng(first)
+    for i in range(first, first + n):
+        engine.push_frame(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), 0.2 * i)
+
+
+def _same(eager, static, max_new: int, path: str = "static") -> list[int]:
+    a = eager.ask(QUESTION, max_new, return_logits=True)
+    b = static.ask(QUESTION, max_new, return_logits=True)
+    assert (a.decode_path, b.decode_path) == ("eager", path)
+    assert a.token_ids == b.token_ids
+    assert len(a.token_ids) > 2, "the random model ended at once: pick another question or seed"
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-5, atol=1e-5)
+    return b.token_ids
+
+
+@pytest.mark.parametrize("window", [40, 4096], ids=["ring-wraps", "window-not-full"])
+def test_static_decode_equals_eager(window):
+    eager, static = _pair(10, window_size=window, chunk_size=4096)
+    _same(eager, static, 24)
+
+
+def test_memory_grows_between_asks_and_prepare_is_used():
+    eager, static = _pair(2, chunk_size=4096)
+    _same(eager, static, 12)
+    _same(eager, static, 12)  # the same memory again: same answer
+    for engine in (eager, static):
+        _push(engine, 40, 2)  # anchor caches grow (new buffers) between the asks
+        assert engine.prepare()
+    _same(eager, static, 12)
+    for engine in (eager, static):
+        _push(engine, 2, 42)
+    anchor = next(s for s in static.state.layers if hasattr(s, "length"))
+    capacity = anchor.k.shape[1]
+    _same(eager, static, 600)  # room for a long answer: the anchor buffer grows for it in ask() ...
+    anchor = next(s for s in static.state.layers if hasattr(s, "length"))
+    assert anchor.k.shape[1] > capacity  # ... and the memory keeps the grown buffer for the next fork
+    _same(eager, static, 600)
+    assert static.state.frames == eager.state.frames == 44
+
+
+def _pending_after_question(engine: StreamingEngine) -> int:
+    fork = engine.state.fork()
+    units = engine._take_pending(fork)
+    units.append(engine._text_unit(fork, engine.tokenizer.encode(QUESTION, add_special_tokens=False)
+                                   + list(engine.layout.suffix)))
+    engine.decoder.run(fork, units, drain=True)
+    return fork.layers[0].pending_k.shape[1]
+
+
+def test_decoding_up_to_the_chunk_boundary_is_static_and_beyond_it_eager():
+    eager, static = _pair(8)  # tiny chunk: C = 24 tokens
+    room = static.config.chunk_size - _pending_after_question(static)
+    # `room` more tokens fit in the pending chunk; the last of them fills it, and its own output
+    # is still from the old weights, so room + 1 answer tokens (the first from the prefill) are exact
+    assert len(_same(eager, static, room + 1)) == room + 1  # no early EOS: the boundary is reached
+    _same(eager, static, room + 2, path="eager")  # an update would fall inside: decoded eagerly
+
+
+def test_decode_mode_choice():
+    assert resolve_decode_mode("auto", torch.device("cpu")) == "off"
+    assert resolve_decode_mode("static", torch.device("cpu")) == "static"
+    with pytest.raises(ValueError, match="'graph' needs a CUDA device"):
+        resolve_decode_mode("graph", torch.device("cpu"))
+    with pytest.raises(ValueError, match="decode_graph must be .*'sometimes'"):
+        load_config("tiny", decode_graph="sometimes")
