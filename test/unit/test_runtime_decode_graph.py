@@ -35,7 +35,9 @@ def _push(engine: StreamingEngine, n: int, first: int) -> None:
 
 def _same(eager, static, max_new: int, path: str = "static") -> list[int]:
     a = eager.ask(QUESTION, max_new, return_logits=True)
+    before = static.state.digest()
     b = static.ask(QUESTION, max_new, return_logits=True)
+    assert static.state.digest() == before  # the memory is untouched (grown buffers hold the same)
     assert (a.decode_path, b.decode_path) == ("eager", path)
     assert a.token_ids == b.token_ids
     assert len(a.token_ids) > 2, "the random model ended at once: pick another question or seed"
