@@ -66,7 +66,7 @@ class StaticDecode:
         self.token = torch.zeros(1, dtype=torch.long, device=dev)
         self.logits: torch.Tensor | None = None
         self.ring_slots = torch.arange(self.window, device=dev)
-        self.anchor_slots = torch.zeros(0, dtype=torch.long, device=dev)
+        self.anchor_slots: dict[int, torch.Tensor] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
         self._key: tuple | None = None
         self.captures = 0
@@ -79,6 +79,8 @@ class StaticDecode:
         ttt = [s for s in state.layers if isinstance(s, TTTLayerState)]
         if any(s.held is not None for s in ttt):
             return False
+        if len({s.length for s in state.layers if isinstance(s, AnchorLayerState)}) > 1:
+            return False  # not drained: layers at different tokens
         return not ttt or ttt[0].pending_k.shape[1] + steps <= self.dec.config.chunk_size
 
     def begin(self, state: MemoryState, first_token: int, steps: int) -> None:
@@ -123,10 +125,10 @@ class StaticDecode:
                 shape = (attn.num_kv_heads, self.window, attn.head_dim)
                 ring_k = st.window_k.new_zeros(shape)
                 self.ttt[idx] = (ring_k, torch.zeros_like(ring_k), [torch.empty_like(w) for w in st.fast.w])
-        caps = {s.k.shape[1] for s in self.anchors.values()}
-        if len(caps) > 1:  # every anchor layer holds every token, so their buffers grow together
-            raise RuntimeError(f"anchor caches of different capacities {sorted(caps)}")
-        self.anchor_slots = torch.arange(caps.pop() if caps else 0, device=self.meta.device)
+        # Anchor layers hold the same tokens once drained, but grew at different moments of the
+        # wavefront, so their buffers can differ in capacity: one slot index per capacity.
+        self.anchor_slots = {cap: torch.arange(cap, device=self.meta.device)
+                             for cap in {s.k.shape[1] for s in self.anchors.values()}}
 
     def _load(self, state: MemoryState, first_token: int) -> None:
         lw = lengths = 0
@@ -173,13 +175,13 @@ class StaticDecode:
         ring_slot = seen % self.window
         ring_mask = (self.ring_slots <= seen)[None, None, None]
         anchor_slot = self.meta[2:3] + step
-        anchor_mask = (self.anchor_slots <= anchor_slot)[None, None, None]
+        anchor_masks = {cap: (slots <= anchor_slot)[None, None, None] for cap, slots in self.anchor_slots.items()}
         for idx, layer in enumerate(dec.layers):
             if idx in self.ttt:
                 out = self._ttt(layer, self.ttt[idx], hidden, cos, sin, ring_slot, ring_mask)
             else:
                 st = self.anchors[idx]
-                out = self._anchor(layer, st.k, st.v, hidden, cos, sin, anchor_slot, anchor_mask)
+                out = self._anchor(layer, st.k, st.v, hidden, cos, sin, anchor_slot, anchor_masks[st.k.shape[1]])
             hidden = hidden + out
             hidden = hidden + layer.mlp(dec.ops.norm(layer.post_attention_layernorm, hidden))
         logits = dec.model.lm_head(dec.ops.norm(dec.text.norm, hidden))[0].float()

@@ -95,3 +95,13 @@ def test_decode_mode_choice():
         resolve_decode_mode("graph", torch.device("cpu"))
     with pytest.raises(ValueError, match="decode_graph must be .*'sometimes'"):
         load_config("tiny", decode_graph="sometimes")
+
+
+def test_anchor_layers_with_buffers_of_different_capacity():
+    # Anchors at layers 1 and 3: they grow at different moments of the wavefront (with big
+    # ingest batches their capacities differ); here one is grown by hand.
+    eager, static = _pair(10, chunk_size=4096, ttt_layers=[0, 2])
+    anchor = static.state.layers[1]
+    anchor.reserve(2 * anchor.k.shape[1] + 40)
+    assert anchor.k.shape[1] != static.state.layers[3].k.shape[1]
+    _same(eager, static, 12)
