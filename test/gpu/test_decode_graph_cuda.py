@@ -23,11 +23,13 @@ def _push(engine: StreamingEngine, n: int, first: int) -> None:
 
 
 @pytest.mark.parametrize("overrides", [{"chunk_size": 4096}, {"chunk_size": 4096, "window_size": 4096},
-                                       {"chunk_size": 4096, "fw_precision": "bf16"}])
+                                       {"chunk_size": 4096, "fw_precision": "bf16"},
+                                       {"chunk_size": 4096, "dtype": "bfloat16"}])
 def test_graph_decode_equals_eager_on_cuda(overrides):
     eager = StreamingEngine.from_preset("tiny", device="cuda", overrides={"decode_graph": "off", **overrides})
     graph = StreamingEngine.from_preset("tiny", device="cuda", overrides={"decode_graph": "auto", **overrides})
-    tol = 1e-2 if overrides.get("fw_precision") == "bf16" else 1e-4
+    bf16_model = overrides.get("dtype") == "bfloat16"
+    tol = 3e-2 if bf16_model else 1e-2 if overrides.get("fw_precision") == "bf16" else 1e-4
     for frames, first in ((8, 0), (40, 8), (2, 48)):
         for engine in (eager, graph):
             _push(engine, frames, first)
@@ -38,12 +40,19 @@ def test_graph_decode_equals_eager_on_cuda(overrides):
             a = eager.ask(question, 24, return_logits=True)
             b = graph.ask(question, 24, return_logits=True)
             assert (a.decode_path, b.decode_path) == ("eager", "graph")
-            assert a.token_ids == b.token_ids
-            # fp32 model: flash (eager) vs masked memory-efficient attention (graph) differ in
-            # summation order only; bf16 GEMM inputs may round differently after that (see
-            # test_engine_cuda's bf16 test for the 1e-2)
-            err = (a.logits - b.logits).abs().max().item()
-            assert err <= tol * max(1.0, a.logits.abs().max().item()), err
+            la, lb = a.logits, b.logits
+            if bf16_model:
+                # bf16 activations: attention results round differently (flash vs matmuls), and a
+                # later argmax may flip on a near tie; the first decoded step shares its input
+                la, lb = la[:2], lb[:2]
+                assert a.token_ids[:2] == b.token_ids[:2]
+            else:
+                assert a.token_ids == b.token_ids
+            # fp32 model: flash (eager) vs matmul attention (graph) differ in summation order
+            # only; bf16 GEMM inputs may round differently after that (see test_engine_cuda's bf16
+            # test for the 1e-2)
+            err = (la - lb).abs().max().item()
+            assert err <= tol * max(1.0, la.abs().max().item()), err
         assert graph.state.digest() == before
     # one capture per anchor buffer size: the second ask on the same memory replays it
     assert 1 <= graph._static.captures <= 3
