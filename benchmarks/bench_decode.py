@@ -6,7 +6,8 @@ The Qwen3-VL-2B architecture with random weights (as bench_engine), `--frames` f
 16 pairs per pass, then on that one memory, alternating the two decoders: a 16-token answer
 (decode ms/token = (total - first token) / 15, medians of 5), the cost of setting up an ask's
 graph decode (copying the window ring and fast weights in: `begin`), one capture, and the graph
-replay alone (a loop of replays, synchronised once).
+replay alone (a loop of replays, synchronised once); and the 3-token count answer of bench_engine
+with each decoder, on prepared memory and cold.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def main() -> None:
             torch.cuda.synchronize()
             assert answer.decode_path == mode and len(answer.token_ids) == tokens, answer
             rows[mode].append({"first_token_s": answer.prefill_s, "decode_s": answer.decode_s})
+    counts: dict[str, dict[str, float]] = {}
+    for mode in ("graph", "eager"):
+        engine._static = static if mode == "graph" else None
+        counts[mode] = {}
+        for kind in ("prepared", "cold"):
+            saved = engine._prepared
+            if kind == "cold":  # as if the worker had not been idle since the last frames
+                engine._prepared = None
+            times = [_sync_time(lambda: engine.ask(QUESTION, max_new_tokens=3)) for _ in range(3)]
+            engine._prepared = saved
+            counts[mode][kind] = 1000 * statistics.median(times)
     engine._static = static
     replays = 50  # room reserved for them: each replay writes one more anchor-cache slot
     fork = engine._prepared.fork()
@@ -79,7 +91,7 @@ def main() -> None:
               "decode_ms_per_token": {m: 1000 * median(m, "decode_s") / (tokens - 1) for m in rows},
               "first_token_ms": {m: 1000 * median(m, "first_token_s") for m in rows},
               "graph_begin_ms": 1000 * begin_s, "graph_capture_ms": 1000 * capture_s,
-              "graph_replay_ms": 1000 * replay_s, "runs": rows}
+              "graph_replay_ms": 1000 * replay_s, "count_answer_ms": counts, "runs": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "decode_graph.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -91,6 +103,9 @@ def main() -> None:
           f"| eager (layer by layer from Python) | {d['eager']:.1f} |",
           f"| CUDA graph, per ask (incl. setting up the ask: {result['graph_begin_ms']:.1f} ms) | {d['graph']:.1f} |",
           f"| CUDA graph replay alone | {result['graph_replay_ms']:.1f} |", "",
+          "Count answer (3 tokens, the question of bench_engine), ms, medians of 3:", "",
+          "| | prepared memory | cold |", "|---|---:|---:|",
+          *(f"| {mode} | {c['prepared']:.0f} | {c['cold']:.0f} |" for mode, c in counts.items()), "",
           f"One capture (when the anchor buffers moved): {result['graph_capture_ms']:.0f} ms. First token (prepared "
           f"memory): {result['first_token_ms']['graph']:.0f} ms. Ingest on this host: "
           f"{result['ingest_frames_per_s']:.0f} frames/s (16 pairs per pass).", ""]
