@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     config = bench_config(argparse.Namespace(fw_precision="fp32", batch_groups=16))
     engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
-                                      "ingest_batch_groups")})
+        **{k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
+                                         "ingest_batch_groups")}, "decode_graph": "graph"})
     frames = test_frames(config)
     for i in range(34):  # warm-up: CUDA/cuBLAS set-up, Triton compiles
         engine.push_frame(frames[i % len(frames)], i / 16.0)

@@ -65,8 +65,9 @@ class SpatialTTTConfig:
     max_new_tokens: int = 16
     # Answer tokens after the first: "graph" = one CUDA graph replay per token, "static" = the same
     # static-buffer step uncaptured (any device; for tests), "off" = layer by layer from Python,
-    # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py).
-    decode_graph: str = "auto"
+    # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py). Off by default until the
+    # graph path's H100 speed is measured (the first version was no faster: README, Performance).
+    decode_graph: str = "off"
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
