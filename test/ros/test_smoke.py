@@ -50,6 +50,6 @@ def test_node_process_joins_graph_publishes_and_exits_cleanly(ros_node, spin, pr
         f"node not seen or no status; output: {proc.stdout.read() if proc.poll() is not None else '(running)'}")
     assert statuses[0].device != ""
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
