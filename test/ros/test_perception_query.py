@@ -142,7 +142,7 @@ def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
     try:
         response = live.ask(query("count", objects=["chair"], timeout_s=0.5))
         assert not response.success and response.message.startswith("timeout")
-        assert 0.4 < response.latency_s < 10.0
+        assert 0.4 < response.latency_s < 30.0  # the 0.5 s timeout, not the 60 s job
         # Fill the admission bound with waiting queries; the next ones are refused at once.
         cli = warm_client(live, helpers)
         waiting = [cli.call_async(query("room_size", timeout_s=60.0)) for _ in range(4)]
@@ -151,7 +151,7 @@ def test_timeout_then_busy_while_the_engine_is_held(live, helpers):
         assert helpers.spin(live.client, lambda: all(f.done() for f in refused), 20)
         for future in refused:
             assert not future.result().success and future.result().message.startswith("busy")
-            assert future.result().latency_s < 5.0
+            assert future.result().latency_s < 20.0  # refused, not queued behind the 60 s job
         assert not any(f.done() for f in waiting)
     finally:
         release.set()
