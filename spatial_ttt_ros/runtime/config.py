@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 RELEASED_TTT_LAYERS = (0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26)
+DECODE_MODES = ("auto", "graph", "static", "off")  # decode_graph values (runtime/decode_graph.py)
 MANY_ROOMS_SENTENCE = (
     " There maybe many rooms in the video, sum the counts from all rooms/scenes to produce the final total."
 )
@@ -76,8 +77,8 @@ class SpatialTTTConfig:
             raise ValueError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         if self.kernel_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
-        if self.decode_graph not in ("auto", "graph", "static", "off"):
-            raise ValueError(f"decode_graph must be auto, graph, static or off, got {self.decode_graph!r}")
+        if self.decode_graph not in DECODE_MODES:
+            raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {self.decode_graph!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):

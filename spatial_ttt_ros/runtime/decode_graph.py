@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from ..kernels import fw_apply
+from .config import DECODE_MODES
 from .state import AnchorLayerState, MemoryState, TTTLayerState
 from .streaming import Decoder
 from .ttt_layer import TTTAttention
 
-DECODE_MODES = ("auto", "graph", "static", "off")
 log = logging.getLogger(__name__)
 
 
