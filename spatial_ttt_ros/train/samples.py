@@ -1,0 +1,88 @@
+"""One training sample in exactly the streaming engine's token layout.
+
+    <chat prefix> (<t seconds><|vision_start|><|video_pad|>*n<|vision_end|>)*groups
+    <question><|im_end|>\\n<|im_start|>assistant\\n <answer><|im_end|>
+
+Frames are resized with the engine's own `resize_frame`; an odd frame count repeats the last
+frame (as the engine and the HF processor pad); a group's time is the mean of its two frames'
+stamps relative to the first frame. Labels are the answer tokens and the closing `<|im_end|>`
+(not the token after it, unlike the official collator: TRAINING.md §1.3, §1.8); every other
+position is -100. `labels[i]` is the target *at* position i; the loss shifts (predicts i from i-1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..runtime.config import SpatialTTTConfig
+from ..runtime.tokens import ChatLayout, resize_frame, timestamp_text
+
+IGNORE = -100
+PATCH, MERGE = 16, 2
+
+
+@dataclass
+class TrainSample:
+    input_ids: torch.Tensor         # [N] long: the whole sequence, answer and closing <|im_end|> included
+    labels: torch.Tensor            # [N] long: IGNORE except the answer tokens and the closing <|im_end|>
+    frames: torch.Tensor            # [F, H, W, 3] uint8 at the model's frame size, F even
+    stamps: list[float]             # [F] seconds (the padded last frame repeats its stamp)
+    meta: dict = field(default_factory=dict)  # episode, item, kind, stage, evidence_outside_window, ...
+
+    @property
+    def groups(self) -> int:
+        return self.frames.shape[0] // 2
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def merged_grid(config: SpatialTTTConfig) -> tuple[int, int]:
+    """(h, w) of one frame group's visual tokens after the 2x2 merge."""
+    return config.frame_height // (PATCH * MERGE), config.frame_width // (PATCH * MERGE)
+
+
+def video_ids(tokenizer, layout: ChatLayout, stamps: Sequence[float], tokens_per_group: int) -> list[int]:  # noqa: ANN001
+    """Ids of the frame groups for `stamps` (even length): timestamp text, vision start, pads, end."""
+    if len(stamps) % 2:
+        raise ValueError(f"stamps must pair up (even length), got {len(stamps)}")
+    t0 = stamps[0] if stamps else 0.0
+    ids: list[int] = []
+    for g in range(len(stamps) // 2):
+        t_rel = ((stamps[2 * g] - t0) + (stamps[2 * g + 1] - t0)) / 2
+        ids += tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [layout.vision_start]
+        ids += [layout.video_pad] * tokens_per_group + [layout.vision_end]
+    return ids
+
+
+def layout_sample(config: SpatialTTTConfig, tokenizer, layout: ChatLayout, frames: Sequence[np.ndarray],  # noqa: ANN001
+                  stamps: Sequence[float], question: str, answer: str, meta: dict | None = None) -> TrainSample:
+    """A sample from RGB uint8 frames (any size), their stamps, the prompt text and the answer text."""
+    if len(frames) == 0:
+        raise ValueError("a sample needs at least one frame, got 0")
+    if len(frames) != len(stamps):
+        raise ValueError(f"frames and stamps differ in length: {len(frames)} vs {len(stamps)}")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"question must be non-empty text, got {question!r}")
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"answer must be non-empty text, got {answer!r}")
+    stamps = [float(s) for s in stamps]
+    if any(b < a for a, b in zip(stamps, stamps[1:])):
+        raise ValueError(f"stamps must be non-decreasing, got {stamps[:8]}...")
+    imgs = [resize_frame(f, config.frame_height, config.frame_width) for f in frames]
+    if len(imgs) % 2:
+        imgs.append(imgs[-1])
+        stamps.append(stamps[-1])
+    h, w = merged_grid(config)
+    prompt = list(layout.prefix) + video_ids(tokenizer, layout, stamps, h * w)
+    prompt += tokenizer.encode(question, add_special_tokens=False) + list(layout.suffix)
+    target = tokenizer.encode(answer.strip(), add_special_tokens=False) + [layout.eos]
+    ids = torch.tensor(prompt + target, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE)
+    labels[len(prompt):] = ids[len(prompt):]
+    return TrainSample(input_ids=ids, labels=labels, frames=torch.from_numpy(np.stack(imgs)), stamps=stamps,
+                       meta=dict(meta or {}))
