@@ -115,6 +115,18 @@ def test_batch_of_unequal_lengths_equals_each_alone(base):
     torch.testing.assert_close(loss, sum(v for v, _ in losses), rtol=1e-5, atol=1e-5)
 
 
+def test_window_override_changes_only_the_sliding_window(base):
+    """window_size= (annealing) equals a model configured with that window, and differs from none."""
+    frames = _frames(9, seed=4)
+    s = _sample(base, frames, [40, 41, 42])
+    with torch.no_grad():
+        got = forward_logits(base.model, base.config, [s], window_size=7)[0]
+        want = forward_logits(base.model, base.config.replace(window_size=7), [s])[0]
+        plain = forward_logits(base.model, base.config, [s])[0]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert (got - plain).abs().max() > 1e-3
+
+
 def test_sample_loss_matches_a_hand_computation(base):
     engine = base
     frames = _frames(3, seed=9)
