@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.train.forward import forward_logits, sample_loss
+from spatial_ttt_ros.train.forward import TrainForward, forward_logits, sample_loss
 from spatial_ttt_ros.train.samples import IGNORE, TrainSample, layout_sample
 
 pytestmark = pytest.mark.unit
@@ -141,6 +141,8 @@ def test_sample_loss_matches_a_hand_computation(base):
     n = len(s)
     want = sum(-F.log_softmax(logits[n - len(answer) - 1 + k], -1)[tok] for k, tok in enumerate(answer))
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert TrainForward(engine.model, engine.config)([s]) == (loss, count)
 
 
 def test_bad_samples_name_the_problem(base):
