@@ -233,3 +233,15 @@ def test_unknown_compression_is_named_per_topic(tmp_path):
         assert set(reader.problems) == {"/topic", "/rosout", "/parameter_events"}
         assert "only file/zstd and message/zstd" in reader.problems["/topic"]
         assert list(reader.raw()) == []
+
+
+def test_sqlite3_bag_reads(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    with Writer(tmp_path / "sq", version=8, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conn = w.add_connection("/chatter", msgs.STRING, typestore=msgs.typestore())
+        for i in range(5):
+            w.write(conn, 100 + i, msgs.string_msg(f"x{i}"))
+    with BagReader(tmp_path / "sq") as reader:
+        assert reader.storage == "sqlite3" and reader.counts == {"/chatter": 5} and reader.problems == {}
+        assert [m.data for _, m in reader.decoded()] == [f"x{i}" for i in range(5)]
