@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.config import SpatialTTTConfig
-from ..runtime.tokens import ChatLayout
+from ..runtime.tokens import ChatLayout, timestamp_text
 from ..spatial.describe import describe_episode
 from ..spatial.prompts import build_prompt
 from ..spatial.qa import item_prompt
@@ -117,18 +117,22 @@ class SampleSource:
                 raise ValueError(f"stage {stage.name!r} asks for describe, but no shard has visibility + scene or a "
                                  f"chunk description ending within max_frames = {max_frames} frames")
             if stage.window is not None:
-                need = self.max_visual_tokens()
+                need = self.max_clip_tokens()
                 if stage.window.start < need:
                     raise ValueError(f"stage {stage.name!r}: window.start {stage.window.start} is below the "
-                                     f"{need} visual tokens of a {max_frames}-frame clip; the anneal must start "
+                                     f"{need} tokens of a {max_frames}-frame clip; the anneal must start "
                                      "at full attention (>= the clip length)")
 
     def __len__(self) -> int:
-        return len(self.shards)
+        """Distinct targets: QA items that fit a clip, plus description targets (an episode with
+        visibility counts once, a chunk description once)."""
+        return sum(len(v) for v in self.qa.values()) + len(self.describe)
 
-    def max_visual_tokens(self) -> int:
+    def max_clip_tokens(self) -> int:
+        """Tokens of a max_frames clip up to the question (chat prefix, timestamps, vision tokens)."""
         h, w = merged_grid(self.config)
-        return ((self.max_frames + 1) // 2) * (h * w + 2)
+        stamp = len(self.tokenizer.encode(timestamp_text(9999.9), add_special_tokens=False))
+        return len(self.layout.prefix) + ((self.max_frames + 1) // 2) * (stamp + h * w + 2)
 
     def sample(self, index: int, step: int) -> TrainSample:
         """The sample at global data index `index` and optimiser step `step` (deterministic)."""

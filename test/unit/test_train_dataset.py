@@ -74,6 +74,8 @@ def test_samples_are_the_engines_sequence(engine, shards):
         clip = read_episode(shard).frames[first:last + 1]
         assert torch.equal(s.frames[:len(clip)], torch.from_numpy(clip)) and s.frames.shape[0] == len(clip) + len(clip) % 2
         assert len(s.stamps) == s.frames.shape[0]
+        video_end = int((s.input_ids == engine.layout.vision_end).nonzero().max()) + 1
+        assert video_end <= src.max_clip_tokens()
         assert last - first + 1 <= 8
         if s.meta["task"] == "qa":
             lo, hi = s.meta["item"]["frame_range"]
@@ -165,8 +167,12 @@ def test_bad_data_config(engine, shards, cfg, match):
 
 
 def test_bad_sources_are_refused(engine, shards):
-    with pytest.raises(ValueError, match="window.start 30 is below"):
-        _source(engine, shards, stages=[{"steps": 2, "mix": {"describe": 1}, "window": {"start": 30}}])
+    src = _source(engine, shards)
+    need = src.max_clip_tokens()  # prefix + 4 groups x (timestamp + 6 vision tokens + 2)
+    assert need > 4 * 8 and len(src) == sum(len(v) for v in src.qa.values()) + len(src.describe) > 0
+    with pytest.raises(ValueError, match=f"window.start {need - 1} is below the {need} tokens"):
+        _source(engine, shards, stages=[{"steps": 2, "mix": {"describe": 1}, "window": {"start": need - 1}}])
+    _source(engine, shards, stages=[{"steps": 2, "mix": {"describe": 1}, "window": {"start": need}}])
     with pytest.raises(ValueError, match="asks for qa"):
         _source(engine, shards, stages=[{"steps": 2, "mix": {"qa": 1}, "kinds": ["route_plan"]}], max_frames=1)
     with pytest.raises(ValueError, match="bake again with --preset"):
