@@ -124,3 +124,25 @@ def test_bad_arguments(run, tmp_path, capsys):
     assert "stride must be a positive integer" in capsys.readouterr().err
     with pytest.raises(ValueError, match="scene file .* does not exist"):
         bake_bag(run / "bag", tmp_path, BakeOptions(TINY), scene_path=tmp_path / "x.yaml")
+
+
+def test_each_bag_file_is_an_episode(tmp_path):
+    """A recorder bag split by duration: one shard per data file, frames with a pose only."""
+    rng = np.random.default_rng(1)
+    k = np.array([[50.0, 0, 48], [0, 50.0, 32], [0, 0, 1]])
+    with BagWriter(tmp_path / "rec" / "bag", max_duration_s=0.45) as w:
+        for topic in (msgs.TOPIC_IMAGE, msgs.TOPIC_CAMERA_INFO, msgs.TOPIC_POSE):
+            w.add_topic(topic, msgs.TOPIC_TYPES[topic])
+        for i in range(10):
+            stamp = 5 * 10**9 + i * 10**8
+            w.write(msgs.TOPIC_IMAGE, stamp, msgs.image_msg(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), stamp))
+            w.write(msgs.TOPIC_CAMERA_INFO, stamp, msgs.camera_info_msg(k, 96, 64, stamp))
+            if i != 7:  # frame 7 has no pose: skipped, as annotate skips it
+                w.write(msgs.TOPIC_POSE, stamp, msgs.pose_msg([i, 0, 1], [0, 0, 0, 1], stamp))
+    baked = bake_bag(tmp_path / "rec" / "bag", tmp_path / "out", BakeOptions(TINY, max_pose_gap_s=0.05))
+    shards = [read_episode(b.path) for b in baked]
+    assert [s.episode for s in shards] == ["rec_bag_0", "rec_bag_1"]
+    assert [s.num_frames for s in shards] == [5, 4]
+    assert np.allclose(np.concatenate([s.stamps for s in shards]), [5 + 0.1 * i for i in range(10) if i != 7])
+    assert np.allclose(np.concatenate([s.poses[:, 0] for s in shards]), [i for i in range(10) if i != 7])
+    assert all(s.items == [] and s.visibility is None for s in shards)
