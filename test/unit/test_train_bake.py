@@ -122,6 +122,15 @@ def test_bad_arguments(run, tmp_path, capsys):
     assert "unknown model preset" in capsys.readouterr().err
     assert cli_bake([str(run / "bag"), "--preset", "tiny", "--out", str(tmp_path), "--stride", "0"]) == 2
     assert "stride must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is a file; give the bag directory"):
+        bake_bag(run / "bag" / "bag_0.mcap", tmp_path, BakeOptions(TINY))
+    stale = tmp_path / "stale"
+    shutil.copytree(run, stale)
+    lines = (stale / "annotations.jsonl").read_text().splitlines()
+    (stale / "annotations.jsonl").write_text("\n".join(x.replace('"frame_range": [0, 11]', '"frame_range": [0, 13]')
+                                                          for x in lines))
+    with pytest.raises(ValueError, match="annotate the bag again"):
+        bake_bag(stale / "bag", tmp_path / "o", BakeOptions(TINY))
     with pytest.raises(ValueError, match="scene file .* does not exist"):
         bake_bag(run / "bag", tmp_path, BakeOptions(TINY), scene_path=tmp_path / "x.yaml")
 
