@@ -21,6 +21,8 @@ import json
 import os
 import random
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+@contextmanager
+def _quiet_single_process():  # noqa: ANN202
+    """DCP warns that it assumes one process whenever no process group exists; that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _barrier() -> None:
@@ -99,7 +109,8 @@ def save(run_dir: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Op
     step = int(trainer_state["step"])
     ckpt = run_dir / "checkpoints" / f"step_{step:08d}"
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt), no_dist=not _distributed())
+    with _quiet_single_process():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt), no_dist=not _distributed())
     _write_json(ckpt / f"rng_rank{rank}.json", rng_state())
     _barrier()
     if rank == 0:
@@ -117,7 +128,8 @@ def load(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, rank
     it was saved, and return the trainer state."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(ckpt), no_dist=not _distributed())
+    with _quiet_single_process():
+        dcp.load(state, checkpoint_id=str(ckpt), no_dist=not _distributed())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng = ckpt / f"rng_rank{rank}.json"
     if rng.is_file():
@@ -153,7 +165,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "
     config = SpatialTTTConfig(**fields)
     model, _ = build_model(config.replace(dtype="float32"), torch.device("cpu"))
     model_sd = model.state_dict()
-    dcp.load({"model": model_sd}, checkpoint_id=str(ckpt), no_dist=True)
+    with _quiet_single_process():
+        dcp.load({"model": model_sd}, checkpoint_id=str(ckpt), no_dist=True)
     model.load_state_dict(model_sd)
     step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     store = EXPORT_DTYPES[dtype] or getattr(torch, config.dtype)
