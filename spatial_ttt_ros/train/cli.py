@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="storage dtype (float16 halves small models; the loader casts to the model's dtype)")
     exp.add_argument("--checkpoint", default=None, help="a checkpoints/step_* directory instead of the newest")
     exp.set_defaults(func=_export)
-    # bake (train/bake.py) and eval (train/evaluate.py) add their verbs here: <module>.register(sub)
+    from . import bake
+
+    bake.register(sub)
+    # eval (train/evaluate.py) adds its verb the same way: evaluate.register(sub)
     return parser
 
 
