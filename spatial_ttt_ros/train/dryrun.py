@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from .loop import default_source_factory, global_indices, label_tokens, setup_model, stage_name
+from .curriculum import parse_stages
+from .loop import default_source_factory, global_indices, label_tokens, setup_model, window_for_step
 from .recipe import Recipe
 from .strategy import Dist
 
@@ -24,6 +25,7 @@ def dry_run(recipe: Recipe, *, world: int | None = None, probe: int = 8, source_
     preset, config, model, tokenizer, layout = setup_model(recipe, d)
     source = (source_factory or default_source_factory(recipe))(config, tokenizer, layout)
     total = recipe.total_steps
+    stages = parse_stages(recipe.stages)
     lines = [f"recipe {recipe.source}: preset {preset.name}, {total} optimiser steps, global batch {g} "
              f"= {world} process(es) x batch {tr.batch_size} x accumulation {tr.grad_accum}"]
     done = 0
@@ -42,7 +44,7 @@ def dry_run(recipe: Recipe, *, world: int | None = None, probe: int = 8, source_
     passes = f" ({n_samples / len(source):.2f} passes over {len(source)} items)" if hasattr(source, "__len__") else ""
     lines += [f"samples: {n_samples} in all{passes}",
               f"per sample (mean of {len(samples)} drawn at steps {probe_steps[0]}..{probe_steps[-1]}, "
-              f"stages {sorted({stage_name(recipe, s) for s in probe_steps})}): {tokens:.0f} tokens, "
+              f"stages {sorted({window_for_step(stages, s, config)[1] for s in probe_steps})}): {tokens:.0f} tokens, "
               f"{frames:.1f} frames, {labels:.1f} label tokens",
               f"token budget: {budget:.3g} tokens ({labels * n_samples:.3g} supervised)",
               f"parameters: {trainable / 1e6:.2f} M trainable of {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M; "

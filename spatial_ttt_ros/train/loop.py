@@ -52,6 +52,7 @@ class RunResult:
     stopped: str = "done"                       # done | max_steps | time_limit
     checkpoint: str | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)  # the trained model (this rank's view)
+    fsdp_layer_units: bool | None = None        # fsdp2: decoder layers sharded as their own units
 
 
 def global_indices(step: int, micro: int, *, rank: int, world: int, batch: int, accum: int) -> list[int]:
@@ -77,20 +78,12 @@ def default_source_factory(recipe: Recipe) -> Callable:
     return lambda config, tokenizer, layout: build_source(recipe.data, config, tokenizer, layout, seed=recipe.seed)
 
 
-def window_for_step(recipe: Recipe, step: int, config: object) -> int:
+def window_for_step(stages: list, step: int, config: object) -> tuple[int, str]:
+    """(sliding window in tokens, stage name) at optimiser step `step` (curriculum.py decides)."""
     from .curriculum import stage_at, window_at
 
-    stage, in_stage = stage_at(recipe.stages, step)
-    return int(window_at(stage, in_stage, config))
-
-
-def stage_name(recipe: Recipe, step: int) -> str:
-    done = 0
-    for i, stage in enumerate(recipe.stages):
-        done += int(stage["steps"])
-        if step < done:
-            return str(stage.get("name", f"stage{i}"))
-    return str(recipe.stages[-1].get("name", "last"))
+    stage, in_stage = stage_at(stages, step)
+    return int(window_at(stage, in_stage, config)), stage.name
 
 
 def setup_model(recipe: Recipe, d: Dist) -> tuple:
@@ -102,26 +95,31 @@ def setup_model(recipe: Recipe, d: Dist) -> tuple:
         load_checkpoint(model, recipe.init)
     model.train()
     set_trainable(model, freeze_vision=recipe.train.freeze_vision)
+    if recipe.train.checkpoint_layers:
+        # HF's GradientCheckpointingLayer: each decoder layer recomputes its forward in backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return preset, config, model, tokenizer, ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, strategy: str = "single", max_steps: int | None = None,
           time_limit: float | None = None, source_factory: Callable | None = None, loss_fn: Callable | None = None,
-          progress_bar: bool = True) -> RunResult:
+          progress_bar: bool = True, checkpoints: bool = True) -> RunResult:
     """Run (or resume) `recipe` into `out_dir`. `source_factory(config, tokenizer, layout)` and
-    `loss_fn` default to `dataset.build_source` over `recipe.data` and `forward.sample_loss`."""
+    `loss_fn` default to `dataset.build_source` over `recipe.data` and `forward.sample_loss`.
+    `checkpoints=False` writes none (benchmarks)."""
     t_start = time.monotonic()
     out_dir = Path(out_dir)
     d = init_dist(strategy)
     try:
         return _train(recipe, out_dir, d, max_steps, time_limit, source_factory, loss_fn or default_loss_fn(),
-                      progress_bar, t_start)
+                      progress_bar, checkpoints, t_start)
     finally:
         close_dist(d)
 
 
 def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_limit: float | None,
-           source_factory: Callable | None, loss_fn: Callable, progress_bar: bool, t_start: float) -> RunResult:
+           source_factory: Callable | None, loss_fn: Callable, progress_bar: bool, checkpoints: bool,
+           t_start: float) -> RunResult:
     torch.manual_seed(recipe.seed + d.rank)
     tr, total = recipe.train, recipe.total_steps
     bf16 = tr.precision == "bf16" and d.device.type == "cuda"
@@ -131,15 +129,19 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
     progress = Progress(out_dir, enabled=d.is_main, total_steps=total, start_step=0, bar=progress_bar)
     if tr.precision == "bf16" and not bf16:
         progress.note("precision bf16 needs CUDA: this CPU run trains in fp32")
+    from .curriculum import parse_stages
+
+    stages = parse_stages(recipe.stages)
     net = LossModule(model, config, loss_fn)
     shard_layers = True
     if d.strategy == "fsdp2":
         probe = [source.sample(global_indices(0, 0, rank=d.rank, world=d.world, batch=1, accum=1)[0], 0)]
-        shard_layers = layers_called_as_modules(net, probe, window_size=window_for_step(recipe, 0, config),
+        shard_layers = layers_called_as_modules(net, probe, window_size=window_for_step(stages, 0, config)[0],
                                                 checkpoint_chunks=False)
         if not shard_layers:
             progress.note("the training forward does not call decoder layers as modules: FSDP2 shards the root only")
     wrapped = wrap(net, d, bf16=bf16, shard_layers=shard_layers)
+    fsdp_layer_units = shard_layers if d.strategy == "fsdp2" else None
     optimizer = build_optimizer(model, recipe.optim)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -159,7 +161,7 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
             "strategy": d.strategy, "world": d.world, "total_steps": total})
 
     stop_at = min(total, max_steps) if max_steps is not None else total
-    result = RunResult(step=step)
+    result = RunResult(step=step, fsdp_layer_units=fsdp_layer_units)
     step_times: list[float] = []
     accum, batch = tr.grad_accum, tr.batch_size
     while step < stop_at:
@@ -170,7 +172,7 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
                 break
         t0 = time.monotonic()
         factor = set_lr(optimizer, step, total, recipe.optim)
-        window = window_for_step(recipe, step, config)
+        window, stage = window_for_step(stages, step, config)
         micro = [[source.sample(i, step) for i in global_indices(step, a, rank=d.rank, world=d.world,
                                                                  batch=batch, accum=accum)]
                  for a in range(accum)]
@@ -198,17 +200,17 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
         dt = time.monotonic() - t0
         step_times.append(dt)
         row = {"step": step, "loss": mean_loss, "lr": recipe.optim.lr * factor, "ttt_lr": recipe.optim.ttt_lr * factor,
-               "grad_norm": grad_norm, "window": window, "stage": stage_name(recipe, step - 1),
+               "grad_norm": grad_norm, "window": window, "stage": stage,
                "tokens": int(n_tokens), "label_tokens": int(n_label), "step_s": dt, "tokens_per_s": n_tokens / dt,
                "elapsed_s": time.monotonic() - t_start}
         progress.step(row, log=step % tr.log_every == 0 or step == stop_at or step == 1)
-        if step % tr.save_every == 0 or step == stop_at:
+        if checkpoints and (step % tr.save_every == 0 or step == stop_at):
             result.checkpoint = str(ckpt_io.save(out_dir, model, optimizer, _trainer_state(step, d, tr),
                                                  rank=d.rank, keep=tr.keep_checkpoints))
             saved = step
     if step < total and result.stopped == "done":
         result.stopped = "max_steps"
-    if step > saved:
+    if checkpoints and step > saved:
         result.checkpoint = str(ckpt_io.save(out_dir, model, optimizer, _trainer_state(step, d, tr),
                                              rank=d.rank, keep=tr.keep_checkpoints))
     result.step = step

@@ -46,6 +46,7 @@ class TrainSettings:
     grad_accum: int = 1            # micro-batches per optimiser step
     precision: str = "bf16"        # bf16 on CUDA (autocast / FSDP2 bf16 params, fp32 reduce); CPU runs fp32
     checkpoint_chunks: bool = True  # per-chunk activation checkpointing in the TTT layers
+    checkpoint_layers: bool = False  # HF decoder-layer activation checkpointing (official --gradient_checkpointing)
     freeze_vision: bool = True     # vision tower + merger frozen (official run)
     save_every: int = 100          # DCP checkpoint every N steps (and at the end / time limit)
     log_every: int = 10            # JSONL / TensorBoard row every N steps
@@ -128,7 +129,7 @@ def _train(raw: Any, where: str) -> TrainSettings:
         out[name] = _number(where, f"train.{name}", out[name], integer=True, low=1)
     if out["precision"] not in PRECISIONS:
         raise ValueError(f"{where}: train.precision must be one of {PRECISIONS}, got {out['precision']!r}")
-    for name in ("checkpoint_chunks", "freeze_vision"):
+    for name in ("checkpoint_chunks", "checkpoint_layers", "freeze_vision"):
         if not isinstance(out[name], bool):
             raise ValueError(f"{where}: train.{name} must be true or false, got {out[name]!r}")
     return TrainSettings(**out)

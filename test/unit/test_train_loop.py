@@ -67,6 +67,14 @@ def test_resume_continues_exactly(tmp_path):
     assert state["step"] == 5
 
 
+def test_layer_checkpointing_gives_the_same_training(tmp_path):
+    plain = run(tiny_recipe(2, lr=1e-2), tmp_path / "plain", "single")
+    recomputed = run(tiny_recipe(2, lr=1e-2, checkpoint_layers=True, checkpoint_chunks=True), tmp_path / "ckpt", "single")
+    assert recomputed.losses == pytest.approx(plain.losses, rel=1e-6)
+    layers = recomputed.model.model.language_model.layers
+    assert all(layer.gradient_checkpointing for layer in layers)
+
+
 def _engine_logits(engine: StreamingEngine) -> torch.Tensor:
     rng = np.random.default_rng(7)
     for i in range(6):
@@ -123,6 +131,7 @@ def test_torchrun_ddp_and_fsdp2_equal_one_process_with_accumulation(tmp_path):
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=f"{strategy} {name}")
         assert json.loads((tmp_path / strategy / "run.json").read_text())["world"] == 2
+    assert json.loads((tmp_path / "fsdp2.json").read_text())["fsdp_layer_units"] is True
 
 
 def test_dry_run_prints_sample_counts_and_token_budget():
@@ -139,7 +148,7 @@ def test_cli_errors_name_the_field(tmp_path, capsys):
     from spatial_ttt_ros.train.cli import cli_train
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("preset: tiny\ndata: {stages: [{name: qa, steps: 3}]}\ntrain: {batch_size: -2}\n")
+    bad.write_text("preset: tiny\ndata: {stages: [{name: qa, steps: 3, mix: {qa: 1.0}}]}\ntrain: {batch_size: -2}\n")
     assert cli_train(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "train.batch_size must be >= 1, got -2" in capsys.readouterr().err
     assert cli_train(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2

@@ -43,11 +43,11 @@ def tiny_recipe(steps: int = 3, *, lr: float = 1e-3, batch_size: int = 1, grad_a
                 save_every: int = 100, **train: object):  # noqa: ANN201
     return parse_recipe({
         "preset": "tiny", "seed": 0,
-        "data": {"stages": [{"name": "qa", "steps": steps}]},
+        "data": {"stages": [{"name": "qa", "steps": steps, "mix": {"qa": 1.0}}]},
         "optim": {"lr": lr, "ttt_lr": lr * 10, "weight_decay": 0.01, "warmup": warmup, "min_lr_ratio": 0.1,
                   "grad_clip": 1.0, "betas": [0.9, 0.95]},
         "train": {"batch_size": batch_size, "grad_accum": grad_accum, "precision": "fp32",
-                  "checkpoint_chunks": False, "save_every": save_every, "log_every": 1, **train}}, "test")
+                  "save_every": save_every, "log_every": 1, **{"checkpoint_chunks": False, **train}}}, "test")
 
 
 def run(recipe, out: Path, strategy: str, **kw: object):  # noqa: ANN001, ANN201
@@ -77,5 +77,6 @@ if __name__ == "__main__":
     for strategy in strategies:
         res = run(tiny_recipe(3, grad_accum=1), out / strategy, strategy)
         if not dist.is_initialized() or dist.get_rank() == 0:
-            (out / f"{strategy}.json").write_text(json.dumps({"losses": res.losses, "step": res.step}))
+            (out / f"{strategy}.json").write_text(json.dumps({"losses": res.losses, "step": res.step,
+                                                               "fsdp_layer_units": res.fsdp_layer_units}))
     dist.destroy_process_group()
