@@ -72,6 +72,10 @@ class SpatialTTTConfig:
     # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py). Off by default until the
     # graph path's H100 speed is measured (the first version was no faster: README, Performance).
     decode_graph: str = "off"
+    # Anchor-KV budget (runtime/anchor_budget.py): tokens each anchor layer keeps at most, the chat
+    # prefix plus the most recent whole frame groups; older groups are evicted from the middle.
+    # 0 = unbounded (the anchor KV grows with the stream).
+    anchor_kv_budget_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -89,6 +93,10 @@ class SpatialTTTConfig:
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if isinstance(self.anchor_kv_budget_tokens, bool) or not isinstance(self.anchor_kv_budget_tokens, int) \
+                or self.anchor_kv_budget_tokens < 0:
+            raise ValueError(f"anchor_kv_budget_tokens must be a non-negative integer (0 = unbounded), "
+                             f"got {self.anchor_kv_budget_tokens!r}")
         if self.frame_height % 32 or self.frame_width % 32:
             raise ValueError(f"frame size must be a multiple of 32 (patch 16 x merge 2), "
                              f"got {self.frame_height}x{self.frame_width}")

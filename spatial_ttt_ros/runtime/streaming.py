@@ -8,7 +8,7 @@ Exactness rules (each checked against the one-pass reference in tests):
   until the next one has reached it; with k conv layers the top of the stack lags k groups behind
   (a wavefront). `drain` treats the newest group as the end of the video (replicate padding),
   exactly as a one-pass run over the same frames would.
-* Anchor layers keep a full KV cache.
+* Anchor layers keep a full KV cache (up to the anchor-KV budget: anchor_budget.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
+from .anchor_budget import capacity_limit
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
@@ -38,6 +39,7 @@ class Decoder:
         self.layers = list(self.text.layers)
         self.backend = config.kernel_backend
         self.param = next(model.parameters())
+        self.anchor_limit = capacity_limit(config.anchor_kv_budget_tokens)
         self.ops = FusedLayerOps(self.backend, torch.bfloat16 if config.fw_precision == "bf16" else torch.float32)
 
     # ------------------------------------------------------------ state
@@ -181,7 +183,7 @@ class Decoder:
         # cache per unit. Writes land past `length`, which forks sharing the buffer never read
         # once the parent moves on (ask() discards its fork before the next push).
         end = st.length + n
-        st.reserve(end)
+        st.reserve(end, self.anchor_limit)
         st.k[:, st.length:end] = k
         st.v[:, st.length:end] = v.transpose(0, 1)
         st.length = end
