@@ -38,7 +38,7 @@ from std_srvs.srv import Trigger
 
 from spatial_ttt_ros.msg import MemoryStatus
 from spatial_ttt_ros.ros import memory_jobs, status
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
+from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
@@ -143,8 +143,11 @@ class PerceptionNode(LifecycleNode):
         self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
-        decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
-        self._ingest = FrameIngest(decode, KeyframeGate(settings.gate_config()), self._worker.push)
+        decoder = make_decoder(settings.image_transport)
+        if decoder.bridge_problem:
+            self.get_logger().info(f"image conversion: {decoder.bridge_problem}; using the package's own")
+        self._ingest = FrameIngest(decoder, KeyframeGate(settings.gate_config()), self._worker.push,
+                                   describe=decoder.describe)
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
