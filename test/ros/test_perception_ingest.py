@@ -142,3 +142,38 @@ def test_status_topics_report_counters_drops_and_a_restarted_worker(ros_node, pe
     assert len(last.memory_parts) == len(last.memory_bytes)
     assert math.isclose(last.memory_stamp.sec + last.memory_stamp.nanosec * 1e-9, 11.0)
     assert "simulated device failure" in last.last_error
+
+
+def _yuyv(stamp_s: float, helpers: object) -> Image:
+    """A USB webcam's frame (v4l2_camera / usb_cam default): YUYV 4:2:2, rows padded to 4 bytes more."""
+    import cv2
+
+    rgb = np.frombuffer(bytes(helpers.make_image(stamp_s).data), np.uint8).reshape(48, 64, 3)
+    packed = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2)
+    rows = np.concatenate([packed.reshape(48, 128), np.zeros((48, 4), np.uint8)], axis=1)
+    msg = Image(height=48, width=64, encoding="yuv422_yuy2", step=132, data=rows.tobytes())
+    helpers.set_stamp(msg, stamp_s)
+    return msg
+
+
+def test_a_yuyv_camera_fills_memory_and_status_names_each_encoding(ros_node, perception, helpers):
+    node = perception({**MOVING, "keyframe_max_rate_hz": 0.0, "status_rate_hz": 20.0})
+    statuses: list[MemoryStatus] = []
+    ros_node.create_subscription(MemoryStatus, "/memory_status", statuses.append, 50)
+    rig = helpers.Rig(ros_node, node)
+    for i in range(4):
+        rig.publish(1.0 + i, position=(float(i), 0.0, 0.0), image=_yuyv(1.0 + i, helpers))
+    depth = helpers.make_image(5.0)
+    depth.encoding, depth.step = "32FC1", 64 * 4
+    depth.data = bytes(48 * 64 * 4)
+    rig.publish(5.0, position=(5.0, 0.0, 0.0), image=depth)
+    view = rig.wait_idle()
+    assert view.worker.frames_in_memory == 4 and view.ingest.keyframes == 4 and view.ingest.rejected == 1
+    assert helpers.spin(ros_node, lambda: bool(statuses) and "32FC1" in statuses[-1].image_encodings
+                        and statuses[-1].frames_in_memory == 4, 10)
+    last = statuses[-1]
+    table = dict(zip(last.image_encodings, zip(last.image_encoding_frames, last.image_encoding_rejected,
+                                               last.image_encoding_status)))
+    assert table["yuv422_yuy2"][:2] == (4, 0) and table["yuv422_yuy2"][2] in ("ok", "ok (cv_bridge)")
+    assert table["32FC1"] == (1, 1, "unsupported (depth, not colour)")
+    assert last.frames_in_memory == 4 and last.rectification == "off"
