@@ -148,7 +148,7 @@ def raw_pixels(data: Any, encoding: str, height: int, width: int, step: int,
     if spec.layout == NV444:
         y = _rows(data, 0, height, step, width)
         uv = _rows(data, step * height, height, 2 * step, 2 * width).reshape(height, width, 2)
-        return np.concatenate([y[..., None], uv], axis=2)
+        return cv2.merge([np.ascontiguousarray(y), *cv2.split(np.ascontiguousarray(uv))])
     pixels = _rows(data, 0, height, step, row_bytes)
     if spec.bytes_per_sample == 2:
         wire = np.dtype(">u2" if is_bigendian else "<u2")
@@ -166,17 +166,26 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
 
 def nv24_to_rgb(yuv: np.ndarray) -> np.ndarray:
     """[H, W, 3] Y, U, V (4:4:4) -> RGB through OpenCV's YUYV decoder: pixel i becomes the pair
-    (Y_i, U_i, Y_i, V_i), decoded, and every other output column kept (same BT.601 maths)."""
+    (Y_i, U_i, Y_i, V_i), whose two decoded pixels are equal; one of each pair is kept (a nearest
+    2:1 resize). Same BT.601 maths as the 4:2:2 and 4:2:0 encodings, bit for bit."""
     h, w = yuv.shape[:2]
-    pairs = np.empty((h, w, 4), np.uint8)
-    pairs[..., 0], pairs[..., 1], pairs[..., 2], pairs[..., 3] = yuv[..., 0], yuv[..., 1], yuv[..., 0], yuv[..., 2]
-    rgb = cv2.cvtColor(pairs.reshape(h, 2 * w, 2), cv2.COLOR_YUV2RGB_YUY2)
-    return np.ascontiguousarray(rgb[:, ::2])
+    y, u, v = cv2.split(np.ascontiguousarray(yuv))
+    pairs = cv2.merge([y, u, y, v]).reshape(h, 2 * w, 2)
+    rgb = cv2.cvtColor(pairs, cv2.COLOR_YUV2RGB_YUY2)
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def pixels_to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
     """raw_pixels(...) of `encoding` -> [H, W, 3] uint8 RGB, C-contiguous."""
     spec = spec_of(encoding)
+    try:
+        return _convert(pixels, spec)
+    except cv2.error as exc:  # e.g. a mosaic too small to demosaic: bad input, named
+        raise ValueError(f"{spec.name} image of shape {pixels.shape} cannot be converted: "
+                         f"{str(exc).strip().splitlines()[-1]}") from None
+
+
+def _convert(pixels: np.ndarray, spec: EncodingSpec) -> np.ndarray:
     if spec.layout == NV444:
         return nv24_to_rgb(pixels)
     if spec.bayer or spec.layout != PACKED:
