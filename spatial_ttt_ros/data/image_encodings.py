@@ -33,6 +33,7 @@ import numpy as np
 
 # Larger frames are refused before any allocation: a corrupt header must not exhaust memory.
 MAX_SIDE = 16384
+MAX_PIXELS = 4096 * 4096  # default of the node's max_image_pixels parameter
 
 PACKED, YUV422, NV420, NV444 = "packed", "yuv422", "nv420", "nv444"
 
@@ -112,21 +113,29 @@ def as_bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS, what: str = "image") -> None:
+    """ValueError unless width x height is a frame we accept (1..MAX_SIDE a side, <= max_pixels)."""
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise ValueError(f"{what} size {width}x{height} is outside 1..{MAX_SIDE} pixels per side")
+    if width * height > max_pixels:
+        raise ValueError(f"{what} size {width}x{height} = {width * height} pixels exceeds max_image_pixels "
+                         f"({max_pixels})")
+
+
 def _rows(data: np.ndarray, offset: int, count: int, step: int, used: int) -> np.ndarray:
     """`count` rows of `step` bytes from `offset`, the first `used` bytes of each (a view)."""
     return data[offset:offset + count * step].reshape(count, step)[:, :used]
 
 
 def raw_pixels(data: Any, encoding: str, height: int, width: int, step: int,
-               is_bigendian: bool = False) -> np.ndarray:
+               is_bigendian: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The pixels of an Image message in native byte order, padding removed (what cv_bridge's
     matFromImage gives OpenCV): packed [H, W] or [H, W, C] uint8/uint16; 4:2:2 [H, W, 2];
     nv21/nv12 [H * 3 / 2, W] (Y rows, then chroma rows); nv24 [H, W, 3] (Y, U, V per pixel).
     Every size is checked against the header before anything is copied."""
     spec = spec_of(encoding)
     height, width, step = int(height), int(width), int(step)
-    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
-        raise ValueError(f"image size {width}x{height} is outside 1..{MAX_SIDE} pixels per side")
+    check_size(width, height, max_pixels)
     name = spec.name
     if spec.layout == YUV422 and width % 2:
         raise ValueError(f"{name} image width {width} is odd: 4:2:2 packs pixels in pairs (4 bytes per 2 pixels)")
@@ -198,6 +207,6 @@ def _convert(pixels: np.ndarray, spec: EncodingSpec) -> np.ndarray:
 
 
 def image_to_rgb(data: Any, encoding: str, height: int, width: int, step: int,
-                 is_bigendian: bool = False) -> np.ndarray:
+                 is_bigendian: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An Image message's fields -> [H, W, 3] uint8 RGB (ValueError naming the problem)."""
-    return pixels_to_rgb(raw_pixels(data, encoding, height, width, step, is_bigendian), encoding)
+    return pixels_to_rgb(raw_pixels(data, encoding, height, width, step, is_bigendian, max_pixels), encoding)

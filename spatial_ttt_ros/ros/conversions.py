@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from spatial_ttt_ros.data import image_encodings
-from spatial_ttt_ros.data.image_encodings import MAX_SIDE, as_bytes
+from spatial_ttt_ros.data.image_encodings import MAX_PIXELS, MAX_SIDE, as_bytes
 from spatial_ttt_ros.ros.keyframe_gate import Pose
 
 try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §1)
@@ -40,11 +40,11 @@ class EncodingInfo(NamedTuple):
     backend: str  # what converts it: "cv_bridge" or "own"
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(msg: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image -> [H, W, 3] uint8 RGB with the package's own conversions (every encoding
     of data/image_encodings.py; honours `step` and `is_bigendian`)."""
     return image_encodings.image_to_rgb(msg.data, msg.encoding, msg.height, msg.width, msg.step,
-                                        bool(getattr(msg, "is_bigendian", False)))
+                                        bool(getattr(msg, "is_bigendian", False)), max_pixels)
 
 
 class ImageDecoder:
@@ -58,7 +58,8 @@ class ImageDecoder:
     OpenCV codes, same scaling). A cv_bridge that fails a 2x2 probe at start-up is not used
     (`bridge_problem` says why). Thread-safe."""
 
-    def __init__(self, use_cv_bridge: bool = True) -> None:
+    def __init__(self, use_cv_bridge: bool = True, max_pixels: int = MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
         self._lock = threading.Lock()
         self._refused: dict[str, str] = {}  # encoding -> why the installed cv_bridge refused it
         self.bridge_problem = "" if CvBridge is not None else "cv_bridge is not installed"
@@ -103,7 +104,7 @@ class ImageDecoder:
 
     def __call__(self, msg: Any) -> np.ndarray:
         pixels = image_encodings.raw_pixels(msg.data, msg.encoding, msg.height, msg.width, msg.step,
-                                            bool(getattr(msg, "is_bigendian", False)))
+                                            bool(getattr(msg, "is_bigendian", False)), self.max_pixels)
         key = image_encodings.normalize(msg.encoding)
         if self.backend(key) == "cv_bridge":
             try:
@@ -164,9 +165,10 @@ class CompressedDecoder:
         return EncodingInfo(kind, "", "own")
 
 
-def make_decoder(image_transport: str, use_cv_bridge: bool = True) -> ImageDecoder | CompressedDecoder:
+def make_decoder(image_transport: str, use_cv_bridge: bool = True,
+                 max_pixels: int = MAX_PIXELS) -> ImageDecoder | CompressedDecoder:
     """The decoder of a camera input: "raw" (sensor_msgs/Image) or "compressed"."""
-    return ImageDecoder(use_cv_bridge) if image_transport == "raw" else CompressedDecoder()
+    return ImageDecoder(use_cv_bridge, max_pixels) if image_transport == "raw" else CompressedDecoder()
 
 
 def _pose_of(msg: Any) -> Any:

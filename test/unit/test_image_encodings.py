@@ -220,9 +220,12 @@ def test_bad_headers_are_refused_with_the_reason(encoding, h, w, step, size, mes
 
 
 def test_a_huge_header_is_refused_before_anything_is_allocated():
-    # 16384 x 16384 bgra16 would be 2 GiB: the size check runs on the header against the bytes present.
-    with pytest.raises(ValueError, match="image data is 16 bytes"):
+    # 16384 x 16384 bgra16 would be 2 GiB: the size checks run on the header (the node's pixel limit,
+    # then the bytes actually present) before any buffer is made.
+    with pytest.raises(ValueError, match="16384x16384 = 268435456 pixels exceeds max_image_pixels"):
         ie.image_to_rgb(bytes(16), "bgra16", 16384, 16384, 16384 * 8)
+    with pytest.raises(ValueError, match="image data is 16 bytes"):
+        ie.image_to_rgb(bytes(16), "bgra16", 16384, 16384, 16384 * 8, max_pixels=16384 * 16384)
 
 
 @pytest.mark.parametrize("encoding, reason", [
