@@ -172,3 +172,34 @@ def test_rectifier_state_says_what_happens_to_frames():
     assert Rectifier("none").state() == "off" and Rectifier("none").for_image(H, W) is None
     with pytest.raises(ValueError, match="rectify must be one of"):
         Rectifier("fish")
+
+
+def test_a_recorded_frame_bakes_exactly_as_the_node_ingests_it(board):
+    """Training's path (a bag's CDR bytes -> rosbags message -> msgs.image_from_msg -> rectify) and the
+    node's (ImageDecoder -> Rectifier on the worker) give the same pixels: a bag recorded raw
+    (recorder) is rectified at bake time exactly as the live node rectifies."""
+    from spatial_ttt_ros.data import msgs
+    from spatial_ttt_ros.ros.conversions import ImageDecoder
+
+    model, d = LENSES["plumb_bob"]
+    rgb = np.dstack([distorted(board, model, d)] * 3)
+    t = msgs.typestore().types
+    header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=5, nanosec=0), frame_id="cam")
+    yuyv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2)
+    image = t[msgs.IMAGE](header=header, height=H, width=W, encoding="yuyv", is_bigendian=0, step=2 * W,
+                          data=yuyv.reshape(-1))
+    p = np.zeros((3, 4))
+    p[:, :3] = K
+    info = t[msgs.CAMERA_INFO](
+        header=header, height=H, width=W, distortion_model="plumb_bob", d=np.array(d), k=K.ravel(),
+        r=np.eye(3).ravel(), p=p.ravel(), binning_x=0, binning_y=0,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+    image = msgs.decode(msgs.typestore().serialize_cdr(image, msgs.IMAGE), msgs.IMAGE)  # as read from a bag
+    info = msgs.decode(msgs.typestore().serialize_cdr(info, msgs.CAMERA_INFO), msgs.CAMERA_INFO)
+
+    baked = RectifyCache().rectify(calibration_from_camera_info(info, "auto"), msgs.image_from_msg(image))
+    rectifier = Rectifier("auto")
+    rectifier.on_camera_info(info)
+    live = ImageDecoder(use_cv_bridge=False)(image)
+    np.testing.assert_array_equal(rectifier.for_image(*live.shape[:2])(live), baked)
+    assert line_residual_px(baked[..., 0]) < 0.1
