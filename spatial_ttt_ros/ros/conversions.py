@@ -77,7 +77,7 @@ class ImageDecoder:
             if out.shape != bgr.shape or not np.array_equal(out, bgr[..., ::-1]):
                 raise ValueError(f"bgr8 -> rgb8 probe gave {out.tolist()}")
         except Exception as exc:  # a cv_bridge built for another numpy/OpenCV fails here, not per frame
-            self.bridge_problem = f"cv_bridge unusable ({type(exc).__name__}: {exc}); using own conversions"
+            self.bridge_problem = f"cv_bridge unusable ({type(exc).__name__}: {exc})"
             return None
         return bridge
 

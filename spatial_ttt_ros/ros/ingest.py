@@ -25,6 +25,7 @@ from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
 from spatial_ttt_ros.ros.worker import Frame
 
 MAX_ENCODINGS = 16  # distinct encodings tracked; more are counted under "other"
+MAX_REASON_CHARS = 200
 
 
 @dataclass
@@ -112,7 +113,8 @@ class FrameIngest:
                 if info is not None:
                     entry = self._encoding(info)
                     entry.decoded += 1
-                    entry.status = "ok" if info.backend == "own" else f"ok ({info.backend})"
+                    backend = self._describe(image_msg).backend  # after the fact: what converted it
+                    entry.status = "ok" if backend == "own" else f"ok ({backend})"
                 decoding = False
                 rectify = None if self._rectifier is None else self._rectifier.for_image(*image.shape[:2])
             except Exception as exc:  # ValueError names the bad field; anything else is still bad input
@@ -123,7 +125,7 @@ class FrameIngest:
                     entry = self._encoding(info)
                     entry.rejected += 1
                     if not info.problem:
-                        entry.status = f"bad frame: {reason}"
+                        entry.status = f"bad frame: {reason[:MAX_REASON_CHARS]}"
                 return f"rejected: {reason}"
             self._gate.commit(stamp_s, pose)
             counts.keyframes += 1
