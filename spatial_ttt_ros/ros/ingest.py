@@ -77,6 +77,11 @@ class FrameIngest:
             entry.status = f"unsupported ({info.problem})"
         return entry
 
+    def set_gate_config(self, config: keyframe_gate.GateConfig) -> None:
+        """New keyframe thresholds (a live parameter change); the reference keyframe is kept."""
+        with self._lock:
+            self._gate.config = config
+
     def reset_gate(self) -> None:
         """After a memory reset/load: the next frame is a keyframe again."""
         with self._lock:
