@@ -20,6 +20,7 @@ import yaml
 
 RELEASED_TTT_LAYERS = (0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26)
 DECODE_MODES = ("auto", "graph", "static", "off")  # decode_graph values (runtime/decode_graph.py)
+DECODE_UPDATE_RULES = ("block", "official")  # decode_update_rule values (runtime/streaming.py)
 MANY_ROOMS_SENTENCE = (
     " There maybe many rooms in the video, sum the counts from all rooms/scenes to produce the final total."
 )
@@ -35,6 +36,9 @@ class SpatialTTTConfig:
     tiny_text: dict = field(default_factory=dict)
     tiny_vision: dict = field(default_factory=dict)
     seed: int = 0
+    # Trained weights of the preset itself (a model.safetensors), relative to the preset file's
+    # directory; loaded by StreamingEngine.from_preset when no checkpoint is given. "" = none.
+    weights: str = ""
     dtype: str = "bfloat16"               # model weights/activations; fast-weight state is fp32
     # TTT layer map and fast-weight network (REFERENCE_SPEC §1.2, §2)
     ttt_layers: tuple[int, ...] = RELEASED_TTT_LAYERS
@@ -69,6 +73,16 @@ class SpatialTTTConfig:
     # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py). Off by default until the
     # graph path's H100 speed is measured (the first version was no faster: README, Performance).
     decode_graph: str = "off"
+    # Ablation and reference switches (the demo model's memory evaluation, train/evaluate.py):
+    # ttt_updates False = fast weights stay at their trained initial values (apply only, no chunk
+    # update ever happens); anchor_window_only True = anchor layers attend over the last
+    # window_size tokens only, like the SWA branch (window-only memory); decode_update_rule
+    # "block" = answer tokens join the pending chunk (engine.py), "official" = the reference
+    # implementation's extra update on the first decode step from the last C prompt tokens
+    # (REFERENCE_SPEC §6.4, streaming.py `official_decode_update`).
+    ttt_updates: bool = True
+    anchor_window_only: bool = False
+    decode_update_rule: str = "block"
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -79,6 +93,8 @@ class SpatialTTTConfig:
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
         if self.decode_graph not in DECODE_MODES:
             raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {self.decode_graph!r}")
+        if self.decode_update_rule not in DECODE_UPDATE_RULES:
+            raise ValueError(f"decode_update_rule must be one of {DECODE_UPDATE_RULES}, got {self.decode_update_rule!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
@@ -103,7 +119,7 @@ class SpatialTTTConfig:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
                 "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "prenorm", "use_conv", "fw_precision",
-                "frame_height", "frame_width", "system_prompt")
+                "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 
@@ -144,4 +160,7 @@ def load_config(preset: str | os.PathLike = "tiny", **overrides: Any) -> Spatial
         raise ValueError(f"unknown config fields {unknown} in {str(path)!r}; known: {sorted(known)}")
     if "ttt_layers" in data:
         data["ttt_layers"] = tuple(data["ttt_layers"])
+    weights = data.get("weights") or ""
+    if weights and not Path(weights).is_absolute():
+        data["weights"] = str((path.parent / weights).resolve())
     return SpatialTTTConfig(**data)

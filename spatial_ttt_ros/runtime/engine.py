@@ -89,6 +89,8 @@ class StreamingEngine:
         if checkpoint:
             load_checkpoint(model, checkpoint)
             model_id = f"{config.name}:{os.path.basename(os.path.normpath(checkpoint))}"
+        elif config.weights:  # the preset's own trained weights (models/<name>/model.safetensors)
+            load_checkpoint(model, config.weights)
         return cls(config, model, tokenizer, model_id=model_id)
 
     # ------------------------------------------------------------ ingest
