@@ -20,7 +20,6 @@ import yaml
 
 RELEASED_TTT_LAYERS = (0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26)
 DECODE_MODES = ("auto", "graph", "static", "off")  # decode_graph values (runtime/decode_graph.py)
-DECODE_UPDATE_RULES = ("block", "official")  # decode_update_rule values (runtime/streaming.py)
 MANY_ROOMS_SENTENCE = (
     " There maybe many rooms in the video, sum the counts from all rooms/scenes to produce the final total."
 )
@@ -76,13 +75,10 @@ class SpatialTTTConfig:
     # Ablation and reference switches (the demo model's memory evaluation, train/evaluate.py):
     # ttt_updates False = fast weights stay at their trained initial values (apply only, no chunk
     # update ever happens); anchor_window_only True = anchor layers attend over the last
-    # window_size tokens only, like the SWA branch (window-only memory); decode_update_rule
-    # "block" = answer tokens join the pending chunk (engine.py), "official" = the reference
-    # implementation's extra update on the first decode step from the last C prompt tokens
-    # (REFERENCE_SPEC §6.4, streaming.py `official_decode_update`).
+    # window_size tokens only, like the SWA branch (window-only memory). Both run the eager decode
+    # (decode_graph is ignored).
     ttt_updates: bool = True
     anchor_window_only: bool = False
-    decode_update_rule: str = "block"
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -93,8 +89,6 @@ class SpatialTTTConfig:
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
         if self.decode_graph not in DECODE_MODES:
             raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {self.decode_graph!r}")
-        if self.decode_update_rule not in DECODE_UPDATE_RULES:
-            raise ValueError(f"decode_update_rule must be one of {DECODE_UPDATE_RULES}, got {self.decode_update_rule!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):

@@ -74,6 +74,8 @@ class StreamingEngine:
         # dropped by anything that changes `state`.
         self._prepared: MemoryState | None = None
         mode = resolve_decode_mode(config.decode_graph, self.device)
+        if not config.ttt_updates or config.anchor_window_only:
+            mode = "off"  # the static decode step implements the product's rules only
         self._static = None if mode == "off" else StaticDecode(self.decoder, mode)
 
     @classmethod
