@@ -47,6 +47,11 @@ class FrameIngest:
         with self._lock:
             return dataclasses.replace(self._counts)
 
+    def set_gate_config(self, config: keyframe_gate.GateConfig) -> None:
+        """New keyframe thresholds (a live parameter change); the reference keyframe is kept."""
+        with self._lock:
+            self._gate.config = config
+
     def reset_gate(self) -> None:
         """After a memory reset/load: the next frame is a keyframe again."""
         with self._lock:

@@ -9,7 +9,9 @@ Lifecycle: configure reads the parameters and loads the engine (a bad checkpoint
 reason logged and in memory_status.last_error); activate subscribes `image` (or `image`/compressed),
 `pose`, optionally `camera_info`, and offers `spatial_query`, `save_memory`, `load_memory` and
 `reset_memory`; deactivate stops ingest and the services (memory is kept); cleanup frees the engine.
-memory_status and /diagnostics are published in every state. Parameters are read at configure.
+memory_status and /diagnostics are published in every state. Parameters (ros/params.py) are read
+at configure; `ros2 param set` is checked with the same rules: live ones (status rate, query
+defaults, keyframe thresholds) are applied at once, the rest are taken only while unconfigured.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
@@ -37,12 +39,12 @@ from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
 from spatial_ttt_ros.msg import MemoryStatus
-from spatial_ttt_ros.ros import memory_jobs, status
+from spatial_ttt_ros.ros import memory_jobs, node_params, status
 from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
-from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, NodeSettings
+from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
@@ -63,11 +65,8 @@ def load_engine(settings: NodeSettings) -> Any:
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for spec in PARAMETERS:
-            # dynamic typing: `-p status_rate_hz:=5` (an int) must not kill the node at start-up;
-            # NodeSettings coerces and validates every value at configure.
-            self.declare_parameter(spec.name, spec.default,
-                                   ParameterDescriptor(description=spec.description, dynamic_typing=True))
+        # A start-up value its descriptor refuses is replaced by the default; configure reports it.
+        self._refused_params = node_params.declare_table(self, PARAMETERS)
         self.settings = NodeSettings.lenient(self._parameter_values())
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
@@ -94,14 +93,36 @@ class PerceptionNode(LifecycleNode):
         self._previous_tick = (time.monotonic(), 0)
         self._fps = 0.0
         self.device, self.model_id = self.settings.device, self.settings.model_preset
-        self.create_timer(1.0 / self.settings.status_rate_hz, self._publish_status,
-                          callback_group=self._status_group)
+        self._status_timer = self.create_timer(1.0 / self.settings.status_rate_hz, self._publish_status,
+                                               callback_group=self._status_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.settings.autostart:
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
     # -------------------------------------------------------------- settings and lifecycle
     def _parameter_values(self) -> dict[str, Any]:
-        return {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+        return node_params.table_values(self, PARAMETERS)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        """`ros2 param set`: checked as configure checks; LIVE parameters are applied at once."""
+        changes = {p.name: p.value for p in params if p.name in SPECS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        reason, settings = node_params.check_changes(NodeSettings, self._parameter_values(), changes, self.state)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        with self._lock:
+            if self.state != "unconfigured":
+                live = {name: getattr(settings, name) for name in changes}
+                settings = self.settings.replace(**live)
+            previous, self.settings = self.settings, settings
+        if settings.status_rate_hz != previous.status_rate_hz:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = self.create_timer(1.0 / settings.status_rate_hz, self._publish_status,
+                                                   callback_group=self._status_group)
+        if self._ingest is not None and settings.gate_config() != previous.gate_config():
+            self._ingest.set_gate_config(settings.gate_config())
+        return SetParametersResult(successful=True)
 
     @property
     def state(self) -> str:
@@ -128,6 +149,8 @@ class PerceptionNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
+            if self._refused_params:
+                raise ValueError("refused at start-up: " + "; ".join(self._refused_params))
             settings = NodeSettings.from_values(self._parameter_values())
             self.get_logger().info(f"loading engine: {settings.engine_kwargs()}")
             engine = load_engine(settings)
@@ -365,9 +388,13 @@ class PerceptionNode(LifecycleNode):
                                  camera_k=self._camera_k)
 
     def _publish_status(self) -> None:
+        if not self.context.ok():  # shutting down (SIGINT): nothing can be published any more
+            return
         try:
             self._publish_status_once()
         except Exception:  # status must keep coming; a failure here is logged, not fatal
+            if not self.context.ok():
+                return
             self.get_logger().error(f"status publishing failed: {traceback.format_exc()}")
 
     def _publish_status_once(self) -> None:

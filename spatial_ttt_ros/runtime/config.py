@@ -48,6 +48,9 @@ class SpatialTTTConfig:
     base_lr: float = 0.001                # softplus offset: a zero lr_proj gives exactly this rate
     use_momentum: bool = True
     use_muon: bool = False
+    # Muon's Newton-Schulz precision: "bf16" as the official code (REFERENCE_SPEC §3.4), or "fp32"
+    # (five steep iterations amplify bf16 rounding to ~1e-2 of the update).
+    muon_precision: str = "bf16"
     prenorm: bool = False
     use_conv: bool = True                 # SP depthwise 3-D conv on video-token q/k/v
     qkv_silu: bool = True
@@ -91,6 +94,8 @@ class SpatialTTTConfig:
             raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {self.decode_graph!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
+        if self.muon_precision not in ("fp32", "bf16"):
+            raise ValueError(f"muon_precision must be fp32 or bf16, got {self.muon_precision!r}")
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -112,8 +117,8 @@ class SpatialTTTConfig:
     def state_signature(self) -> dict[str, Any]:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
-                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "prenorm", "use_conv", "fw_precision",
-                "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
+                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
+                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 

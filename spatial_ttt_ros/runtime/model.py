@@ -18,6 +18,7 @@ from torch import nn
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .config import SpatialTTTConfig
+from .tokens import SPECIAL_TOKENS
 from .ttt_layer import TTTAttention
 from .vision_attention import use_packed_vision_attention
 
@@ -41,12 +42,15 @@ def tiny_qwen3_vl_config(config: SpatialTTTConfig) -> Qwen3VLConfig:
     text = dict(config.tiny_text)
     rope = {"rope_type": "default", "rope_theta": float(text.pop("rope_theta", 5e6)),
             "mrope_section": list(text.pop("mrope_section", [2, 3, 3])), "mrope_interleaved": True}
-    vocab = int(text["vocab_size"])
     vision = {"patch_size": 16, "temporal_patch_size": 2, "spatial_merge_size": 2,
               "out_hidden_size": text["hidden_size"], **config.tiny_vision}
+    # The special-token ids of the byte tokenizer (build_byte_tokenizer), so that the HF config and
+    # the tokenizer agree on which ids are visual (the training forward finds the video by its id).
+    special = {tok: 256 + i for i, tok in enumerate(SPECIAL_TOKENS)}
     return Qwen3VLConfig(text_config={**text, "rope_parameters": rope}, vision_config=vision,
-                         image_token_id=vocab - 5, video_token_id=vocab - 4,
-                         vision_start_token_id=vocab - 3, vision_end_token_id=vocab - 2)
+                         image_token_id=special["<|image_pad|>"], video_token_id=special["<|video_pad|>"],
+                         vision_start_token_id=special["<|vision_start|>"],
+                         vision_end_token_id=special["<|vision_end|>"])
 
 
 def wrap_ttt_layers(model: Qwen3VLForConditionalGeneration, config: SpatialTTTConfig) -> None:

@@ -23,7 +23,7 @@ from ..kernels import fw_apply, fw_update, init_fast_weight_state
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
-from .ttt_layer import TTTAttention
+from .ttt_layer import TTTAttention, muon_dtype
 
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
@@ -237,7 +237,7 @@ class Decoder:
             elif st.pending_k.shape[1] == cfg.chunk_size:
                 st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
                                     use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
-                                    backend=self.backend)
+                                    ns_dtype=muon_dtype(cfg), backend=self.backend)
                 st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
                 st.updates += 1
