@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.annotate import annotate_bag
-from spatial_ttt_ros.data.bag_reader import BagReader
 from spatial_ttt_ros.data.synth import generate_scene, synthesize
 from spatial_ttt_ros.data.trajectory import generate_trajectory
 from spatial_ttt_ros.runtime.config import load_config
 from spatial_ttt_ros.runtime.tokens import build_byte_tokenizer
 from spatial_ttt_ros.spatial.observations import evidence_outside_window, last_seen
+from spatial_ttt_ros.train.bake import BakeOptions, bake_bag
 from spatial_ttt_ros.train.demo_data import QA_KEYS, main, parse_seeds, synth_episode, window_frames
 from spatial_ttt_ros.train.shards import read_episode
 
@@ -60,23 +59,24 @@ def test_window_frames_counts_whole_groups_of_the_preset():
 
 
 def test_bulk_episode_equals_the_product_path(tmp_path):
+    """synth (10 Hz) -> bag -> annotate -> bake --stride 5 gives the shard the bulk path writes."""
     cfg = load_config("demo", weights="")
-    seed, frames, stride = 4, 90, 5
-    rec = synthesize(tmp_path / "rec", seed, frames, cfg.frame_width, cfg.frame_height, stride=stride, tour="oneway")
-    annotated = annotate_bag(rec.bag, rec.scene_file, seed=0)
-    with BagReader(rec.bag) as bag:
-        images = [msgs.image_from_msg(m) for _, m in bag.decoded([msgs.TOPIC_IMAGE])]
+    seed, frames, stride = 4, 50, 5
+    rec = synthesize(tmp_path / "rec", seed, frames, cfg.frame_width, cfg.frame_height, tour="oneway")
+    annotate_bag(rec.bag, rec.scene_file, seed=0)
+    (baked,) = bake_bag(rec.bag, tmp_path / "baked", BakeOptions(frame_size=(128, 192), stride=stride))
+    product = read_episode(baked.path)
     rgb, stamps, poses, info = synth_episode(seed, cfg, frames=frames, stride=stride, tour="oneway", window=14)
-    assert rgb.shape == (18, 128, 192, 3) and len(images) == 18
-    assert all(np.array_equal(a, b) for a, b in zip(images, rgb))
-    assert np.allclose(np.diff(stamps), stride / 10)
-    product_qa = [{k: it[k] for k in QA_KEYS} for it in annotated.items if it["type"] == "qa"]
-    assert product_qa and [{k: it[k] for k in QA_KEYS} for it in info["items"]] == product_qa
-    product_desc = [(it["type"], it["frame_range"], it["text"]) for it in annotated.items if it["type"] != "qa"]
-    assert [(d["type"], d["frame_range"], d["text"]) for d in info["descriptions"]] == product_desc
+    assert rgb.shape == (10, 128, 192, 3) and product.source == info["source"] == "synth:4"
+    assert np.array_equal(product.frames, rgb)
+    assert np.allclose(product.stamps - product.stamps[0], stamps - stamps[0]) and np.allclose(np.diff(stamps), 0.5)
+    assert np.allclose(product.poses, poses)
+    assert product.items and [{k: it[k] for k in QA_KEYS} for it in info["items"]] == product.items
+    assert info["descriptions"] == product.descriptions
+    assert {int(k): v for k, v in info["visibility"].items()} == product.visibility
     table = {int(k): set(v) for k, v in info["visibility"].items()}
     for it in info["items"]:
-        assert it["evidence_outside_window"] == evidence_outside_window(table, it["objects"], 17, 14)
+        assert it["evidence_outside_window"] == evidence_outside_window(table, it["objects"], 9, 14)
 
 
 def test_cli_writes_readable_shards(tmp_path, capsys):
