@@ -35,6 +35,9 @@ class SpatialTTTConfig:
     tiny_text: dict = field(default_factory=dict)
     tiny_vision: dict = field(default_factory=dict)
     seed: int = 0
+    # Trained weights of the preset itself (a model.safetensors), relative to the preset file's
+    # directory; loaded by StreamingEngine.from_preset when no checkpoint is given. "" = none.
+    weights: str = ""
     dtype: str = "bfloat16"               # model weights/activations; fast-weight state is fp32
     # TTT layer map and fast-weight network (REFERENCE_SPEC §1.2, §2)
     ttt_layers: tuple[int, ...] = RELEASED_TTT_LAYERS
@@ -76,6 +79,13 @@ class SpatialTTTConfig:
     # prefix plus the most recent whole frame groups; older groups are evicted from the middle.
     # 0 = unbounded (the anchor KV grows with the stream).
     anchor_kv_budget_tokens: int = 0
+    # Ablation and reference switches (the demo model's memory evaluation, train/evaluate.py):
+    # ttt_updates False = fast weights stay at their trained initial values (apply only, no chunk
+    # update ever happens); anchor_window_only True = anchor layers attend over the last
+    # window_size tokens only, like the SWA branch (window-only memory). Both run the eager decode
+    # (decode_graph is ignored).
+    ttt_updates: bool = True
+    anchor_window_only: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -116,8 +126,7 @@ class SpatialTTTConfig:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
                 "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
-                "fw_precision",
-                "frame_height", "frame_width", "system_prompt")
+                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 
@@ -158,4 +167,7 @@ def load_config(preset: str | os.PathLike = "tiny", **overrides: Any) -> Spatial
         raise ValueError(f"unknown config fields {unknown} in {str(path)!r}; known: {sorted(known)}")
     if "ttt_layers" in data:
         data["ttt_layers"] = tuple(data["ttt_layers"])
+    weights = data.get("weights") or ""
+    if weights and not Path(weights).is_absolute():
+        data["weights"] = str((path.parent / weights).resolve())
     return SpatialTTTConfig(**data)
