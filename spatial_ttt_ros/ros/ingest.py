@@ -18,6 +18,7 @@ import numpy as np
 from spatial_ttt_ros.ros import keyframe_gate
 from spatial_ttt_ros.ros.conversions import pose_from_msg, pose_to_matrix, stamp_to_seconds
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.worker import Frame
 
 
@@ -80,7 +81,7 @@ class FrameIngest:
                     return "gated"
                 image = self._decode(image_msg)
             except Exception as exc:  # ValueError names the bad field; anything else is still bad input
-                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                reason = clip(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}", 300)
                 counts.rejected += 1
                 counts.last_reject = reason
                 return f"rejected: {reason}"
