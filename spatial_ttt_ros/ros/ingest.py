@@ -22,6 +22,7 @@ from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.ros import keyframe_gate
 from spatial_ttt_ros.ros.conversions import EncodingInfo, pose_from_msg, pose_to_matrix, stamp_to_seconds
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.worker import Frame
 
 MAX_ENCODINGS = 16  # distinct encodings tracked; more are counted under "other"
@@ -123,7 +124,7 @@ class FrameIngest:
                 decoding = False
                 rectify = None if self._rectifier is None else self._rectifier.for_image(*image.shape[:2])
             except Exception as exc:  # ValueError names the bad field; anything else is still bad input
-                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                reason = clip(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}", 300)
                 counts.rejected += 1
                 counts.last_reject = reason
                 if decoding and info is not None:

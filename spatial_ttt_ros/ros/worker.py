@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from spatial_ttt_ros.ros.param_table import clip
+
 
 class Engine(Protocol):
     """What the worker needs of `spatial_ttt_ros.runtime.engine.StreamingEngine`."""
@@ -208,7 +210,7 @@ class EngineWorker:
             result = job.fn(self.engine)
         except BaseException as exc:
             with self._cond:
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = clip(f"{type(exc).__name__}: {exc}", 400)
             outcome: tuple[Any, BaseException | None] = (None, exc)
         else:
             outcome = (result, None)
@@ -230,7 +232,7 @@ class EngineWorker:
         except ValueError as exc:
             with self._cond:
                 self._rejected += 1
-                self._last_error = f"frame at {frame.stamp_s:.3f} s rejected: {exc}"
+                self._last_error = clip(f"frame at {frame.stamp_s:.3f} s rejected: {exc}", 400)
         else:
             with self._cond:
                 self._ingested += 1
