@@ -86,6 +86,11 @@ class SpatialTTTConfig:
     # (decode_graph is ignored).
     ttt_updates: bool = True
     anchor_window_only: bool = False
+    # The pose channel (runtime/tokens.py group_text): each frame group's timestamp line also
+    # carries the camera pose in the map frame, "<12.5 seconds x=1.2 y=-0.4 yaw=90>", the pose of
+    # the group's second frame. Every frame then needs a pose. Off for the released presets (their
+    # layout is the official one); on for a pose-aware model trained with it.
+    pose_text: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -107,6 +112,8 @@ class SpatialTTTConfig:
                 or self.anchor_kv_budget_tokens < 0:
             raise ValueError(f"anchor_kv_budget_tokens must be a non-negative integer (0 = unbounded), "
                              f"got {self.anchor_kv_budget_tokens!r}")
+        if not isinstance(self.pose_text, bool):
+            raise ValueError(f"pose_text must be true or false, got {self.pose_text!r}")
         if self.frame_height % 32 or self.frame_width % 32:
             raise ValueError(f"frame size must be a multiple of 32 (patch 16 x merge 2), "
                              f"got {self.frame_height}x{self.frame_width}")
@@ -126,7 +133,8 @@ class SpatialTTTConfig:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
                 "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
-                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
+                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only",
+                "pose_text")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 

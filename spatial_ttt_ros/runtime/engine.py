@@ -34,7 +34,15 @@ from .memory_file import ModelShape, load_memory_file
 from .model import build_model, load_checkpoint, resolve_device
 from .state import AnchorLayerState, MemoryState, Unit, save_state
 from .streaming import Decoder
-from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
+from .tokens import (
+    LONGEST_POSE,
+    ChatLayout,
+    check_frame,
+    group_text,
+    patchify_pair,
+    pose_xy_yaw,
+    resize_frame,
+)
 from .ttt_layer import TTTAttention
 
 MAX_QUESTION_CHARS = 8000
@@ -89,8 +97,9 @@ class StreamingEngine:
         self.model_id = model_id or config.name
         self.layout = ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
         hw = (config.frame_height // 32) * (config.frame_width // 32)
+        widest = group_text(0.0, 2e6, 0.0, LONGEST_POSE if config.pose_text else None)
         anchor_budget.check_budget(config.anchor_kv_budget_tokens, len(self.layout.prefix),
-                                   hw + 2 + len(tokenizer.encode(timestamp_text(1e6), add_special_tokens=False)))
+                                   hw + 2 + len(tokenizer.encode(widest, add_special_tokens=False)))
         self.decoder = Decoder(model, config)
         self.state = self.decoder.new_state()
         # A fork of `state` with the conv wavefront and pending frames finished (see prepare());
@@ -122,8 +131,10 @@ class StreamingEngine:
     def push_frame(self, image: np.ndarray, stamp_s: float, pose: np.ndarray | None = None) -> None:
         """Add one HxWx3 uint8 RGB frame taken at `stamp_s` (seconds, non-decreasing).
 
-        `pose` (optional camera pose, 4x4 or 7 = xyz + quaternion xyzw) is validated; the model
-        itself is vision-only. Bad input raises ValueError and leaves the memory unchanged.
+        `pose` (optional camera pose of the optical frame in the map frame, 4x4 or 7 = xyz +
+        quaternion xyzw) is validated; with config.pose_text it is required and its (x, y, yaw)
+        enters the frame group's timestamp line (tokens.group_text); otherwise the model is
+        vision-only. Bad input raises ValueError and leaves the memory unchanged.
         """
         check_frame(image)
         if not isinstance(stamp_s, int | float) or not math.isfinite(stamp_s):
@@ -131,10 +142,16 @@ class StreamingEngine:
         last = self.state.last_stamp_s
         if last is not None and stamp_s < last:
             raise ValueError(f"stamp_s went backwards: {stamp_s} < previous {last}")
+        pose2d = None
         if pose is not None:
             pose = np.asarray(pose, dtype=np.float64)
             if pose.shape not in ((4, 4), (7,)) or not np.all(np.isfinite(pose)):
                 raise ValueError(f"pose must be a finite 4x4 matrix or 7-vector, got shape {pose.shape}")
+            if self.config.pose_text:
+                pose2d = pose_xy_yaw(pose)
+        elif self.config.pose_text:
+            raise ValueError("config.pose_text is on: every frame needs its camera pose (4x4 or x y z qx qy qz qw), "
+                             "got none")
         frame = torch.from_numpy(resize_frame(image, self.config.frame_height, self.config.frame_width))
         self._prepared = None
         state = self.state
@@ -144,6 +161,7 @@ class StreamingEngine:
         state.last_stamp_s = float(stamp_s)
         state.pending_frames.append(frame)
         state.pending_stamps.append(float(stamp_s))
+        state.pending_poses.append(pose2d)
         if len(state.pending_frames) >= 2 * self.config.ingest_batch_groups:
             self.decoder.run(state, self._take_pending(state))
             self._enforce_budget()
@@ -319,15 +337,18 @@ class StreamingEngine:
     def _take_pending(self, state: MemoryState) -> list[Unit]:
         """Units for the frames waiting in `state` (a lone last frame is paired with itself, as the
         processor pads an odd frame count), which are then no longer pending."""
-        frames, stamps = state.pending_frames, state.pending_stamps
+        frames, stamps, poses = state.pending_frames, state.pending_stamps, state.pending_poses
         if not frames:
             return []
+        if len(poses) != len(frames):  # a memory loaded from before the pose channel
+            poses = [None] * len(frames)
         if len(frames) % 2:
-            frames, stamps = frames + frames[-1:], stamps + stamps[-1:]
-        state.pending_frames, state.pending_stamps = [], []
-        return self._frame_units(state, frames, stamps)
+            frames, stamps, poses = frames + frames[-1:], stamps + stamps[-1:], poses + poses[-1:]
+        state.pending_frames, state.pending_stamps, state.pending_poses = [], [], []
+        return self._frame_units(state, frames, stamps, poses)
 
-    def _frame_units(self, state: MemoryState, frames: list[torch.Tensor], stamps: list[float]) -> list[Unit]:
+    def _frame_units(self, state: MemoryState, frames: list[torch.Tensor], stamps: list[float],
+                     poses: list[tuple[float, float, float] | None]) -> list[Unit]:
         """The chat prefix (before the first group) and one unit holding len(frames) / 2 frame groups."""
         units = [] if state.tokens else [self._text_unit(state, list(self.layout.prefix))]
         pairs = [patchify_pair(torch.stack(frames[i:i + 2]).numpy()) for i in range(0, len(frames), 2)]
@@ -340,9 +361,12 @@ class StreamingEngine:
         starts: list[int] = []
         video_ranges = []
         for g in range(groups):
-            t_rel = ((stamps[2 * g] - state.first_stamp_s) + (stamps[2 * g + 1] - state.first_stamp_s)) / 2
+            pose = poses[2 * g + 1] if self.config.pose_text else None
+            if self.config.pose_text and pose is None:
+                raise ValueError("config.pose_text is on but a pending frame has no pose")
+            text = group_text(stamps[2 * g], stamps[2 * g + 1], state.first_stamp_s, pose)
             starts.append(len(ids))
-            ids += self.tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [self.layout.vision_start]
+            ids += self.tokenizer.encode(text, add_special_tokens=False) + [self.layout.vision_start]
             video_ranges.append((len(ids), len(ids) + h * w))
             ids += [self.layout.video_pad] * (h * w) + [self.layout.vision_end]
         hidden = self._embed(ids).clone()

@@ -92,6 +92,8 @@ def _obj(node: Any, cls: type, where: str) -> dict[str, Any]:
     if not isinstance(node, dict) or node.get("__type__") != cls.__name__:
         found = node.get("__type__") if isinstance(node, dict) else type(node).__name__
         raise _fail(where, f"expected a {cls.__name__}, found {_cut(found)}")
+    if cls is MemoryState and "pending_poses" not in node:  # files from before the pose channel
+        node = {**node, "pending_poses": None}
     keys = set(node) - {"__type__"}
     if keys != names:
         raise _fail(where, f"{cls.__name__} fields {sorted(map(str, keys))[:20]}, expected {sorted(names)}")
@@ -189,6 +191,7 @@ def _check_config(header: Any, config: SpatialTTTConfig) -> None:
     mine, theirs = config.state_signature(), header["config"]
     if not isinstance(theirs, dict):
         raise _fail("header.config", "expected a mapping")
+    theirs = {"pose_text": False, **theirs}  # files from before the pose channel: it was off
     diff = sorted(str(k) for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if diff:
         raise ValueError(f"memory file was made with another config (differs in {_cut(diff)})")
@@ -220,6 +223,7 @@ class _Reader:
                   enumerate(_seq(node["pending_stamps"], "list", "state.pending_stamps", MAX_PENDING_FRAMES))]
         if len(stamps) != len(pending) or any(s is None for s in stamps):
             raise _fail("state.pending_stamps", f"{len(stamps)} stamps for {len(pending)} pending frames")
+        poses = self._pending_poses(node["pending_poses"], len(pending))
         if stamps and (stamps[0] < first or stamps[-1] != last or any(b < a for a, b in zip(stamps, stamps[1:]))):
             raise _fail("state.pending_stamps", f"must be non-decreasing from {first} and end at {last}")
         if not groups + len(pending) <= frames <= 2 * groups + len(pending):
@@ -235,7 +239,7 @@ class _Reader:
             raise _fail("state.group_starts", f"first kept group at {starts[0]}, expected {self.m.sink + evicted_tokens}")
         state = MemoryState(layers=[], frames=frames, groups=groups, tokens=tokens, next_position=next_position,
                             segment=segment, first_stamp_s=first, last_stamp_s=last, pending_frames=pending,
-                            pending_stamps=stamps, group_starts=starts, evicted_groups=evicted_groups,
+                            pending_stamps=stamps, pending_poses=poses, group_starts=starts, evicted_groups=evicted_groups,
                             evicted_tokens=evicted_tokens)
         layers = _seq(node["layers"], "list", "state.layers", len(self.template.layers))
         if len(layers) != len(self.template.layers):
@@ -255,6 +259,29 @@ class _Reader:
             above = layer.tokens_seen
             state.layers.append(layer)
         return state
+
+    def _pending_poses(self, node: Any, n: int) -> list[tuple[float, float, float] | None]:
+        """Per pending frame (x, y, yaw_deg) or null; a file from before the pose channel has none."""
+        where = "state.pending_poses"
+        if node is None:
+            raw: list[Any] = [None] * n
+        else:
+            raw = _seq(node, "list", where, MAX_PENDING_FRAMES)
+        if len(raw) != n:
+            raise _fail(where, f"{len(raw)} poses for {n} pending frames")
+        out: list[tuple[float, float, float] | None] = []
+        for i, p in enumerate(raw):
+            if p is None:
+                if self.cfg.pose_text:
+                    raise _fail(f"{where}[{i}]", "a pose (config.pose_text is on)")
+                out.append(None)
+                continue
+            vals = _seq(p, "tuple", f"{where}[{i}]", 3)
+            nums = [_stamp(v, f"{where}[{i}]") for v in vals]
+            if len(nums) != 3 or any(v is None for v in nums):
+                raise _fail(f"{where}[{i}]", "expected (x, y, yaw_deg)")
+            out.append((nums[0], nums[1], nums[2]))
+        return out
 
     def anchor(self, node: Any, mine: AnchorLayerState, where: str, state: MemoryState) -> AnchorLayerState:
         node = _obj(node, AnchorLayerState, where)

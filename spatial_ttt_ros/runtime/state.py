@@ -112,6 +112,8 @@ class MemoryState:
     last_stamp_s: float | None = None
     pending_frames: list[torch.Tensor] = field(default_factory=list)  # [H, W, 3] uint8 not yet fed
     pending_stamps: list[float] = field(default_factory=list)
+    # per pending frame its (x, y, yaw_deg) for the pose channel (config.pose_text), else None
+    pending_poses: list[tuple[float, float, float] | None] = field(default_factory=list)
     group_starts: list[int] = field(default_factory=list)  # first token of each frame group not evicted everywhere
     evicted_groups: int = 0         # frame groups the anchor-KV budget dropped from every anchor layer
     evicted_tokens: int = 0         # their tokens

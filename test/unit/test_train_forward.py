@@ -166,3 +166,22 @@ def test_bad_samples_name_the_problem(base):
         forward_logits(base.model, base.config, [TrainSample(ids, s.labels, s.frames, s.stamps)])
     with pytest.raises(ValueError, match="window_size"):
         forward_logits(base.model, base.config, [s], window_size=0)
+
+
+def test_forward_equals_streaming_with_the_pose_channel(base):
+    engine = _engine(base, pose_text=True)
+    frames = _frames(7, seed=5)
+    poses = [np.array([0.3 * i, -0.2 * i, 1.3, 0.5, -0.5, 0.5, -0.5]) for i in range(len(frames))]
+    for (image, stamp), pose in zip(frames, poses):
+        engine.push_frame(image, stamp, pose)
+    answer = engine.ask(QUESTION, max_new_tokens=4, return_logits=True)
+    s = layout_sample(engine.config, engine.tokenizer, engine.layout, [f for f, _ in frames], [t for _, t in frames],
+                      QUESTION, "x", poses=poses)
+    prompt = s.input_ids[:-int((s.labels != IGNORE).sum())]
+    ids = torch.cat((prompt, torch.tensor(answer.token_ids[:-1], dtype=torch.long)))
+    sample = TrainSample(input_ids=ids, labels=torch.full_like(ids, IGNORE), frames=s.frames, stamps=s.stamps)
+    with torch.no_grad():
+        got = forward_logits(engine.model, engine.config, [sample])[0][-len(answer.token_ids):]
+    scale = answer.logits.abs().max().item()
+    assert (got - answer.logits).abs().max().item() <= 2e-5 * max(1.0, scale)
+    assert answer.token_ids == [int(t) for t in got.argmax(-1)]
