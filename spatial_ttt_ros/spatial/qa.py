@@ -15,6 +15,20 @@ Answers and their units follow the VSI-Bench questions (prompts.question_text):
 * route_plan: the turns (Turn Left/Right/Back) at the start and at each waypoint;
 * appearance_order: categories sorted by the first frame any of their instances was seen.
 
+Robot-relative kinds (given `poses`, the camera optical frame's pose per frame in the map frame;
+"now" = the last frame of the table, where the question is asked; position = the camera's x y,
+heading = its viewing direction projected onto the floor, as runtime/tokens.py pose_xy_yaw):
+
+* locate: box centre "x y" of the category's instance nearest to the robot now (floor distance to
+  its footprint), metres in the map frame, 2 decimals; skipped when two instances are within
+  `min_gap_m` of each other in that distance;
+* robot_distance: floor distance (metres, 2 decimals) from the robot now to the nearest instance's
+  footprint (0 inside it), skipped under 0.3 m;
+* robot_direction: front / left / behind / right = the quarter of the heading the nearest
+  instance's centre lies in (front |a| < 45, left 45..135, right -135..-45, behind |a| >= 135,
+  a = signed turn, positive = left), skipped within `margin_deg` of a boundary or under 0.3 m.
+Their frame_range is [first frame any instance was seen, the ask frame]: the clip must end there.
+
 Ambiguous cases are skipped rather than asked: directions within `margin_deg` of a boundary,
 nearest candidates closer together than `min_gap_m`, distances under 0.1 m, equal first frames.
 
@@ -36,11 +50,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from spatial_ttt_ros.spatial.camera import CameraPose
 from spatial_ttt_ros.spatial.geometry import box_distance, direction_from_angle, relative_angle, turn_action
 from spatial_ttt_ros.spatial.observations import check_table, first_seen, seen_ids
 from spatial_ttt_ros.spatial.prompts import (
     LETTERS,
     REL_DIRECTION_OPTIONS,
+    ROBOT_DIRECTION_OPTIONS,
+    ROBOT_KINDS,
+    VSI_KINDS,
     Prompt,
     QuestionKind,
     build_prompt,
@@ -51,16 +69,29 @@ from spatial_ttt_ros.spatial.prompts import (
 )
 from spatial_ttt_ros.spatial.scene import Scene, SceneObject
 
-QA_KINDS = tuple(k for k in QuestionKind if k is not QuestionKind.FREE_FORM)
+QA_KINDS = VSI_KINDS + ROBOT_KINDS  # the robot kinds are generated only when poses are given
 ROUTE_TURNS = ("Turn Left", "Turn Right", "Turn Back")
 
 
 class _Context:
     """The seen part of the scene, indexed the ways the generators need."""
 
-    def __init__(self, scene: Scene, table: Mapping[int, Iterable[str]]) -> None:
+    def __init__(self, scene: Scene, table: Mapping[int, Iterable[str]],
+                 poses: Sequence[CameraPose] | Mapping[int, CameraPose] | None = None) -> None:
         self.scene = scene
         self.table = check_table(scene, table)
+        self.robot: tuple[int, np.ndarray, np.ndarray] | None = None  # (ask frame, xy, unit heading)
+        if poses is not None and self.table:
+            ask = max(self.table)
+            try:
+                pose = poses[ask]
+            except (IndexError, KeyError):
+                raise ValueError(f"poses has no pose for frame {ask}, the last frame of the table") from None
+            if not isinstance(pose, CameraPose):
+                raise ValueError(f"poses[{ask}] must be a CameraPose, got {type(pose).__name__}")
+            heading = pose.forward[:2]
+            if np.linalg.norm(heading) > 1e-6:
+                self.robot = (ask, pose.position[:2].copy(), heading / np.linalg.norm(heading))
         self.first = first_seen(self.table)
         self.seen = scene.by_category(seen_ids(self.table))  # category -> seen objects
         self.unique = {c: objs[0] for c, objs in self.seen.items() if len(objs) == 1}
@@ -279,6 +310,78 @@ def _appearance_order(ctx: _Context, rng: np.random.Generator, n: int, **_: obje
     return out
 
 
+def _robot_targets(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float):  # noqa: ANN202
+    """Up to n seen categories in random order with (nearest instance, its floor distance, all
+    instances nearest first); categories whose two nearest instances tie within min_gap_m skipped."""
+    if ctx.robot is None:
+        return
+    xy = ctx.robot[1]
+    cats = sorted(ctx.seen)
+    for cat in [cats[i] for i in rng.permutation(len(cats))]:
+        objs = ctx.seen[cat]
+        dist = {o.id: float(o.box.distance_to_points([[xy[0], xy[1], o.box.center[2]]])[0]) for o in objs}
+        ranked = sorted(objs, key=lambda o: (dist[o.id], o.id))
+        if len(ranked) > 1 and dist[ranked[1].id] - dist[ranked[0].id] < min_gap_m:
+            continue
+        yield ranked[0], dist[ranked[0].id], ranked
+
+
+def _robot_range(ctx: _Context, ranked: Sequence[SceneObject]) -> list[int]:
+    return [min(ctx.first[o.id] for o in ranked), ctx.robot[0]]
+
+
+def _locate(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
+    out = []
+    for o, _d, ranked in _robot_targets(ctx, rng, n, min_gap_m):
+        if len(out) == n:
+            break
+        answer = [round(float(o.box.center[0]), 2), round(float(o.box.center[1]), 2)]
+        out.append(_item(QuestionKind.LOCATE, question_text(QuestionKind.LOCATE, [o.label]), answer,
+                         [r.id for r in ranked], _robot_range(ctx, ranked), unit="m"))
+    return out
+
+
+def _robot_distance(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
+    out = []
+    for o, d, ranked in _robot_targets(ctx, rng, n, min_gap_m):
+        if len(out) == n:
+            break
+        if d < 0.3:
+            continue
+        out.append(_item(QuestionKind.ROBOT_DISTANCE, question_text(QuestionKind.ROBOT_DISTANCE, [o.label]),
+                         round(d, 2), [r.id for r in ranked], _robot_range(ctx, ranked), unit="m"))
+    return out
+
+
+def robot_direction_word(angle_deg: float) -> str:
+    """front |a| < 45, left 45 <= a < 135, right -135 < a <= -45, behind |a| >= 135 (a positive = left)."""
+    a = abs(angle_deg)
+    if a < 45:
+        return "front"
+    if a >= 135:
+        return "behind"
+    return "left" if angle_deg > 0 else "right"
+
+
+def _robot_direction(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, margin_deg: float,
+                     **_: object) -> list[dict]:
+    out = []
+    for o, _d, ranked in _robot_targets(ctx, rng, n, min_gap_m):
+        if len(out) == n:
+            break
+        _, xy, heading = ctx.robot
+        if np.linalg.norm(o.box.center[:2] - xy) < 0.3:
+            continue
+        angle = relative_angle(xy, xy + heading, o.box.center[:2])
+        if min(abs(abs(angle) - b) for b in (45.0, 135.0)) < margin_deg:
+            continue
+        word = robot_direction_word(angle)
+        out.append(_mc(QuestionKind.ROBOT_DIRECTION, question_text(QuestionKind.ROBOT_DIRECTION, [o.label]), word,
+                       [w for w in ROBOT_DIRECTION_OPTIONS if w != word], rng, [r.id for r in ranked],
+                       _robot_range(ctx, ranked)))
+    return out
+
+
 _GENERATORS = {
     QuestionKind.COUNT: _count,
     QuestionKind.ABS_DISTANCE: _abs_distance,
@@ -288,6 +391,9 @@ _GENERATORS = {
     QuestionKind.REL_DIRECTION: _rel_direction,
     QuestionKind.ROUTE_PLAN: _route_plan,
     QuestionKind.APPEARANCE_ORDER: _appearance_order,
+    QuestionKind.LOCATE: _locate,
+    QuestionKind.ROBOT_DISTANCE: _robot_distance,
+    QuestionKind.ROBOT_DIRECTION: _robot_direction,
 }
 
 
@@ -300,8 +406,12 @@ def generate_qa(
     max_per_kind: int = 3,
     margin_deg: float = 15.0,
     min_gap_m: float = 0.15,
+    poses: Sequence[CameraPose] | Mapping[int, CameraPose] | None = None,
 ) -> list[dict]:
     """QA items for the requested kinds (at most max_per_kind each), in the order of `kinds`.
+
+    poses: the camera pose per frame of the table (a sequence indexed by frame, or a mapping);
+    without them the robot-relative kinds give no items (module doc).
 
     seed: an int or a numpy Generator (each kind draws from its own child stream, so asking for
     fewer kinds does not change the items of the others when an int seed is given).
@@ -310,7 +420,7 @@ def generate_qa(
         raise ValueError(f"max_per_kind must be >= 0, got {max_per_kind}")
     if not 0 <= margin_deg < 45:
         raise ValueError(f"margin_deg must be in [0, 45), got {margin_deg}")
-    ctx = _Context(scene, table)
+    ctx = _Context(scene, table, poses)
     if not ctx.table:
         return []
     root = seed if isinstance(seed, np.random.Generator) else None

@@ -7,7 +7,8 @@ A recipe's `data.stages` is a list of stages, run in order:
 
 * `mix`: task -> weight ("describe": dense description of what the clip has seen up to its last
   frame; "qa": the eight QA kinds, balanced per kind). Weights are normalised.
-* `kinds` (optional): the QA kinds this stage draws (default: all eight).
+* `kinds` (optional): the QA kinds this stage draws (default: the eight VSI-Bench kinds; the
+  robot-relative ones, locate / robot_distance / robot_direction, need a preset with pose_text).
 * `window` (optional): the sliding window annealed over the stage,
   W(s) = end + (start - end) * max(0, 1 - s / steps_w), s = step in stage, steps_w = `steps` of
   the window (default: the stage's steps - 1, so the last step trains at `end`), rounded up to a
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.config import SpatialTTTConfig
-from ..spatial.prompts import QuestionKind
+from ..spatial.prompts import ROBOT_KINDS, VSI_KINDS
 
 TASKS = ("describe", "qa")
-QA_KIND_NAMES = tuple(k.value for k in QuestionKind if k is not QuestionKind.FREE_FORM)
+VSI_KIND_NAMES = tuple(k.value for k in VSI_KINDS)  # the default of a stage's kinds
+QA_KIND_NAMES = VSI_KIND_NAMES + tuple(k.value for k in ROBOT_KINDS)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Stage:
     name: str
     steps: int
     mix: tuple[tuple[str, float], ...]  # (task, probability), probabilities summing to 1
-    kinds: tuple[str, ...] = QA_KIND_NAMES
+    kinds: tuple[str, ...] = VSI_KIND_NAMES
     window: WindowSchedule | None = None
 
     def weight(self, task: str) -> float:
@@ -108,7 +110,7 @@ def parse_stages(specs: Any) -> list[Stage]:
         total = float(sum(mix.values()))
         if total <= 0:
             raise _bad(f"{where}.mix", "weights with a positive sum", dict(mix))
-        kinds = spec.get("kinds", QA_KIND_NAMES)
+        kinds = spec.get("kinds", VSI_KIND_NAMES)
         if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds or any(k not in QA_KIND_NAMES for k in kinds):
             raise _bad(f"{where}.kinds", f"a non-empty list among {QA_KIND_NAMES}", kinds)
         window = parse_window(f"{where}.window", spec.get("window"))

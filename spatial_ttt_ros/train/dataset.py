@@ -12,7 +12,11 @@ task by its mix, then:
   (every object the answer depends on is first seen inside the clip, so the answer is true of
   the clip). Question = spatial.qa.item_prompt (spatial/prompts.py build_prompt, the node's call,
   with the preset's append_many_rooms); answer = `answer_text(item)`, which
-  spatial.answers.parse_answer reads back as the item's answer.
+  spatial.answers.parse_answer reads back as the item's answer. The robot-relative kinds
+  (locate, robot_distance, robot_direction: answers relative to the camera pose when asked) take
+  clips ending exactly at the item's last frame, its ask frame.
+* poses: with the preset's pose_text, every clip's camera poses (the shard's `poses`) go into the
+  layout (train/samples.py); a shard without poses is then an error.
 * "describe": dense description of what the clip has seen, up to its last frame (the cut). With
   visibility and a scene in the shard (synth, or a bag baked with its scene file): a random clip,
   target = spatial.describe.describe_episode on the visibility table of the clip's frames
@@ -37,9 +41,10 @@ from typing import Any
 import numpy as np
 
 from ..runtime.config import SpatialTTTConfig
-from ..runtime.tokens import ChatLayout, timestamp_text
+from ..runtime.tokens import LONGEST_POSE, ChatLayout, group_text
+from ..spatial.answers import format_position
 from ..spatial.describe import describe_episode
-from ..spatial.prompts import build_prompt
+from ..spatial.prompts import ROBOT_KINDS, build_prompt
 from ..spatial.qa import item_prompt
 from ..spatial.scene import Scene, validate_scene
 from .curriculum import Stage, parse_stages, stage_at, window_at
@@ -53,9 +58,12 @@ DATA_KEYS = ("shards", "max_frames", "stages")
 
 
 def answer_text(item: Mapping) -> str:
-    """The target text for a QA item: the option letter, or the number in the question's unit."""
+    """The target text for a QA item: the option letter, the number in the question's unit, or a
+    locate item's position "x y" (answers.format_position)."""
     if item["options"]:
         return str(item["answer"])
+    if item.get("kind") == "locate":
+        return format_position(*item["answer"])
     value = item["answer"]
     if float(value) == int(value):
         return str(int(value))
@@ -109,7 +117,11 @@ class SampleSource:
             else:
                 self.describe += [(si, di) for di, d in enumerate(sh.episode.descriptions)
                                   if d["type"] == "chunk_description" and d["frame_range"][1] < max_frames]
+        robot_kinds = {k.value for k in ROBOT_KINDS}
         for stage in stages:
+            if stage.weight("qa") > 0 and robot_kinds & set(stage.kinds) and not config.pose_text:
+                raise ValueError(f"stage {stage.name!r} asks for the robot-relative kinds "
+                                 f"{sorted(robot_kinds & set(stage.kinds))}, which need a preset with pose_text: true")
             if stage.weight("qa") > 0 and not any(self.qa.get(k) for k in stage.kinds):
                 raise ValueError(f"stage {stage.name!r} asks for qa, but no shard has an item of the kinds "
                                  f"{list(stage.kinds)} spanning <= max_frames = {max_frames} frames")
@@ -131,7 +143,8 @@ class SampleSource:
     def max_clip_tokens(self) -> int:
         """Tokens of a max_frames clip up to the question (chat prefix, timestamps, vision tokens)."""
         h, w = merged_grid(self.config)
-        stamp = len(self.tokenizer.encode(timestamp_text(9999.9), add_special_tokens=False))
+        widest = group_text(0.0, 2 * 9999.9, 0.0, LONGEST_POSE if self.config.pose_text else None)
+        stamp = len(self.tokenizer.encode(widest, add_special_tokens=False))
         return len(self.layout.prefix) + ((self.max_frames + 1) // 2) * (stamp + h * w + 2)
 
     def sample(self, index: int, step: int) -> TrainSample:
@@ -147,17 +160,19 @@ class SampleSource:
         sample.meta.update(stage=stage.name, task=task, window=window_at(stage, in_stage, self.config))
         return sample
 
-    def _clip(self, sh: _Shard, first: int, last: int) -> tuple[list[np.ndarray], list[float]]:
+    def _clip(self, sh: _Shard, first: int, last: int) -> tuple[list[np.ndarray], list[float], list | None]:
         frames = read_frames(sh.episode.path, first, last + 1)
         stamps = sh.episode.stamps[first:last + 1].tolist()
-        return list(frames), stamps
+        poses = None if sh.episode.poses is None else list(sh.episode.poses[first:last + 1])
+        return list(frames), stamps, poses
 
     def _finish(self, sh: _Shard, first: int, last: int, question: str, answer: str, kind: str,
                 item: dict | None, objects: Sequence[str]) -> TrainSample:
-        frames, stamps = self._clip(sh, first, last)
+        frames, stamps, poses = self._clip(sh, first, last)
         meta = {"kind": kind, "episode": sh.episode.episode, "source": sh.episode.source, "clip": [first, last],
                 "item": item, "question": question, "answer": answer, "evidence_window": int(self.config.window_size), "evidence_outside_window": None}
-        sample = layout_sample(self.config, self.tokenizer, self.layout, frames, stamps, question, answer, meta)
+        sample = layout_sample(self.config, self.tokenizer, self.layout, frames, stamps, question, answer, meta,
+                               poses=poses)
         if sh.visibility is not None:
             f = last_evidence_frame(sh.visibility, first, last, objects)
             if f is not None:
@@ -173,7 +188,8 @@ class SampleSource:
         item = sh.episode.items[ii]
         first, last = item["frame_range"]
         n = sh.episode.num_frames
-        end = int(rng.integers(last, min(n - 1, first + self.max_frames - 1) + 1))
+        robot = item["kind"] in ROBOT_KINDS  # answered relative to the pose at the ask frame
+        end = last if robot else int(rng.integers(last, min(n - 1, first + self.max_frames - 1) + 1))
         start = int(rng.integers(max(0, end - self.max_frames + 1), first + 1))
         prompt = item_prompt(item, append_many_rooms=self.config.append_many_rooms)
         return self._finish(sh, start, end, prompt.text, answer_text(item), item["kind"], dict(item), item["objects"])
@@ -224,6 +240,8 @@ def build_source(data_cfg: Mapping, config: SpatialTTTConfig, tokenizer: Any, la
         if ep.frame_size != size:
             raise ValueError(f"shard {p}: frames are {ep.frame_size[0]}x{ep.frame_size[1]} but preset {config.name!r} "
                              f"uses {size[0]}x{size[1]}; bake again with --preset {config.name}")
+        if config.pose_text and ep.poses is None:
+            raise ValueError(f"shard {p} has no camera poses, but preset {config.name!r} has pose_text: true")
         scene = validate_scene(ep.scene) if ep.scene is not None else None
         shards.append(_Shard(ep, scene, ep.visibility))
     return SampleSource(shards, stages, max_frames, config, tokenizer, layout, seed)

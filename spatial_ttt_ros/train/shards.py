@@ -135,6 +135,10 @@ def _check_item(i: int, item: Any, n: int) -> dict:
     if item["options"]:
         if not isinstance(ans, str) or len(ans) != 1 or not "A" <= ans <= chr(ord("A") + len(item["options"]) - 1):
             raise _fail(f"{field}.answer", f"an option letter A-{chr(ord('A') + len(item['options']) - 1)}", ans)
+    elif item["kind"] == "locate":
+        if not isinstance(ans, list) or len(ans) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in ans):
+            raise _fail(f"{field}.answer", "a map position [x, y] in metres", ans)
     elif isinstance(ans, bool) or not isinstance(ans, (int, float)) or not math.isfinite(ans) or ans < 0:
         raise _fail(f"{field}.answer", "a finite number >= 0", ans)
     _check_range(f"{field}.frame_range", item["frame_range"], n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spatial_ttt_ros.runtime.config import load_config
-from spatial_ttt_ros.train.curriculum import QA_KIND_NAMES, parse_stages, stage_at, total_steps, window_at
+from spatial_ttt_ros.train.curriculum import VSI_KIND_NAMES, parse_stages, stage_at, total_steps, window_at
 
 pytestmark = pytest.mark.unit
 TINY = load_config("tiny")  # C = 24, W = 40
@@ -48,7 +48,7 @@ def test_window_table(window, expected):
 def test_stage_without_window_trains_at_the_presets_window():
     stage = parse_stages(RECIPE)[1]
     assert [window_at(stage, s, TINY) for s in range(3)] == [40, 40, 40]
-    assert dict(stage.mix) == pytest.approx({"qa": 0.85, "describe": 0.15}) and stage.kinds == QA_KIND_NAMES
+    assert dict(stage.mix) == pytest.approx({"qa": 0.85, "describe": 0.15}) and stage.kinds == VSI_KIND_NAMES
     with pytest.raises(ValueError, match="step_in_stage"):
         window_at(stage, 3, TINY)
 

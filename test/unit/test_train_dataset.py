@@ -110,6 +110,8 @@ def test_every_answer_text_parses_back_to_the_items_answer(shards):
         assert parsed.ok, (item, answer_text(item))
         if item["options"]:
             assert parsed.choice == item["answer"] and parsed.choice_text == item["answer_text"]
+        elif item["kind"] == "locate":  # one decimal: within 5 cm of the item's position
+            assert parsed.position == pytest.approx(tuple(item["answer"]), abs=0.05 + 1e-9)
         else:
             scale = 0.01 if item["unit"] == "cm" else 1.0
             assert parsed.value == pytest.approx(item["answer"] * scale, abs=1e-9)
