@@ -45,6 +45,7 @@ class IngestCounts:
     keyframes: int = 0  # frames handed to the worker queue
     rejected: int = 0  # bad input: undecodable image, bad pose, stamp going back
     last_reject: str = ""
+    pose_frame_id: str = ""  # header.frame_id of the last keyframe's pose ("" without one)
     encodings: dict[str, EncodingCount] = field(default_factory=dict)
 
 
@@ -135,6 +136,8 @@ class FrameIngest:
                 return f"rejected: {reason}"
             self._gate.commit(stamp_s, pose)
             counts.keyframes += 1
+            if pose_msg is not None:
+                counts.pose_frame_id = clip(str(getattr(pose_msg.header, "frame_id", "")), MAX_REASON_CHARS)
             # Under the lock so frames enter the queue in stamp order; the queue counts drops.
             self._push(Frame(image=image, stamp_s=stamp_s, pose=None if pose is None else pose_to_matrix(pose),
                              transform=rectify))

@@ -96,6 +96,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=1, maximum=MAX_TOKENS, applies=LIVE, section=_QUERIES),
     ParamSpec("append_many_rooms", True, bool, "append the evaluation wrapper's many-rooms sentence to prompts",
               applies=LIVE, section=_QUERIES),
+    ParamSpec("map_frame", "map", str, "frame_id reported with locate positions when the pose messages carry "
+              "none (otherwise theirs: positions are in the frame of the poses the memory was built from)",
+              applies=LIVE, section=_QUERIES),
     ParamSpec("status_rate_hz", 1.0, float, "memory_status and /diagnostics publishing rate [Hz]",
               minimum=0.01, maximum=100.0, applies=LIVE, section=_FILES),
     ParamSpec("memory_dir", "", str, "the only directory memory files are saved to and loaded from; empty = "

@@ -329,6 +329,10 @@ class PerceptionNode(LifecycleNode):
         for name in ("success", "message", "answer", "value", "unit", "choice", "choice_text", "prompt"):
             setattr(response, name, getattr(result, name))
         response.frames_in_memory = result.frames_in_memory
+        response.position_set = result.position is not None
+        if result.position is not None:
+            response.position.x, response.position.y = float(result.position[0]), float(result.position[1])
+        response.frame_id = result.frame_id
         response.memory_stamp = seconds_to_time_msg(result.memory_stamp_s)
         response.latency_s = time.monotonic() - start
         return response
@@ -365,7 +369,9 @@ class PerceptionNode(LifecycleNode):
             return failure(str(exc), prompt, snap.frames_in_memory)
         except Exception as exc:
             return failure(f"engine error: {type(exc).__name__}: {exc}", prompt, snap.frames_in_memory)
-        return answer_result(prompt, answer)
+        ingest = self._ingest
+        frame_id = (ingest.counts().pose_frame_id if ingest is not None else "") or s.map_frame
+        return answer_result(prompt, answer, frame_id)
 
     def _file_job(self, response: Any, requested_path: str | None, what: str,
                   job: Callable[[Any, str], int], reopen_gate: bool = False) -> Any:

@@ -67,6 +67,8 @@ class QueryResult:
     prompt: str = ""
     memory_stamp_s: float | None = None
     frames_in_memory: int = 0
+    position: tuple[float, float] | None = None  # locate: (x, y) in frame_id, only when read from the answer
+    frame_id: str = ""  # locate: the frame of position
 
 
 def failure(message: str, prompt: Prompt | None = None, frames_in_memory: int = 0) -> QueryResult:
@@ -75,13 +77,16 @@ def failure(message: str, prompt: Prompt | None = None, frames_in_memory: int = 
                        frames_in_memory=frames_in_memory)
 
 
-def answer_result(prompt: Prompt, answer: Any) -> QueryResult:
+def answer_result(prompt: Prompt, answer: Any, frame_id: str = "") -> QueryResult:
     """Typed fields from an engine `Answer` (text, frames_seen, last_stamp_s).
 
     The model answered, so success is true even when its text cannot be read as the kind's type;
-    then value stays NaN (numeric kinds keep their unit) and message says why.
+    then value stays NaN (numeric kinds keep their unit), position stays unset (locate) and
+    message says why. A locate position is only ever what the answer says, in `frame_id` (the
+    frame of the poses the memory was built from).
     """
     parsed = parse_answer(prompt, answer.text)
+    located = prompt.expects == "position"
     numeric = prompt.expects == "number"
     if parsed.ok:
         message = "ok"
@@ -92,7 +97,8 @@ def answer_result(prompt: Prompt, answer: Any) -> QueryResult:
         value=float(parsed.value) if numeric and parsed.ok and parsed.value is not None else math.nan,
         unit=prompt.unit if numeric else "",
         choice=parsed.choice if parsed.ok else "", choice_text=parsed.choice_text if parsed.ok else "",
-        prompt=prompt.text, memory_stamp_s=answer.last_stamp_s, frames_in_memory=int(answer.frames_seen))
+        prompt=prompt.text, memory_stamp_s=answer.last_stamp_s, frames_in_memory=int(answer.frames_seen),
+        position=parsed.position if located and parsed.ok else None, frame_id=frame_id if located else "")
 
 
 class AdmissionBound:

@@ -200,7 +200,7 @@ def robot_scores(rows: Iterable[Mapping[str, object]]) -> dict:
     errors: list[float] = []
     mra: list[float] = []
     acc: list[float] = []
-    for i, r in enumerate(rows):
+    for r in rows:
         kind = r.get("kind") or kind_from_vsi_type(str(r.get("vsi_type")))[0]
         k = parse_kind(kind)  # type: ignore[arg-type]
         text = str(r["prediction"])
