@@ -185,3 +185,28 @@ def test_bad_sources_are_refused(engine, shards):
         src.sample(-1, 0)
     with pytest.raises(ValueError, match="past the curriculum"):
         src.sample(0, 10)
+
+
+def test_robot_kinds_with_the_pose_channel_clip_at_the_ask_frame_with_poses(engine, shards):
+    """pose_text on: the robot-relative items' clips end at their ask frame, the shard's poses are in
+    the layout (the engine fed the same frames and poses streams the same ids); with pose_text off
+    a stage asking for them is refused."""
+    posed = StreamingEngine(engine.config.replace(pose_text=True), engine.model, engine.tokenizer)
+    robot = ["locate", "robot_distance", "robot_direction"]
+    stages = [{"name": "qa", "steps": 4, "mix": {"qa": 1.0}, "kinds": robot}]
+    src = _source(posed, shards[:1], max_frames=12, stages=stages)
+    ep = read_episode(next(iter(shards[0].iterdir())))
+    kinds = set()
+    for index in range(6):
+        s = src.sample(index, 0)
+        kinds.add(s.meta["kind"])
+        first, last = s.meta["clip"]
+        assert s.meta["kind"] in robot and last == s.meta["item"]["frame_range"][1] == ep.num_frames - 1
+        q = posed.tokenizer.encode(s.meta["question"], add_special_tokens=False) + list(posed.layout.suffix)
+        a = posed.tokenizer.encode(s.meta["answer"], add_special_tokens=False) + [posed.layout.eos]
+        frames = [(ep.frames[i], float(ep.stamps[i]), ep.poses[i]) for i in range(first, last + 1)]
+        assert s.input_ids.tolist() == build_sequence(posed, [frames], q + a)[0].tolist()
+        assert " yaw=" in posed.tokenizer.decode(s.input_ids.tolist())
+    assert len(kinds) >= 2
+    with pytest.raises(ValueError, match="need a preset with pose_text"):
+        _source(engine, shards[:1], max_frames=12, stages=stages)
