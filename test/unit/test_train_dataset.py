@@ -208,5 +208,12 @@ def test_robot_kinds_with_the_pose_channel_clip_at_the_ask_frame_with_poses(engi
         assert s.input_ids.tolist() == build_sequence(posed, [frames], q + a)[0].tolist()
         assert " yaw=" in posed.tokenizer.decode(s.input_ids.tolist())
     assert len(kinds) >= 2
+    # an item asked before the episode's end (its frame_range ends earlier) keeps that ask frame
+    for item in src.shards[0].episode.items:
+        if item["kind"] in robot:
+            item["frame_range"] = [item["frame_range"][0], max(item["frame_range"][0], ep.num_frames - 4)]
+    for index in range(6):
+        s = src.sample(index, 0)
+        assert s.meta["clip"][1] == s.meta["item"]["frame_range"][1] < ep.num_frames - 1
     with pytest.raises(ValueError, match="need a preset with pose_text"):
         _source(engine, shards[:1], max_frames=12, stages=stages)
