@@ -42,13 +42,16 @@ def rendered_stream(n_frames: int, seed: int, preset: str = "tiny") -> Stream:
     from spatial_ttt_ros.data.synth import START_NS, generate_scene, stream_frames
     from spatial_ttt_ros.runtime.config import load_config
     from spatial_ttt_ros.spatial.camera import CameraIntrinsics
+    from spatial_ttt_ros.spatial.prompts import ROBOT_KINDS
 
     config = load_config(preset, weights="")
     scene = generate_scene(seed)
     intr = CameraIntrinsics.from_fov(config.frame_width, config.frame_height, 70.0)
     shots = list(stream_frames(scene, seed, n_frames * STRIDE, intr, stride=STRIDE, tour="oneway"))
     episode = Episode("bag_0.mcap", [f.stamp_ns for f in shots], [f.pose for f in shots], [intr] * len(shots))
-    items = [a for a in annotate_episode(scene, episode, 0, chunk_frames=16, seed=0) if a["type"] == "qa"]
+    # The robot-relative kinds need a pose-aware model (pose_text); the demo's presets are not.
+    items = [a for a in annotate_episode(scene, episode, 0, chunk_frames=16, seed=0)
+             if a["type"] == "qa" and a["kind"] not in {k.value for k in ROBOT_KINDS}]
     firsts = tuple({it["kind"]: it for it in reversed(items)}.values())[::-1]  # the first item of each kind
     labels = [o.label for o in scene.objects]
     kinds = sorted(set(labels), key=labels.index)
@@ -102,6 +105,8 @@ def truth_text(item: dict) -> str:
     """The ground truth of a generated item as the demo prints it."""
     if item["options"]:
         return f"{item['answer']} = {item['answer_text']!r}"
+    if item["kind"] == "locate":
+        return f"x y = {item['answer'][0]:g} {item['answer'][1]:g} m"
     unit = {"count": "", "m": " m", "cm": " cm", "m^2": " m^2"}.get(item["unit"], "")
     return f"{item['answer']:g}{unit}"
 
@@ -113,6 +118,9 @@ def format_answer(kind: str, response: Any) -> str:
         typed = f"{response.value:g} {response.unit}" if math.isfinite(response.value) else f"(no number) {response.unit}"
     elif response.choice:
         typed = f"{response.choice} = {response.choice_text!r}"
+    elif kind == "locate":
+        p = response.position
+        typed = f"x y = {p.x:g} {p.y:g} m ({response.frame_id})" if response.position_set else "(no position)"
     elif kind == "free_form":
         typed = "(free text)"
     else:
