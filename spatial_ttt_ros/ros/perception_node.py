@@ -161,6 +161,10 @@ class PerceptionNode(LifecycleNode):
             return self._configure_failed(FAILURE, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             return self._configure_failed(ERROR, f"unexpected {type(exc).__name__}: {exc}")
+        if engine.config.pose_text and settings.pose_type == "none":
+            engine.close()
+            return self._configure_failed(FAILURE, f"model {settings.model_preset!r} has pose_text on (every frame "
+                                                   "needs its camera pose) but pose_type is none")
         self.settings, self._engine = settings, engine
         self.device, self.model_id = str(engine.device), str(engine.model_id)
         self._configure_error = self._last_error = ""

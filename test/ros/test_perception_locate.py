@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rclpy
 import yaml
 
@@ -164,3 +165,10 @@ def test_locate_over_the_service_returns_the_models_position_in_the_pose_frame(h
     assert response.answer == ANSWER and response.position_set
     assert (response.position.x, response.position.y, response.position.z) == (1.2, -0.4, 0.0)
     assert response.frame_id == "odom" and response.frames_in_memory == FRAMES
+
+
+def test_a_pose_model_without_a_pose_input_is_refused_at_configure(tmp_path):
+    with pytest.raises(RuntimeError, match="has pose_text on .* but pose_type is none"):
+        with hosted_perception_node({"model_preset": str(pose_preset(tmp_path)), "pose_type": "none",
+                                     "memory_dir": str(tmp_path / "memory")}):
+            pass
