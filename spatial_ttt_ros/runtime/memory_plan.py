@@ -4,8 +4,8 @@ decoder's widths (no model needed), and the deployment profiles in config/profil
 The per-part formulas are those of `MemoryState.nbytes_by_part` (tests compare them with the
 engine's own counters on tiny models of several widths and dtypes); `plan` adds the weights, the
 anchor buffer's headroom (`anchor_budget.capacity_limit`), the transient GQA-expanded K/V of one
-anchor layer's attention over its cache and an activation allowance, for a profile to be checked
-against its device.
+anchor layer's attention over its cache, an activation allowance and, where CPU and GPU share the
+memory, the host copy a save makes, for a profile to be checked against its device.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class Profile:
     params: float                      # model parameters (weights in config.dtype)
     reserved_gib: float                # OS, ROS, CUDA context: what the device's memory must also hold
     activations_gib: float             # ingest/query activation allowance (see the profile's comment)
+    shared_memory: bool                # CPU and GPU share the device memory (Jetson): host copies count
     stated: dict[str, float]           # the profile's own arithmetic, GiB per line
 
     def config(self) -> SpatialTTTConfig:
@@ -118,6 +119,7 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     return Profile(name=path.stem, preset=data["preset"], overrides=dict(data["config"]),
                    device_gib=float(mem["device_gib"]), text=TextShape.of(data["text"]), params=float(data["params"]),
                    reserved_gib=float(mem["reserved_gib"]), activations_gib=float(mem["activations_gib"]),
+                   shared_memory=bool(mem["shared_memory"]),
                    stated={k: float(v) for k, v in mem["arithmetic_gib"].items()})
 
 
@@ -135,6 +137,11 @@ def plan(profile: Profile) -> dict[str, float]:
         "activations": profile.activations_gib,
         "reserved": profile.reserved_gib,
     }
+    # A save or autosave copies the memory to host RAM (engine.snapshot()) before writing it; on a
+    # shared-memory device that copy takes from the same memory.
+    used = sum(v for k, v in state.items() if k != "frame_buffer") + \
+        config.anchor_kv_budget_tokens * anchor_kv_per_token(config, profile.text)
+    lines["save_snapshot"] = used / GIB if profile.shared_memory else 0.0
     lines["total"] = sum(lines.values())
     lines["headroom"] = profile.device_gib - lines["total"]
     return lines
