@@ -9,7 +9,9 @@ Lifecycle: configure reads the parameters and loads the engine (a bad checkpoint
 reason logged and in memory_status.last_error); activate subscribes `image` (or `image`/compressed),
 `pose`, optionally `camera_info`, and offers `spatial_query`, `save_memory`, `load_memory` and
 `reset_memory`; deactivate stops ingest and the services (memory is kept); cleanup frees the engine.
-memory_status and /diagnostics are published in every state. Parameters are read at configure.
+memory_status and /diagnostics are published in every state. Parameters (ros/params.py) are read
+at configure; `ros2 param set` is checked with the same rules: live ones (status rate, query
+defaults, keyframe thresholds) are applied at once, the rest are taken only while unconfigured.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
@@ -36,13 +38,15 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
+from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.msg import MemoryStatus
-from spatial_ttt_ros.ros import memory_jobs, status
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
+from spatial_ttt_ros.ros import memory_jobs, node_params, status
+from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
-from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, NodeSettings
+from spatial_ttt_ros.ros.param_table import clip
+from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
@@ -63,11 +67,8 @@ def load_engine(settings: NodeSettings) -> Any:
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for spec in PARAMETERS:
-            # dynamic typing: `-p status_rate_hz:=5` (an int) must not kill the node at start-up;
-            # NodeSettings coerces and validates every value at configure.
-            self.declare_parameter(spec.name, spec.default,
-                                   ParameterDescriptor(description=spec.description, dynamic_typing=True))
+        # A start-up value its descriptor refuses is replaced by the default; configure reports it.
+        self._refused_params = node_params.declare_table(self, PARAMETERS)
         self.settings = NodeSettings.lenient(self._parameter_values())
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
@@ -87,6 +88,7 @@ class PerceptionNode(LifecycleNode):
         self._autosave_timer: Any = None
         self._autosave: memory_jobs.Autosave | None = None
         self._camera_k: tuple[float, ...] = ()
+        self._rectifier: Rectifier | None = None
         self._configure_error = ""
         self._last_error = ""
         self._seen_errors: tuple[str, str] = ("", "")
@@ -94,14 +96,36 @@ class PerceptionNode(LifecycleNode):
         self._previous_tick = (time.monotonic(), 0)
         self._fps = 0.0
         self.device, self.model_id = self.settings.device, self.settings.model_preset
-        self.create_timer(1.0 / self.settings.status_rate_hz, self._publish_status,
-                          callback_group=self._status_group)
+        self._status_timer = self.create_timer(1.0 / self.settings.status_rate_hz, self._publish_status,
+                                               callback_group=self._status_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.settings.autostart:
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
     # -------------------------------------------------------------- settings and lifecycle
     def _parameter_values(self) -> dict[str, Any]:
-        return {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+        return node_params.table_values(self, PARAMETERS)
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        """`ros2 param set`: checked as configure checks; LIVE parameters are applied at once."""
+        changes = {p.name: p.value for p in params if p.name in SPECS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        reason, settings = node_params.check_changes(NodeSettings, self._parameter_values(), changes, self.state)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        with self._lock:
+            if self.state != "unconfigured":
+                live = {name: getattr(settings, name) for name in changes}
+                settings = self.settings.replace(**live)
+            previous, self.settings = self.settings, settings
+        if settings.status_rate_hz != previous.status_rate_hz:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = self.create_timer(1.0 / settings.status_rate_hz, self._publish_status,
+                                                   callback_group=self._status_group)
+        if self._ingest is not None and settings.gate_config() != previous.gate_config():
+            self._ingest.set_gate_config(settings.gate_config())
+        return SetParametersResult(successful=True)
 
     @property
     def state(self) -> str:
@@ -128,6 +152,8 @@ class PerceptionNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
+            if self._refused_params:
+                raise ValueError("refused at start-up: " + "; ".join(self._refused_params))
             settings = NodeSettings.from_values(self._parameter_values())
             self.get_logger().info(f"loading engine: {settings.engine_kwargs()}")
             engine = load_engine(settings)
@@ -138,13 +164,23 @@ class PerceptionNode(LifecycleNode):
         self.settings, self._engine = settings, engine
         self.device, self.model_id = str(engine.device), str(engine.model_id)
         self._configure_error = self._last_error = ""
+        try:
+            settings.memory_root().mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            self._last_error = f"memory directory {settings.memory_root()} cannot be created: {exc}"
+            self.get_logger().warning(self._last_error)
         if settings.load_on_start and settings.memory_path:
-            self._load_on_start(Path(settings.memory_path))
+            self._load_on_start(settings)
         self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
-        decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
-        self._ingest = FrameIngest(decode, KeyframeGate(settings.gate_config()), self._worker.push)
+        decoder = make_decoder(settings.image_transport, max_pixels=settings.max_image_pixels)
+        if decoder.bridge_problem:
+            self.get_logger().info(f"image conversion: {decoder.bridge_problem}; using the package's own")
+        # Rectification: the camera_info callback keeps the calibration, the engine worker remaps.
+        self._rectifier = None if settings.rectify == "none" else Rectifier(settings.rectify)
+        self._ingest = FrameIngest(decoder, KeyframeGate(settings.gate_config()), self._worker.push,
+                                   describe=decoder.describe, rectifier=self._rectifier)
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
@@ -154,15 +190,18 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().error(self._configure_error)
         return code
 
-    def _load_on_start(self, path: Path) -> None:
-        if not path.exists():
-            self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
-            return
+    def _load_on_start(self, settings: NodeSettings) -> None:
+        """Load memory_path (same confinement and checks as a load_memory request); a missing file
+        or a bad one leaves an empty memory and says why."""
         try:
-            self._engine.load(str(path))
+            path = memory_jobs.confined_path("", settings.memory_path, settings.memory_root())
+            if not path.exists():
+                self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
+                return
+            memory_jobs.load(self._engine, path)
             self.get_logger().info(f"loaded memory from {path}: {self._engine.frames_in_memory} frames")
         except (ValueError, OSError) as exc:
-            self._last_error = f"load_on_start failed, starting empty: {exc}"
+            self._last_error = clip(f"load_on_start failed, starting empty: {exc}", memory_jobs.MAX_MESSAGE)
             self.get_logger().warning(self._last_error)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -184,7 +223,17 @@ class PerceptionNode(LifecycleNode):
             self.create_service(Trigger, "reset_memory", self._counted(self._on_reset), callback_group=group),
         ]
         if self.settings.autosave_period_s > 0:
-            self._autosave = memory_jobs.Autosave(self._worker, self.settings.memory_path, self.get_logger())
+            try:
+                path = memory_jobs.confined_path("", self.settings.memory_path, self.settings.memory_root())
+            except ValueError as exc:
+                self._last_error = f"activate failed: autosave: {exc}"
+                self.get_logger().error(self._last_error)
+                self._destroy_inputs()
+                for service in self._services_active:
+                    self.destroy_service(service)
+                self._services_active = []
+                return FAILURE
+            self._autosave = memory_jobs.Autosave(self._worker, path, self.get_logger())
             self._autosave_timer = self.create_timer(self.settings.autosave_period_s, self._autosave.tick,
                                                      callback_group=self._status_group)
         self.get_logger().info("active: ingesting and answering")
@@ -252,6 +301,9 @@ class PerceptionNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         k = list(msg.k)
         self._camera_k = (k[0], k[4], k[2], k[5])
+        rectifier = self._rectifier
+        if rectifier is not None:
+            rectifier.on_camera_info(msg)
 
     # -------------------------------------------------------------- services
     def _counted(self, callback: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -320,12 +372,12 @@ class PerceptionNode(LifecycleNode):
         """Run a memory job on the worker and fill a MemoryFile / Trigger response. reopen_gate: the
         memory was replaced, so the next frame is a keyframe again."""
         try:
-            path = None if requested_path is None else memory_jobs.resolve_path(requested_path,
-                                                                               self.settings.memory_path)
             if self._worker is None:
                 raise ValueError(f"node is not configured (state: {self.state})")
+            path = None if requested_path is None else memory_jobs.confined_path(
+                requested_path, self.settings.memory_path, self.settings.memory_root())
         except ValueError as exc:
-            response.success, response.message = False, str(exc)
+            response.success, response.message = False, clip(str(exc), memory_jobs.MAX_MESSAGE)
             return response
         worker, ingest = self._worker, self._ingest
         label = what if path is None else f"{what} {path}"
@@ -362,12 +414,17 @@ class PerceptionNode(LifecycleNode):
         self._track_last_error(counts.last_reject, snap.last_error if snap else "")
         return status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
                                  model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
-                                 camera_k=self._camera_k)
+                                 camera_k=self._camera_k,
+                                 rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:
+        if not self.context.ok():  # shutting down (SIGINT): nothing can be published any more
+            return
         try:
             self._publish_status_once()
         except Exception:  # status must keep coming; a failure here is logged, not fatal
+            if not self.context.ok():
+                return
             self.get_logger().error(f"status publishing failed: {traceback.format_exc()}")
 
     def _publish_status_once(self) -> None:

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +51,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from spatial_ttt_ros.data import msgs
-from spatial_ttt_ros.data.recording import COMPRESSIONS, Recording, RecordingOptions, description_json
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_to_ns
+from spatial_ttt_ros.data.recording import Recording, description_json
+from spatial_ttt_ros.ros import node_params
+from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
 from spatial_ttt_ros.ros.ingest import FrameIngest
-from spatial_ttt_ros.ros.keyframe_gate import GateConfig, KeyframeGate
-from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
-from spatial_ttt_ros.ros.params import IMAGE_TRANSPORTS, POSE_TYPES, ParamSpec, coerce_values, require
+from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for callers)
+    DEFAULTS,
+    DESCRIPTION_PARAM,
+    NODE_NAME,
+    PARAMETERS,
+    RecorderSettings,
+)
 from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
 
 try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
@@ -66,125 +70,25 @@ try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.
 except ImportError:
     message_filters = None
 
-NODE_NAME = "spatial_ttt_recorder"
-DESCRIPTION_PARAM = "description"
-
-PARAMETERS: tuple[ParamSpec, ...] = (
-    # where and how the bag is written
-    ParamSpec("output_dir", "recordings", str, "directory that receives one <run>/bag/ per recording"),
-    ParamSpec("run_name", "", str, "name of the run directory; empty = spatial_ttt_<local date_time>"),
-    ParamSpec("max_episode_duration_s", 300.0, float, "start the next bag file (episode) after this much "
-              "message time [s]; 0 = no limit"),
-    ParamSpec("max_episode_bytes", 1 << 30, int, "start the next bag file (episode) at this size [bytes]; 0 = no limit"),
-    ParamSpec("flush_period_s", 1.0, float, "close the open chunk and fsync at least this often [s]"),
-    ParamSpec("compression", "zstd", str, "MCAP chunk compression: zstd, lz4 or none"),
-    ParamSpec("retry_period_s", 5.0, float, "after the bag is lost (e.g. disk full), try a new run this often [s]"),
-    # inputs: the perception node's names and meanings
-    ParamSpec("image_transport", PERCEPTION_DEFAULTS["image_transport"], str, "camera input: raw (Image on `image`) "
-              "or compressed (CompressedImage on `image`/compressed); stored as received"),
-    ParamSpec("pose_type", PERCEPTION_DEFAULTS["pose_type"], str, "pose input on `pose`: pose_stamped, odometry or none"),
-    ParamSpec("use_camera_info", True, bool, "sync CameraInfo on `camera_info` with each frame and store it "
-              "(annotate needs the intrinsics)"),
-    ParamSpec("sync_queue_size", PERCEPTION_DEFAULTS["sync_queue_size"], int,
-              "approximate-time synchroniser: messages kept per input"),
-    ParamSpec("sync_slop_s", PERCEPTION_DEFAULTS["sync_slop_s"], float,
-              "approximate-time synchroniser: max stamp difference within a set [s]"),
-    ParamSpec("keyframe_max_rate_hz", PERCEPTION_DEFAULTS["keyframe_max_rate_hz"], float,
-              "at most this many keyframes per second of stamps; 0 = no limit"),
-    ParamSpec("keyframe_min_translation_m", PERCEPTION_DEFAULTS["keyframe_min_translation_m"], float,
-              "with a pose: min camera travel since the last keyframe [m]"),
-    ParamSpec("keyframe_min_rotation_deg", PERCEPTION_DEFAULTS["keyframe_min_rotation_deg"], float,
-              "with a pose: min camera turn since the last keyframe [deg]"),
-    ParamSpec("status_rate_hz", 1.0, float, "/diagnostics publishing rate [Hz]"),
-)
-DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
-
-
-@dataclass(frozen=True)
-class RecorderSettings:
-    output_dir: str = DEFAULTS["output_dir"]
-    run_name: str = DEFAULTS["run_name"]
-    max_episode_duration_s: float = DEFAULTS["max_episode_duration_s"]
-    max_episode_bytes: int = DEFAULTS["max_episode_bytes"]
-    flush_period_s: float = DEFAULTS["flush_period_s"]
-    compression: str = DEFAULTS["compression"]
-    retry_period_s: float = DEFAULTS["retry_period_s"]
-    image_transport: str = DEFAULTS["image_transport"]
-    pose_type: str = DEFAULTS["pose_type"]
-    use_camera_info: bool = DEFAULTS["use_camera_info"]
-    sync_queue_size: int = DEFAULTS["sync_queue_size"]
-    sync_slop_s: float = DEFAULTS["sync_slop_s"]
-    keyframe_max_rate_hz: float = DEFAULTS["keyframe_max_rate_hz"]
-    keyframe_min_translation_m: float = DEFAULTS["keyframe_min_translation_m"]
-    keyframe_min_rotation_deg: float = DEFAULTS["keyframe_min_rotation_deg"]
-    status_rate_hz: float = DEFAULTS["status_rate_hz"]
-
-    def __post_init__(self) -> None:
-        require(self.output_dir.strip() != "", "output_dir must not be empty")
-        require("/" not in self.run_name and self.run_name not in (".", ".."),
-               f"run_name must be a plain directory name, got {self.run_name!r}")
-        require(self.image_transport in IMAGE_TRANSPORTS,
-               f"image_transport must be one of {IMAGE_TRANSPORTS}, got {self.image_transport!r}")
-        require(self.pose_type in POSE_TYPES, f"pose_type must be one of {POSE_TYPES}, got {self.pose_type!r}")
-        require(self.compression in COMPRESSIONS,
-               f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
-        require(self.sync_queue_size >= 1, f"sync_queue_size must be >= 1, got {self.sync_queue_size}")
-        require(self.max_episode_bytes >= 0, f"max_episode_bytes must be >= 0, got {self.max_episode_bytes}")
-        for name in ("max_episode_duration_s", "sync_slop_s"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
-        for name in ("flush_period_s", "retry_period_s", "status_rate_hz"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
-        self.gate_config()  # validates the keyframe thresholds
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any]) -> RecorderSettings:
-        """Settings from parameter values; unknown names are a ValueError, types are coerced."""
-        return cls(**coerce_values(PARAMETERS, values))
-
-    def gate_config(self) -> GateConfig:
-        return GateConfig(max_rate_hz=self.keyframe_max_rate_hz,
-                          min_translation_m=self.keyframe_min_translation_m,
-                          min_rotation_deg=self.keyframe_min_rotation_deg)
-
-    @property
-    def image_topic(self) -> str:
-        """Where the images go in the bag."""
-        return msgs.TOPIC_IMAGE if self.image_transport == "raw" else msgs.TOPIC_IMAGE_COMPRESSED
-
-    def bag_topics(self) -> list[str]:
-        topics = [self.image_topic]
-        if self.pose_type != "none":
-            topics.append(msgs.TOPIC_POSE)
-        if self.use_camera_info:
-            topics.append(msgs.TOPIC_CAMERA_INFO)
-        return topics + [msgs.TOPIC_DESCRIPTIONS, msgs.TOPIC_ANNOTATIONS]
-
-    def recording_options(self) -> RecordingOptions:
-        return RecordingOptions(
-            output_dir=self.output_dir, run_name=self.run_name, max_episode_duration_s=self.max_episode_duration_s,
-            max_episode_bytes=self.max_episode_bytes, flush_period_s=self.flush_period_s,
-            compression=self.compression, retry_period_s=self.retry_period_s, topics=tuple(self.bag_topics()))
-
-
 POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
 
 class RecorderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default,
-                                   ParameterDescriptor(description=spec.description, dynamic_typing=True))
+        refused = node_params.declare_table(self, PARAMETERS)
+        if refused:
+            raise ValueError("; ".join(refused))
         self.declare_parameter(DESCRIPTION_PARAM, "", ParameterDescriptor(
             description="set at run time to store an operator description (ros2 param set)"))
-        self.settings = RecorderSettings.from_values({p.name: self.get_parameter(p.name).value for p in PARAMETERS})
+        self.settings = RecorderSettings.from_values(node_params.table_values(self, PARAMETERS))
         s = self.settings
         self.recording = Recording(s.recording_options(), self.get_logger())
-        decode = image_to_rgb if s.image_transport == "raw" else compressed_to_rgb
-        # The gate's verdict decides; the pushed frame itself is not needed here.
-        self.ingest = FrameIngest(decode, KeyframeGate(s.gate_config()), lambda frame: True)
+        decoder = make_decoder(s.image_transport)
+        # The gate's verdict decides; the pushed frame itself is not needed here (images are stored raw,
+        # as received: a bag is rectified, if at all, when it is baked for training).
+        self.ingest = FrameIngest(decoder, KeyframeGate(s.gate_config()), lambda frame: True,
+                                  describe=decoder.describe)
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._notes_group = MutuallyExclusiveCallbackGroup()
         self._sync: Any = None
@@ -269,10 +173,7 @@ class RecorderNode(Node):
         self.recording.write_note(msgs.TOPIC_ANNOTATIONS, self.get_clock().now().nanoseconds, serialize_message(msg))
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
-        for p in params:
-            if p.name != DESCRIPTION_PARAM and p.name in DEFAULTS:
-                return SetParametersResult(successful=False, reason=f"{p.name} is read at start-up only; "
-                                           "restart the recorder to change it")
+        # the table's parameters are read-only (their descriptors say so); only the description is set
         for p in params:
             if p.name == DESCRIPTION_PARAM:
                 if not isinstance(p.value, str):
@@ -284,7 +185,9 @@ class RecorderNode(Node):
     def status_values(self) -> dict[str, str]:
         """The recorder's counters as /diagnostics reports them."""
         rec, counts = self.recording.status(), self.ingest.counts()
-        values = {k: str(v) for k, v in dataclasses.asdict(counts).items()}
+        values = {k: str(v) for k, v in dataclasses.asdict(counts).items() if k != "encodings"}
+        for name, c in sorted(counts.encodings.items()):
+            values[f"encoding {name}"] = f"{c.status or 'received'}; {c.frames} received, {c.rejected} rejected"
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
         return values

@@ -26,6 +26,7 @@ class StatusView:
     last_error: str
     ingest_fps: float
     camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
+    rectification: str = "off"  # Rectifier.state()
 
     @property
     def rejected(self) -> int:
@@ -48,6 +49,12 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
     msg.device = view.device
     msg.model_id = view.model_id
     msg.last_error = view.last_error
+    encodings = sorted(view.ingest.encodings.items())
+    msg.image_encodings = [name for name, _ in encodings]
+    msg.image_encoding_frames = [c.frames for _, c in encodings]
+    msg.image_encoding_rejected = [c.rejected for _, c in encodings]
+    msg.image_encoding_status = [c.status or "received, not decoded yet" for _, c in encodings]
+    msg.rectification = view.rectification
     w = view.worker
     if w is not None:
         msg.frames_in_memory = w.frames_in_memory
@@ -127,6 +134,10 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
             c = w.counters
             values.update(anchor_budget_tokens=c.anchor_budget_tokens, anchor_tokens=c.anchor_tokens,
                           anchor_evicted_tokens=c.evicted_tokens, anchor_evicted_groups=c.evicted_groups)
+    values["rectification"] = view.rectification
+    for name, c in sorted(view.ingest.encodings.items()):
+        values[f"encoding {name}"] = (f"{c.status or 'received, not decoded yet'}; {c.frames} received, "
+                                      f"{c.decoded} decoded, {c.rejected} rejected")
     if view.camera_k:
         values.update(dict(zip(("fx", "fy", "cx", "cy"), (f"{v:.2f}" for v in view.camera_k))))
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=view.device,

@@ -97,6 +97,8 @@ class StreamingEngine:
         # dropped by anything that changes `state`.
         self._prepared: MemoryState | None = None
         mode = resolve_decode_mode(config.decode_graph, self.device)
+        if not config.ttt_updates or config.anchor_window_only:
+            mode = "off"  # the static decode step implements the product's rules only
         self._static = None if mode == "off" else StaticDecode(self.decoder, mode)
 
     @classmethod
@@ -112,6 +114,8 @@ class StreamingEngine:
         if checkpoint:
             load_checkpoint(model, checkpoint)
             model_id = f"{config.name}:{os.path.basename(os.path.normpath(checkpoint))}"
+        elif config.weights:  # the preset's own trained weights (models/<name>/model.safetensors)
+            load_checkpoint(model, config.weights)
         return cls(config, model, tokenizer, model_id=model_id)
 
     # ------------------------------------------------------------ ingest

@@ -24,7 +24,7 @@ from .anchor_budget import capacity_limit
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
-from .ttt_layer import TTTAttention
+from .ttt_layer import TTTAttention, muon_dtype
 
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
@@ -187,7 +187,9 @@ class Decoder:
         st.k[:, st.length:end] = k
         st.v[:, st.length:end] = v.transpose(0, 1)
         st.length = end
-        out = self._attend(q, st.k[:, :end], st.v[:, :end], st.tokens_seen, 0, None, attn.scaling)
+        # anchor_window_only (an ablation): the anchor sees only the last W tokens, like the SWA branch.
+        window = self.config.window_size if self.config.anchor_window_only else None
+        out = self._attend(q, st.k[:, :end], st.v[:, :end], st.tokens_seen, 0, window, attn.scaling)
         st.tokens_seen += n
         return attn.o_proj(out)
 
@@ -230,10 +232,14 @@ class Decoder:
             st.pending_v = torch.cat((st.pending_v, v_fw[:, i:i + step]), dim=1)
             st.pending_lr = torch.cat((st.pending_lr, lr[:, i:i + step]), dim=1)
             st.pending_mu = torch.cat((st.pending_mu, mu[:, i:i + step]), dim=1)
-            if st.pending_k.shape[1] == cfg.chunk_size:
+            if st.pending_k.shape[1] == cfg.chunk_size and not cfg.ttt_updates:
+                # ttt_updates off (an ablation): the block is dropped, the fast weights stay at w0/w1/w2.
+                st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
+                st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
+            elif st.pending_k.shape[1] == cfg.chunk_size:
                 st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
                                     use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
-                                    backend=self.backend)
+                                    ns_dtype=muon_dtype(cfg), backend=self.backend)
                 st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
                 st.updates += 1

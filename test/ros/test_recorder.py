@@ -33,6 +33,7 @@ from spatial_ttt_ros.data.annotate import annotate_bag
 from spatial_ttt_ros.data.bag_reader import BagReader
 from spatial_ttt_ros.data.recording import Recording
 from spatial_ttt_ros.data.recover import recover_bag
+from spatial_ttt_ros.ros import recorder_params
 from spatial_ttt_ros.ros.launch_inspect import find_executable, find_package_share
 from spatial_ttt_ros.ros.recorder_node import DEFAULTS, NODE_NAME, RecorderSettings
 
@@ -367,7 +368,9 @@ def test_disk_full_goes_on_in_the_next_file_then_in_a_new_run(tmp_path, monkeypa
 
 
 def test_parameters_are_declared_once_and_checked(tmp_path):
-    params = yaml.safe_load((REPO / "config" / "recorder.yaml").read_text())[NODE_NAME]["ros__parameters"]
+    text = (REPO / "config" / "recorder.yaml").read_text()
+    assert text == recorder_params.config_yaml(), "config/recorder.yaml is stale: python -m spatial_ttt_ros.ros.params"
+    params = yaml.safe_load(text)["/**"]["ros__parameters"]
     assert params == DEFAULTS
     assert RecorderSettings.from_values(params) == RecorderSettings()
     with pytest.raises(ValueError, match="pose_type must be one of"):
