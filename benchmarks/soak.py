@@ -4,8 +4,8 @@ minutes of stream time; process RSS, bytes per memory part, ingest rate and quer
     python -m benchmarks.soak [--frames 57600] [--budget 2048] [--query-every-s 300] [--out benchmarks/results]
     python -m benchmarks.soak --report-only    # md + plot again from soak.json
 
-The node (`PerceptionNode`, real rclpy, real engine on the `tiny` preset bounded by
-`anchor_kv_budget_tokens`) runs in this process in its own ROS context (localhost, its own domain);
+The node (`PerceptionNode`, real rclpy, real engine on the `tiny` preset bounded by its
+`anchor_kv_budget_tokens` parameter) runs in this process in its own ROS context (localhost, its own domain);
 a client node publishes sensor_msgs/Image + geometry_msgs/PoseStamped pairs stamped 0.5 s apart (a
 camera moving 0.2 m per frame) as fast as the node takes them, and calls /spatial_query. Stream
 time is the stamps' time; wall time is how long it took here. Writes soak.json (rewritten at every
@@ -21,13 +21,11 @@ import platform
 import random
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(100, 200)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -60,17 +58,11 @@ def run(args: argparse.Namespace) -> dict:
 
     from spatial_ttt_ros.ros.conversions import seconds_to_sec_nanosec
     from spatial_ttt_ros.ros.hosting import hosted_perception_node, wait_for
-    from spatial_ttt_ros.runtime.config import presets_dir
     from spatial_ttt_ros.srv import SpatialQuery
 
     torch.set_num_threads(1)
-    preset = yaml.safe_load((presets_dir() / "tiny.yaml").read_text())
-    preset.update(name="tiny_soak", anchor_kv_budget_tokens=args.budget)
-    tmp = Path(tempfile.mkdtemp(prefix="soak_"))
-    preset_path = tmp / "tiny_soak.yaml"
-    preset_path.write_text(yaml.safe_dump(preset))
-    params = {"model_preset": str(preset_path), "device": "cpu", "keyframe_max_rate_hz": 0.0,
-              "ingest_queue_size": 64, "query_timeout_s": 120.0}
+    params = {"model_preset": "tiny", "device": "cpu", "anchor_kv_budget_tokens": args.budget,
+              "keyframe_max_rate_hz": 0.0, "ingest_queue_size": 64, "query_timeout_s": 120.0}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {
@@ -79,7 +71,7 @@ def run(args: argparse.Namespace) -> dict:
         "transformers": transformers.__version__, "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "preset": "tiny",
         "anchor_kv_budget_tokens": args.budget, "frames_target": args.frames, "stream_hz": 2.0,
-        "node_params": {k: v for k, v in params.items() if k != "model_preset"}, "samples": [], "queries": [],
+        "node_params": params, "samples": [], "queries": [],
         "republished": 0, "complete": False,
     }
     rng = np.random.default_rng(0)
