@@ -27,7 +27,10 @@ def test_short_soak_through_the_node_stays_flat(tmp_path):
     late = [s for s in result["samples"] if s["frame"] > 300]
     assert all(s["evicted_groups"] > 0 for s in late)
     assert len({s["anchor_capacity_bytes"] for s in late}) == 1
-    assert max(s["memory_bytes"] for s in late) <= 1.1 * min(s["memory_bytes"] for s in late)
+    assert all(s["anchor_tokens"] <= 300 for s in late)
+    # parts cycle (pending chunk, the anchors between budget - 1 group and budget) but do not grow:
+    # unbounded, the anchor KV alone would more than double over these 300 frames
+    assert max(s["memory_bytes"] for s in late) <= 1.25 * min(s["memory_bytes"] for s in late)
     assert max(s["rss_bytes"] for s in late) - min(s["rss_bytes"] for s in late) < 64 * 2**20
     assert (tmp_path / "soak.md").read_text().startswith("# Soak: 600 keyframes")
     assert "<polyline" in (tmp_path / "soak.svg").read_text()
