@@ -73,6 +73,6 @@ def subscribe_inputs(node: Node, settings: NodeSettings, ingest: FrameIngest, gr
 
         subs.append(node.create_subscription(image_type, image_topic, on_image, qos, callback_group=group))
         subs.append(node.create_subscription(pose_type, "pose", on_pose, qos, callback_group=group))
-    if settings.use_camera_info:
+    if settings.use_camera_info or settings.rectify != "none":
         subs.append(node.create_subscription(CameraInfo, "camera_info", on_camera_info, qos, callback_group=group))
     return subs, sync

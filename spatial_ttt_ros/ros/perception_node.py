@@ -38,12 +38,14 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
+from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.msg import MemoryStatus
 from spatial_ttt_ros.ros import memory_jobs, node_params, status
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
+from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
@@ -86,6 +88,7 @@ class PerceptionNode(LifecycleNode):
         self._autosave_timer: Any = None
         self._autosave: memory_jobs.Autosave | None = None
         self._camera_k: tuple[float, ...] = ()
+        self._rectifier: Rectifier | None = None
         self._configure_error = ""
         self._last_error = ""
         self._seen_errors: tuple[str, str] = ("", "")
@@ -161,13 +164,23 @@ class PerceptionNode(LifecycleNode):
         self.settings, self._engine = settings, engine
         self.device, self.model_id = str(engine.device), str(engine.model_id)
         self._configure_error = self._last_error = ""
+        try:
+            settings.memory_root().mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            self._last_error = f"memory directory {settings.memory_root()} cannot be created: {exc}"
+            self.get_logger().warning(self._last_error)
         if settings.load_on_start and settings.memory_path:
-            self._load_on_start(Path(settings.memory_path))
+            self._load_on_start(settings)
         self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
-        decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
-        self._ingest = FrameIngest(decode, KeyframeGate(settings.gate_config()), self._worker.push)
+        decoder = make_decoder(settings.image_transport, max_pixels=settings.max_image_pixels)
+        if decoder.bridge_problem:
+            self.get_logger().info(f"image conversion: {decoder.bridge_problem}; using the package's own")
+        # Rectification: the camera_info callback keeps the calibration, the engine worker remaps.
+        self._rectifier = None if settings.rectify == "none" else Rectifier(settings.rectify)
+        self._ingest = FrameIngest(decoder, KeyframeGate(settings.gate_config()), self._worker.push,
+                                   describe=decoder.describe, rectifier=self._rectifier)
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
@@ -177,15 +190,18 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().error(self._configure_error)
         return code
 
-    def _load_on_start(self, path: Path) -> None:
-        if not path.exists():
-            self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
-            return
+    def _load_on_start(self, settings: NodeSettings) -> None:
+        """Load memory_path (same confinement and checks as a load_memory request); a missing file
+        or a bad one leaves an empty memory and says why."""
         try:
-            self._engine.load(str(path))
+            path = memory_jobs.confined_path("", settings.memory_path, settings.memory_root())
+            if not path.exists():
+                self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
+                return
+            memory_jobs.load(self._engine, path)
             self.get_logger().info(f"loaded memory from {path}: {self._engine.frames_in_memory} frames")
         except (ValueError, OSError) as exc:
-            self._last_error = f"load_on_start failed, starting empty: {exc}"
+            self._last_error = clip(f"load_on_start failed, starting empty: {exc}", memory_jobs.MAX_MESSAGE)
             self.get_logger().warning(self._last_error)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -207,7 +223,17 @@ class PerceptionNode(LifecycleNode):
             self.create_service(Trigger, "reset_memory", self._counted(self._on_reset), callback_group=group),
         ]
         if self.settings.autosave_period_s > 0:
-            self._autosave = memory_jobs.Autosave(self._worker, self.settings.memory_path, self.get_logger())
+            try:
+                path = memory_jobs.confined_path("", self.settings.memory_path, self.settings.memory_root())
+            except ValueError as exc:
+                self._last_error = f"activate failed: autosave: {exc}"
+                self.get_logger().error(self._last_error)
+                self._destroy_inputs()
+                for service in self._services_active:
+                    self.destroy_service(service)
+                self._services_active = []
+                return FAILURE
+            self._autosave = memory_jobs.Autosave(self._worker, path, self.get_logger())
             self._autosave_timer = self.create_timer(self.settings.autosave_period_s, self._autosave.tick,
                                                      callback_group=self._status_group)
         self.get_logger().info("active: ingesting and answering")
@@ -275,6 +301,9 @@ class PerceptionNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         k = list(msg.k)
         self._camera_k = (k[0], k[4], k[2], k[5])
+        rectifier = self._rectifier
+        if rectifier is not None:
+            rectifier.on_camera_info(msg)
 
     # -------------------------------------------------------------- services
     def _counted(self, callback: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -343,12 +372,12 @@ class PerceptionNode(LifecycleNode):
         """Run a memory job on the worker and fill a MemoryFile / Trigger response. reopen_gate: the
         memory was replaced, so the next frame is a keyframe again."""
         try:
-            path = None if requested_path is None else memory_jobs.resolve_path(requested_path,
-                                                                               self.settings.memory_path)
             if self._worker is None:
                 raise ValueError(f"node is not configured (state: {self.state})")
+            path = None if requested_path is None else memory_jobs.confined_path(
+                requested_path, self.settings.memory_path, self.settings.memory_root())
         except ValueError as exc:
-            response.success, response.message = False, str(exc)
+            response.success, response.message = False, clip(str(exc), memory_jobs.MAX_MESSAGE)
             return response
         worker, ingest = self._worker, self._ingest
         label = what if path is None else f"{what} {path}"
@@ -385,7 +414,8 @@ class PerceptionNode(LifecycleNode):
         self._track_last_error(counts.last_reject, snap.last_error if snap else "")
         return status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
                                  model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
-                                 camera_k=self._camera_k)
+                                 camera_k=self._camera_k,
+                                 rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:
         if not self.context.ok():  # shutting down (SIGINT): nothing can be published any more

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spatial_ttt_ros.ros.param_table import clip
+from spatial_ttt_ros.ros.params import MAX_TIMEOUT_S
 from spatial_ttt_ros.spatial.answers import parse_answer
 from spatial_ttt_ros.spatial.prompts import Prompt, build_prompt, parse_kind
 
 MAX_OBJECTS = 32
+MAX_MESSAGE = 400  # characters of a response message
 MAX_OPTIONS = 26
 
 
@@ -43,8 +46,9 @@ def prepare_query(kind: str, objects: Sequence[str], question: str, options: Seq
     if not 1 <= tokens <= max_new_tokens_limit:
         raise ValueError(f"max_new_tokens must be 1..{max_new_tokens_limit} (0 = default), got {max_new_tokens}")
     timeout = float(timeout_s)
-    if not math.isfinite(timeout) or timeout < 0:
-        raise ValueError(f"timeout_s must be a finite number >= 0 (0 = default), got {timeout_s}")
+    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s must be a number of seconds in 0..{MAX_TIMEOUT_S:g} (0 = default), "
+                         f"got {timeout_s:g}")
     prompt = build_prompt(kind, list(objects), question, list(options), append_many_rooms=append_many_rooms)
     return PreparedQuery(prompt=prompt, max_new_tokens=tokens, timeout_s=timeout or default_timeout_s)
 
@@ -66,7 +70,8 @@ class QueryResult:
 
 
 def failure(message: str, prompt: Prompt | None = None, frames_in_memory: int = 0) -> QueryResult:
-    return QueryResult(success=False, message=message, prompt="" if prompt is None else prompt.text,
+    """A refused or failed query; the message is cut to MAX_MESSAGE characters (it may quote input)."""
+    return QueryResult(success=False, message=clip(message, MAX_MESSAGE), prompt="" if prompt is None else prompt.text,
                        frames_in_memory=frames_in_memory)
 
 

@@ -7,10 +7,10 @@ between frames, ahead of waiting frames. A job is a function of the engine; its 
 exception comes back through a `concurrent.futures.Future`, so a caller can wait with a timeout and
 `cancel()` a job that has not started.
 
-Failure policy: a ValueError from `push_frame` is bad input (counted as rejected, the frame is
-skipped); any exception from a job goes back to its caller; any other exception while ingesting
-kills the thread, which is then visible (`snapshot().alive`) until `ensure_alive` restarts it on
-the same engine and queues. Nothing stalls silently.
+Failure policy: a ValueError from a frame's `transform` (rectification) or from `push_frame` is bad
+input (counted as rejected, the frame is skipped); any exception from a job goes back to its caller;
+any other exception while ingesting kills the thread, which is then visible (`snapshot().alive`)
+until `ensure_alive` restarts it on the same engine and queues. Nothing stalls silently.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from spatial_ttt_ros.ros.param_table import clip
 
 
 class Engine(Protocol):
@@ -44,6 +46,8 @@ class Frame:
     image: np.ndarray  # [H, W, 3] uint8 RGB
     stamp_s: float  # camera stamp [s]
     pose: np.ndarray | None = None  # [4, 4] float64 camera-to-world, or None
+    # run on the worker thread before the engine sees the image (rectification); ValueError = bad frame
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ class EngineWorker:
             result = job.fn(self.engine)
         except BaseException as exc:
             with self._cond:
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = clip(f"{type(exc).__name__}: {exc}", 400)
             outcome: tuple[Any, BaseException | None] = (None, exc)
         else:
             outcome = (result, None)
@@ -223,11 +227,12 @@ class EngineWorker:
 
     def _ingest(self, frame: Frame) -> None:
         try:
-            self.engine.push_frame(frame.image, frame.stamp_s, frame.pose)
+            image = frame.image if frame.transform is None else frame.transform(frame.image)
+            self.engine.push_frame(image, frame.stamp_s, frame.pose)
         except ValueError as exc:
             with self._cond:
                 self._rejected += 1
-                self._last_error = f"frame at {frame.stamp_s:.3f} s rejected: {exc}"
+                self._last_error = clip(f"frame at {frame.stamp_s:.3f} s rejected: {exc}", 400)
         else:
             with self._cond:
                 self._ingested += 1

@@ -290,6 +290,24 @@ def read_episode(path: str | os.PathLike[str], *, load_frames: bool = True) -> E
     )
 
 
+def read_frames(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of a shard, read from disk without loading the rest ([n, H, W, 3] uint8)."""
+    try:
+        with safe_open(str(Path(path) / FRAMES_FILE), framework="numpy") as f:
+            sl = f.get_slice("frames")
+            n = int(sl.get_shape()[0])
+            if not 0 <= start < stop <= n:
+                raise ValueError(f"shard {path}: frames [{start}, {stop}) are outside its {n} frames")
+            out = sl[start:stop]
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001  SafetensorError for a damaged or replaced file
+        raise ValueError(f"shard {path}: cannot read {FRAMES_FILE}: {exc}") from None
+    if out.dtype != np.uint8 or out.ndim != 4 or out.shape[0] != stop - start:
+        raise _fail("frames", "uint8 [F, H, W, 3]", f"{out.dtype} {out.shape}")
+    return out
+
+
 def find_shards(patterns: list[str] | tuple[str, ...] | str) -> list[Path]:
     """Shard directories matching glob patterns (or directories holding shards), sorted, unique."""
     import glob  # noqa: PLC0415

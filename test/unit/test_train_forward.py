@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.train.forward import forward_logits, sample_loss
+from spatial_ttt_ros.train.forward import TrainForward, forward_logits, sample_loss
 from spatial_ttt_ros.train.samples import IGNORE, TrainSample, layout_sample
 
 pytestmark = pytest.mark.unit
@@ -113,6 +113,14 @@ def test_batch_of_unequal_lengths_equals_each_alone(base):
         torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
     assert count == sum(c for _, c in losses)
     torch.testing.assert_close(loss, sum(v for v, _ in losses), rtol=1e-5, atol=1e-5)
+    # equal lengths (no padding; masks broadcast over the rows): still each row alone
+    twin = _sample(engine, _frames(7, seed=99), [9])
+    assert len(twin) == len(samples[1])
+    with torch.no_grad():
+        pair = forward_logits(engine.model, engine.config, [samples[1], twin])
+        twin_alone = forward_logits(engine.model, engine.config, [twin])[0]
+    torch.testing.assert_close(pair[0], alone[1], rtol=0, atol=2e-5)
+    torch.testing.assert_close(pair[1], twin_alone, rtol=0, atol=2e-5)
 
 
 def test_window_override_changes_only_the_sliding_window(base):
@@ -141,6 +149,8 @@ def test_sample_loss_matches_a_hand_computation(base):
     n = len(s)
     want = sum(-F.log_softmax(logits[n - len(answer) - 1 + k], -1)[tok] for k, tok in enumerate(answer))
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert TrainForward(engine.model, engine.config)([s]) == (loss, count)
 
 
 def test_bad_samples_name_the_problem(base):
