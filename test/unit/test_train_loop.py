@@ -99,6 +99,9 @@ def test_export_loads_into_the_engine_with_the_same_logits(tmp_path, dtype, tol)
     want, got = _engine_logits(trained), _engine_logits(loaded)
     torch.testing.assert_close(got, want, rtol=0.0 if not tol else tol, atol=tol)
     assert (want - _engine_logits(fresh)).abs().max() > 1e-3  # training changed the model
+    # the exported YAML names the weights beside it: the preset alone loads them too
+    alone = StreamingEngine.from_preset(str(tmp_path / "out" / "tiny.yaml"), device="cpu")
+    torch.testing.assert_close(_engine_logits(alone), got, rtol=0, atol=0)
 
 
 def _free_port() -> int:
