@@ -26,10 +26,12 @@ class StatusView:
     last_error: str
     ingest_fps: float
     camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
+    callback_errors: int = 0  # callbacks that raised (caught by spin_resilient; the node went on)
+    last_callback_error: str = ""
 
     @property
     def rejected(self) -> int:
-        return self.ingest.rejected + (self.worker.frames_rejected if self.worker else 0)
+        return self.ingest.rejected + self.ingest.refused + (self.worker.frames_rejected if self.worker else 0)
 
     @property
     def dropped(self) -> int:
@@ -66,7 +68,8 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
 
 class Health:
     """The diagnostic level over time: ERROR when the worker died (held for `hold_s` after its
-    restart so a 1 Hz aggregator sees it) or the engine failed to load; WARN while frames were
+    restart so a 1 Hz aggregator sees it), a callback raised (held as long) or the engine failed
+    to load; WARN while frames were
     dropped or rejected within `hold_s`, or the node is not active; OK otherwise."""
 
     def __init__(self, hold_s: float = 5.0) -> None:
@@ -84,6 +87,9 @@ class Health:
         if restarted:
             summary = restarted.strip().splitlines()[-1] if restarted.strip() else "unknown error"
             self._events["died"] = (now, f"engine worker died ({summary}); restarted")
+        if view.callback_errors > (prev.callback_errors if prev is not None else 0):
+            self._events["callback"] = (now, f"a callback failed ({view.callback_errors} in all): "
+                                             f"{view.last_callback_error}")
         if prev is not None and view.dropped > prev.dropped:
             self._events["drop"] = (now, f"dropping frames: {view.dropped - prev.dropped} in the last period "
                                          f"(ingest queue full, {view.dropped} in all)")
@@ -91,6 +97,8 @@ class Health:
             self._events["reject"] = (now, f"rejecting frames: {view.rejected} in all; last: {view.last_error}")
         if died := self._recent("died", now):
             return ERROR, died
+        if failed := self._recent("callback", now):
+            return ERROR, failed
         if view.worker is not None and not view.worker.alive:
             return ERROR, "engine worker is not running"
         if configure_error and view.worker is None:
@@ -113,10 +121,12 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
         "frames_gated": view.ingest.gated, "keyframes": view.ingest.keyframes,
         "frames_rejected": view.rejected, "frames_dropped": view.dropped,
         "ingest_fps": f"{view.ingest_fps:.2f}", "last_error": view.last_error,
+        "callback_errors": view.callback_errors,
     }
     if w is not None:
         values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,
-                      worker_alive=w.alive, worker_restarts=w.restarts, worker_busy_s=f"{w.busy_s:.1f}")
+                      worker_alive=w.alive, worker_restarts=w.restarts, worker_busy_s=f"{w.busy_s:.1f}",
+                      stamp_rewinds=w.segments, stamp_offset_s=f"{w.stamp_offset_s:.3f}")
     if view.camera_k:
         values.update(dict(zip(("fx", "fy", "cx", "cy"), (f"{v:.2f}" for v in view.camera_k))))
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=view.device,
