@@ -92,9 +92,11 @@ def fw_update(
     use_momentum: bool,
     use_muon: bool,
     prenorm: bool,
+    ns_dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
 ) -> FastWeightState:
-    """One Update(S, B) of spec 3.5a for one chunk; returns a new state and leaves ``state`` untouched."""
+    """One Update(S, B) of spec 3.5a for one chunk; returns a new state and leaves ``state`` untouched.
+    ``ns_dtype``: the precision of Muon's Newton-Schulz (bf16 as the official code, or fp32)."""
     _check_state(state, use_momentum=use_momentum, prenorm=prenorm)
     w0 = state.w[0]
     H, _, D = w0.shape
@@ -109,6 +111,7 @@ def fw_update(
     beta = mu.to(w0.dtype).mean(dim=1, keepdim=True) if use_momentum else None  # [H, 1, 1]
     update = pick_impl("fw_update", _UPDATE_WEIGHTS, w0.device, backend)
     w, w_main, momentum = update(
-        state.w, state.w_main, state.momentum, state.norms, dw, beta, use_muon=use_muon, backend=backend
+        state.w, state.w_main, state.momentum, state.norms, dw, beta, use_muon=use_muon, ns_dtype=ns_dtype,
+        backend=backend,
     )
     return FastWeightState(w=w, w_main=w_main, momentum=momentum, norms=state.norms)

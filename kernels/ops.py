@@ -77,9 +77,12 @@ def newton_schulz5(
     *,
     steps: int = 5,
     eps: float = 1e-7,
+    dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
-) -> torch.Tensor:  # [..., M, N] bf16
-    """Muon's 5-step Newton-Schulz orthogonalisation in bf16 (tall matrices are handled transposed)."""
+) -> torch.Tensor:  # [..., M, N] in dtype
+    """Muon's 5-step Newton-Schulz orthogonalisation in ``dtype`` (bf16 as the official code, fp32 on
+    request; tall matrices are handled transposed). The GPU kernels serve bf16; other dtypes run the
+    reference."""
     if g.ndim < 2:
         raise ValueError(f"g must be [..., M, N] with at least 2 dims, got {tuple(g.shape)}")
     if not g.is_floating_point():
@@ -88,6 +91,10 @@ def newton_schulz5(
         raise ValueError(f"steps must be in 1..{len(ns_naive.NS5_COEFFS)}, got {steps}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    if dtype not in (torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.bfloat16, torch.float32 or torch.float64, got {dtype!r}")
+    if dtype != torch.bfloat16:
+        return ns_naive.newton_schulz5(g, steps=steps, eps=eps, dtype=dtype)
     return pick_impl("newton_schulz5", _NEWTON_SCHULZ5, g.device, backend)(g, steps=steps, eps=eps)
 
 

@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "record": ("spatial_ttt_ros.ros.recorder_node", "cli_record", "bring up the recorder node from a params YAML"),
     "synth": ("spatial_ttt_ros.data.synth", "cli_synth", "render synthetic scenes into training bags"),
     "annotate": ("spatial_ttt_ros.data.annotate", "cli_annotate", "dense descriptions + spatial QA for a bag"),
-    "bag": ("spatial_ttt_ros.data.bags", "cli_bag", "bag tools (recover)"),
+    "bag": ("spatial_ttt_ros.data.bags", "cli_bag", "bag tools (recover, info)"),
+    "train": ("spatial_ttt_ros.train.cli", "cli_train", "training from bags: bake, run a recipe, export a checkpoint"),
 }
 
 

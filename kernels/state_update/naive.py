@@ -39,16 +39,18 @@ def update_weights(
     beta: torch.Tensor | None,  # [H, 1, 1] chunk-mean momentum coefficient (None without momentum)
     *,
     use_muon: bool,
+    ns_dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
 ) -> tuple[Weights, Weights | None, Weights | None]:  # new (w, w_main, momentum)
-    """Momentum mix, optional Newton-Schulz, then post-norm (w_main None) or pre-norm renormalisation."""
+    """Momentum mix, optional Newton-Schulz (in ``ns_dtype``), then post-norm (w_main None) or pre-norm
+    renormalisation."""
     if momentum is not None:
         # the buffer keeps the post-momentum, pre-orthogonalisation update
         dw = tuple(d + beta * m for d, m in zip(dw, momentum))
         momentum = dw
     if use_muon:
-        # orthogonalise each matrix separately (bf16), then add into the state dtype
-        dw = tuple(newton_schulz5(d, backend=backend).to(w[0].dtype) for d in dw)
+        # orthogonalise each matrix separately (bf16 by default), then add into the state dtype
+        dw = tuple(newton_schulz5(d, dtype=ns_dtype, backend=backend).to(w[0].dtype) for d in dw)
     if w_main is not None:
         w_main = tuple(m + u for m, u in zip(w_main, dw))
         w = tuple(row_renorm(m, r) for m, r in zip(w_main, norms))

@@ -147,11 +147,14 @@ def update_weights(
     beta: torch.Tensor | None,  # [H, 1, 1] chunk-mean momentum coefficient (None without momentum)
     *,
     use_muon: bool,
+    ns_dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
 ) -> tuple[Weights, Weights | None, Weights | None]:  # new (w, w_main, momentum)
-    """Steps 2-4 of spec 3.5a with one fused kernel per matrix (see the module docstring)."""
-    if not (w[0].is_cuda and w[0].dtype in (torch.float32, torch.bfloat16)):
-        return naive.update_weights(w, w_main, momentum, norms, dw, beta, use_muon=use_muon, backend=backend)
+    """Steps 2-4 of spec 3.5a with one fused kernel per matrix (see the module docstring). Newton-Schulz
+    in another dtype than bf16 runs the reference step."""
+    if not (w[0].is_cuda and w[0].dtype in (torch.float32, torch.bfloat16)) or (use_muon and ns_dtype != torch.bfloat16):
+        return naive.update_weights(w, w_main, momentum, norms, dw, beta, use_muon=use_muon, ns_dtype=ns_dtype,
+                                    backend=backend)
     beta_h = beta.reshape(-1).to(torch.float32).contiguous() if beta is not None else None
     mix = momentum
     if use_muon:

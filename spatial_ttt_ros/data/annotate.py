@@ -192,10 +192,17 @@ def wall_occluders(scene: Scene) -> list[OrientedBox]:
     return [box for room in scene.rooms for box in wall_boxes(room, openings, room.height or DEFAULT_ROOM_HEIGHT)]
 
 
+def episode_visibility(scene: Scene, episode: Episode) -> dict[int, frozenset[str]]:
+    """Per-frame visibility of the episode's frames (walls occlude, doorways open)."""
+    return compute_visibility_table(scene, episode.poses, episode.intrinsics, occluders=wall_occluders(scene))
+
+
 def annotate_episode(scene: Scene, episode: Episode, index: int, *, chunk_frames: int, seed: int,
-                     max_per_kind: int = 3) -> list[dict]:
-    """Descriptions and QA of one episode (module doc), in that order."""
-    table = compute_visibility_table(scene, episode.poses, episode.intrinsics, occluders=wall_occluders(scene))
+                     max_per_kind: int = 3, table: dict[int, frozenset[str]] | None = None) -> list[dict]:
+    """Descriptions and QA of one episode (module doc), in that order. `table`: its visibility
+    (episode_visibility) when the caller has it already."""
+    if table is None:
+        table = episode_visibility(scene, episode)
     stamps = episode.stamps_ns
 
     def item(kind: str, frame_range: list[int] | tuple[int, int], payload: dict) -> dict:

@@ -444,12 +444,18 @@ def mcap_files(bag_dir: Path) -> list[Path]:
 
 
 def cli_bag(argv: list[str]) -> int:
-    """`spatial-ttt bag SUBCOMMAND ...`; today only `recover BAG` (see recover.cli_recover)."""
+    """`spatial-ttt bag SUBCOMMAND ...`: `recover BAG` (recover.cli_recover), `info BAG...` (bag_reader)."""
+    usage = ("usage: spatial-ttt bag {recover,info} BAG\n\n  recover   salvage a bag whose writer was killed\n"
+             "  info      topics, message counts and what cannot be read")
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: spatial-ttt bag recover BAG\n\n  recover   salvage a bag whose writer was killed")
+        print(usage)
         return 0 if argv else 2
+    if argv[0] == "info":
+        from spatial_ttt_ros.data.bag_reader import cli_info  # noqa: PLC0415
+
+        return cli_info(argv[1:])
     if argv[0] != "recover":
-        print(f"spatial-ttt bag: unknown subcommand {argv[0]!r}; expected 'recover'", file=sys.stderr)
+        print(f"spatial-ttt bag: unknown subcommand {argv[0]!r}; expected 'recover' or 'info'", file=sys.stderr)
         return 2
     from spatial_ttt_ros.data.recover import cli_recover  # recover imports this module
 

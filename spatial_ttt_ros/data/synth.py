@@ -18,6 +18,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.bags import BagWriter
 from spatial_ttt_ros.data.render import Renderer
 from spatial_ttt_ros.data.shapes import CATEGORIES, WALL_THICKNESS, Category, doorways
-from spatial_ttt_ros.data.trajectory import FPS, generate_trajectory
-from spatial_ttt_ros.spatial.camera import CameraIntrinsics
+from spatial_ttt_ros.data.trajectory import FPS, TOURS, generate_trajectory
+from spatial_ttt_ros.spatial.camera import CameraIntrinsics, CameraPose
 from spatial_ttt_ros.spatial.geometry import OrientedBox
 from spatial_ttt_ros.spatial.scene import Room, Scene, SceneObject, save_scene
 
@@ -251,36 +252,64 @@ class SynthResult:
     render_fps: float
 
 
+@dataclass(frozen=True)
+class SynthFrame:
+    index: int            # index in the 10 Hz trajectory (the grain noise is seeded by it)
+    stamp_ns: int
+    pose: CameraPose
+    rgb: np.ndarray       # [H, W, 3] uint8, sensor noise included
+
+
+def stream_frames(scene: Scene, seed: int, n_frames: int, intrinsics: CameraIntrinsics, *, stride: int = 1,
+                  tour: str = "return", noise: float = 2.0) -> Iterator[SynthFrame]:
+    """The frames a synthetic recording holds: every `stride`-th pose of the 10 Hz trajectory
+    (`n_frames` poses long), rendered with seeded sensor noise. `synthesize` writes exactly these;
+    bulk data tools (train/demo_data.py) render them without the bag."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    poses = generate_trajectory(scene, seed, n_frames, tour=tour)
+    renderer = Renderer(scene, intrinsics, seed=seed)
+    for i in range(0, n_frames, stride):
+        rgb = renderer.render(poses[i]).rgb
+        if noise > 0:  # sensor noise, seeded per frame
+            grain = np.random.default_rng([seed, 2, i]).standard_normal(rgb.shape, dtype=np.float32)
+            rgb = np.clip(rgb + noise * grain, 0, 255).astype(np.uint8)
+        yield SynthFrame(i, START_NS + i * (10**9 // FPS), poses[i], rgb)
+
+
 def synthesize(out_dir: str | Path, seed: int, n_frames: int, width: int = 480, height: int = 352, *,
                n_rooms: int | None = None, hfov_deg: float = 70.0, compressed: bool = False,
-               noise: float = 2.0) -> SynthResult:
-    """Render a synthetic recording into `out_dir` (layout in the module doc); deterministic in seed."""
+               noise: float = 2.0, stride: int = 1, tour: str = "return") -> SynthResult:
+    """Render a synthetic recording into `out_dir` (layout in the module doc); deterministic in seed.
+
+    stride: keep every stride-th frame of the 10 Hz trajectory (a keyframe recording; stamps stay
+    the trajectory's). tour: "return" (through the rooms and back) or "oneway" (trajectory.py).
+    """
     out = Path(out_dir)
     scene = generate_scene(seed, n_rooms)
-    poses = generate_trajectory(scene, seed, n_frames)
     intr = CameraIntrinsics.from_fov(width, height, hfov_deg)
-    renderer = Renderer(scene, intr, seed=seed)
+    frames = stream_frames(scene, seed, n_frames, intr, stride=stride, tour=tour, noise=noise)
     out.mkdir(parents=True, exist_ok=True)
     scene_file = out / "scene.yaml"
     image_topic = msgs.TOPIC_IMAGE_COMPRESSED if compressed else msgs.TOPIC_IMAGE
-    render_s = 0.0
+    render_s, written = 0.0, 0
     with BagWriter(out / "bag") as bag:
         for topic in (image_topic, msgs.TOPIC_CAMERA_INFO, msgs.TOPIC_POSE):
             bag.add_topic(topic, msgs.TOPIC_TYPES[topic])
-        for i, pose in enumerate(poses):
-            stamp = START_NS + i * (10**9 // FPS)
+        while True:
             t0 = time.perf_counter()
-            rgb = renderer.render(pose).rgb
+            frame = next(frames, None)
             render_s += time.perf_counter() - t0
-            if noise > 0:  # sensor noise, seeded per frame
-                grain = np.random.default_rng([seed, 2, i]).standard_normal(rgb.shape, dtype=np.float32)
-                rgb = np.clip(rgb + noise * grain, 0, 255).astype(np.uint8)
+            if frame is None:
+                break
+            stamp, pose, rgb = frame.stamp_ns, frame.pose, frame.rgb
             image = msgs.compressed_image_msg(rgb, stamp) if compressed else msgs.image_msg(rgb, stamp)
             bag.write(image_topic, stamp, image)
             bag.write(msgs.TOPIC_CAMERA_INFO, stamp, msgs.camera_info_msg(intr.matrix, width, height, stamp))
             bag.write(msgs.TOPIC_POSE, stamp, msgs.pose_msg(pose.position, pose.orientation, stamp, scene.frame_id))
+            written += 1
     save_scene(scene, scene_file)
-    return SynthResult(out / "bag", scene_file, n_frames, n_frames / max(render_s, 1e-9))
+    return SynthResult(out / "bag", scene_file, written, written / max(render_s, 1e-9))
 
 
 def cli_synth(argv: list[str]) -> int:
@@ -288,15 +317,18 @@ def cli_synth(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spatial-ttt synth", description="Render a synthetic recording (bag + scene file).")
     parser.add_argument("--out", type=Path, required=True, help="output directory (gets bag/ and scene.yaml)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=300, help="frames at 10 Hz")
+    parser.add_argument("--frames", type=int, default=300, help="trajectory length in frames at 10 Hz")
     parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--height", type=int, default=352)
     parser.add_argument("--rooms", type=int, default=None, help="1-5 rooms (default: 1-3 at random)")
     parser.add_argument("--compressed", action="store_true", help="JPEG images on /camera/image_raw/compressed")
+    parser.add_argument("--stride", type=int, default=1, help="keep every N-th frame of the 10 Hz trajectory")
+    parser.add_argument("--tour", choices=TOURS, default="return",
+                        help="return: through the rooms and back; oneway: never comes back (memory tests)")
     args = parser.parse_args(argv)
     try:
         res = synthesize(args.out, args.seed, args.frames, args.width, args.height,
-                         n_rooms=args.rooms, compressed=args.compressed)
+                         n_rooms=args.rooms, compressed=args.compressed, stride=args.stride, tour=args.tour)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,9 @@
 """A robot's camera path through a scene: planned on an occupancy grid, smoothed, at 10 Hz.
 
 The robot (a disc of ROBOT_RADIUS) visits a few open spots per room, well spread and preferring
-open floor, going through the doorways to the last room and back again (revisits), along A*
+open floor, going through the doorways to the last room and back again (revisits; tour "return"),
+or to the last room only (tour "oneway": it never comes back, and once the tour is walked it
+keeps looking around on its last spot, so what it saw in the first rooms stays behind), along A*
 paths that keep about a metre from walls and furniture where the room allows. It walks at
 `speed`, turns at most 60 deg/s, looks around on the spot at each waypoint, and its camera pans
 and tilts a little at a height of 1.2-1.5 m. Poses are of the camera optical frame (camera.py).
@@ -20,6 +22,7 @@ from spatial_ttt_ros.spatial.camera import CameraPose, look_at_pose
 from spatial_ttt_ros.spatial.scene import Scene
 
 FPS = 10
+TOURS = ("return", "oneway")
 ROBOT_RADIUS = 0.25
 GRID = 0.1  # metres per planning cell
 
@@ -104,22 +107,28 @@ def _waypoints(clearance: np.ndarray, room_of: np.ndarray, rng: np.random.Genera
     return out
 
 
-def generate_trajectory(scene: Scene, seed: int, n_frames: int, speed: float = 0.4) -> list[CameraPose]:
-    """Camera poses (optical frame in the map) at 10 Hz of a robot touring the rooms and back."""
+def generate_trajectory(scene: Scene, seed: int, n_frames: int, speed: float = 0.4,
+                        tour: str = "return") -> list[CameraPose]:
+    """Camera poses (optical frame in the map) at 10 Hz of a robot touring the rooms and back
+    (tour "return") or through them once (tour "oneway"; module doc)."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    if tour not in TOURS:
+        raise ValueError(f"tour must be one of {TOURS}, got {tour!r}")
     rng = np.random.default_rng([seed, 1])
     clearance, origin, room_of = _occupancy(scene)
     # Keep a metre from walls and furniture where the room allows; never closer than the robot's radius.
     cost = np.where(clearance >= ROBOT_RADIUS, 1.0 + 4.0 * np.clip(1.0 - clearance, 0, None), np.inf)
     per_room = _waypoints(clearance, room_of, rng)
-    order = list(range(len(per_room))) + list(range(len(per_room) - 2, -1, -1))
-    tour = [wp for i, room in enumerate(order) for wp in (per_room[room] if i < len(per_room) else per_room[room][::-1])]
-    if not tour:
+    order = list(range(len(per_room)))
+    if tour == "return":
+        order += list(range(len(per_room) - 2, -1, -1))
+    stops = [wp for i, room in enumerate(order) for wp in (per_room[room] if i < len(per_room) else per_room[room][::-1])]
+    if not stops:
         raise ValueError(f"scene {scene.name!r} has no free floor for a robot of radius {ROBOT_RADIUS} m")
     # Stitch legs with A*; a waypoint that cannot be reached is skipped.
-    cells, spins = [tour[0]], []
-    for wp in tour[1:]:
+    cells, spins = [stops[0]], []
+    for wp in stops[1:]:
         leg = _astar(cost, cells[-1], wp)
         if leg is None or len(leg) < 2:
             continue
@@ -128,7 +137,7 @@ def generate_trajectory(scene: Scene, seed: int, n_frames: int, speed: float = 0
     xy = origin + (np.array(cells, dtype=np.float64)[:, ::-1]) * GRID
     keys = _densify(xy, spins, step=speed / FPS)
 
-    positions, yaws = _walk(keys, n_frames, rng)
+    positions, yaws = _walk(keys, n_frames, rng, loop=tour == "return")
     t = np.arange(n_frames) / FPS
     height = rng.uniform(1.2, 1.5)
     pan = np.radians(rng.uniform(10, 25)) * np.sin(2 * np.pi * t / rng.uniform(5, 9))
@@ -142,10 +151,11 @@ def generate_trajectory(scene: Scene, seed: int, n_frames: int, speed: float = 0
     return poses
 
 
-def _walk(keys: list[tuple[np.ndarray, bool]], n_frames: int, rng: np.random.Generator
+def _walk(keys: list[tuple[np.ndarray, bool]], n_frames: int, rng: np.random.Generator, loop: bool = True
           ) -> tuple[list[np.ndarray], list[float]]:
     """Positions and headings along the keys, turning smoothly, spinning on the spot where
-    flagged; when the tour ends early it is walked back (another revisit)."""
+    flagged; when the tour ends early it is walked back (another revisit), or with `loop` False
+    the robot stays on its last spot and keeps turning slowly (30 deg/s)."""
     positions: list[np.ndarray] = []
     yaws: list[float] = []
     yaw = _heading(keys, 0)
@@ -163,6 +173,12 @@ def _walk(keys: list[tuple[np.ndarray, bool]], n_frames: int, rng: np.random.Gen
                 yaw += turn
             if len(positions) >= n_frames:
                 break
+        if not loop:
+            while len(positions) < n_frames:
+                yaw += np.radians(3)
+                positions.append(seq[-1][0])
+                yaws.append(yaw)
+            break
         seq = seq[::-1]
     return positions[:n_frames], yaws[:n_frames]
 

@@ -23,36 +23,40 @@ from typing import Any
 
 import numpy as np
 
-FPS = 10  # camera rate of the generated stream (stamps), not wall-clock
+FPS = 10  # camera rate of the synthetic trajectory (stamps), not wall-clock
+STRIDE = 5  # streamed: every 5th trajectory frame (2 Hz keyframes, as the node's gate keeps)
 
 
 @dataclass(frozen=True)
 class Stream:
     description: str
     objects: tuple[str, ...]  # object names present, for the questions
-    truth: dict[str, str]  # question key -> what the scene really holds
-    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (rgb [H, W, 3], position [3], quat xyzw [4])
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]  # (rgb [H, W, 3], position [3], quat xyzw [4], stamp s)
+    items: tuple[dict, ...] = ()  # generated questions with their ground truth (spatial.qa items)
 
 
-def rendered_stream(n_frames: int, seed: int) -> Stream:
-    """A synthetic furnished room and a walk through it (spatial_ttt_ros.data)."""
-    from spatial_ttt_ros.data.render import Renderer
-    from spatial_ttt_ros.data.synth import generate_scene
-    from spatial_ttt_ros.data.trajectory import generate_trajectory
+def rendered_stream(n_frames: int, seed: int, preset: str = "tiny") -> Stream:
+    """A synthetic home and a one-way tour through it (spatial_ttt_ros.data), rendered at the
+    preset's frame size as 2 Hz keyframes (every 5th frame of the 10 Hz trajectory), with the
+    questions `annotate` generates for it and their ground truth."""
+    from spatial_ttt_ros.data.annotate import Episode, annotate_episode
+    from spatial_ttt_ros.data.synth import START_NS, generate_scene, stream_frames
+    from spatial_ttt_ros.runtime.config import load_config
     from spatial_ttt_ros.spatial.camera import CameraIntrinsics
 
-    scene = generate_scene(seed, n_rooms=1)
-    poses = generate_trajectory(scene, seed, n_frames)
-    renderer = Renderer(scene, CameraIntrinsics.from_fov(96, 64, 70.0), seed=seed)
+    config = load_config(preset, weights="")
+    scene = generate_scene(seed)
+    intr = CameraIntrinsics.from_fov(config.frame_width, config.frame_height, 70.0)
+    shots = list(stream_frames(scene, seed, n_frames * STRIDE, intr, stride=STRIDE, tour="oneway"))
+    episode = Episode("bag_0.mcap", [f.stamp_ns for f in shots], [f.pose for f in shots], [intr] * len(shots))
+    items = [a for a in annotate_episode(scene, episode, 0, chunk_frames=16, seed=0) if a["type"] == "qa"]
+    firsts = tuple({it["kind"]: it for it in reversed(items)}.values())[::-1]  # the first item of each kind
     labels = [o.label for o in scene.objects]
     kinds = sorted(set(labels), key=labels.index)
-    room = scene.rooms[0]
-    area = room.area
-    truth = {"count": str(labels.count(kinds[0])), "room_size": f"{area:.1f} m^2"}
+    rooms = ", ".join(f"{r.name.replace('_', ' ')} {r.area:.1f} m^2" for r in scene.rooms)
     counts = ", ".join(f"{k} x{labels.count(k)}" for k in kinds)
-    frames = [(renderer.render(p).rgb, p.position, p.orientation) for p in poses]
-    return Stream(f"synthetic {room.name.replace('_', ' ')} ({area:.1f} m^2): {counts}",
-                  tuple(kinds), truth, frames)
+    frames = [(f.rgb, f.pose.position, f.pose.orientation, 1000.0 + (f.stamp_ns - START_NS) * 1e-9) for f in shots]
+    return Stream(f"synthetic home {seed} ({rooms}): {counts}", tuple(kinds), frames, firsts)
 
 
 def shapes_stream(n_frames: int, seed: int) -> Stream:
@@ -67,26 +71,40 @@ def shapes_stream(n_frames: int, seed: int) -> Stream:
             u = int((bx - x) * 40) + 48
             if -20 < u < 116:
                 img[20:50, max(u - 10, 0):max(min(u + 10, 96), 0)] = colour
-        frames.append((img, np.array([x, 0.0, 0.0]), np.array([0.0, 0.0, 0.0, 1.0])))
-    return Stream("moving coloured blocks (no renderer available)", ("chair", "table", "lamp", "sofa"), {}, frames)
+        frames.append((img, np.array([x, 0.0, 0.0]), np.array([0.0, 0.0, 0.0, 1.0]), 1000.0 + i / FPS))
+    return Stream("moving coloured blocks (no renderer available)", ("chair", "table", "lamp", "sofa"), frames)
 
 
-def make_stream(n_frames: int, seed: int) -> Stream:
+def make_stream(n_frames: int, seed: int, preset: str = "tiny") -> Stream:
     try:
-        return rendered_stream(n_frames, seed)
+        return rendered_stream(n_frames, seed, preset)
     except ImportError:
         return shapes_stream(n_frames, seed)
 
 
-def questions(objects: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
-    o = list(objects) + [name for name in ("chair", "table", "lamp", "sofa") if name not in objects]
-    yield "count", dict(objects=[o[0]])
-    yield "abs_distance", dict(objects=[o[0], o[1]])
-    yield "room_size", dict(objects=[])
-    yield "rel_direction", dict(objects=[o[0], o[1], o[2]])
-    yield "appearance_order", dict(objects=o[:3], options=[", ".join(o[:3]), ", ".join(o[2::-1]),
-                                                           ", ".join([o[1], o[0], o[2]])])
-    yield "free_form", dict(question=f"Where is the {o[0]}?")
+def questions(stream: Stream) -> Iterator[tuple[str, dict[str, Any], dict | None]]:
+    """(kind, request fields, generated item with the ground truth or None) per demo question: the
+    scene's generated questions (one per kind) when it has them, then a free-form one."""
+    o = list(stream.objects) + [name for name in ("chair", "table", "lamp", "sofa") if name not in stream.objects]
+    if stream.items:
+        for it in stream.items:
+            yield it["kind"], dict(question=it["question"], options=list(it["options"])), it
+    else:
+        yield "count", dict(objects=[o[0]]), None
+        yield "abs_distance", dict(objects=[o[0], o[1]]), None
+        yield "room_size", dict(objects=[]), None
+        yield "rel_direction", dict(objects=[o[0], o[1], o[2]]), None
+        yield "appearance_order", dict(objects=o[:3], options=[", ".join(o[:3]), ", ".join(o[2::-1]),
+                                                               ", ".join([o[1], o[0], o[2]])]), None
+    yield "free_form", dict(question=f"Where is the {o[0]}?"), None
+
+
+def truth_text(item: dict) -> str:
+    """The ground truth of a generated item as the demo prints it."""
+    if item["options"]:
+        return f"{item['answer']} = {item['answer_text']!r}"
+    unit = {"count": "", "m": " m", "cm": " cm", "m^2": " m^2"}.get(item["unit"], "")
+    return f"{item['answer']:g}{unit}"
 
 
 def format_answer(kind: str, response: Any) -> str:
@@ -138,14 +156,17 @@ def stream_into(node: Any, camera: Any, stream: Stream) -> bool:
     if not wait_for(matched, 20):
         print("error: the node did not subscribe to /image and /pose", file=sys.stderr)
         return False
-    for i, frame in enumerate(stream.frames):
-        image, pose = to_messages(*frame, stamp_s=1000.0 + i / FPS)
+    for rgb, position, quat, stamp_s in stream.frames:
+        image, pose = to_messages(rgb, position, quat, stamp_s=stamp_s)
         before = node.status_view().ingest.synced
         for _ in range(3):  # best-effort sensor QoS: send again if the pair was lost
             pose_pub.publish(pose)
             image_pub.publish(image)
             if wait_for(lambda n=before: node.status_view().ingest.synced > n, 5.0):
                 break
+        # A camera at 2 Hz gives the worker 0.5 s per keyframe; this stream comes faster, so wait
+        # until the worker has taken it in (a full queue would drop keyframes the answers need).
+        wait_for(lambda: (w := node.status_view().worker) is not None and w.queue_depth == 0, 10.0)
 
     def idle() -> bool:
         worker = node.status_view().worker
@@ -157,23 +178,32 @@ def stream_into(node: Any, camera: Any, stream: Stream) -> bool:
 def ask_all(client: Any, stream: Stream) -> bool:
     """Ask one question of each demo kind over /spatial_query and print the typed answers."""
     from spatial_ttt_ros.ros.hosting import wait_for
+    from spatial_ttt_ros.spatial.metrics import score_item
     from spatial_ttt_ros.srv import SpatialQuery
 
     if not client.wait_for_service(timeout_sec=20):
         print("error: /spatial_query is not offered", file=sys.stderr)
         return False
-    print("\n/spatial_query:")
-    all_ok, response = True, None
-    for n, (kind, fields) in enumerate(questions(stream.objects), 1):
+    print("\n/spatial_query (each answer beside the synthetic scene's ground truth and its VSI-Bench score):")
+    all_ok, response, scores = True, None, []
+    for n, (kind, fields, item) in enumerate(questions(stream), 1):
         future = client.call_async(SpatialQuery.Request(kind=kind, max_new_tokens=8, **fields))
         if not wait_for(future.done, 60):
             print(f"  {n}. {kind}: no response", file=sys.stderr)
             return False
         response = future.result()
         all_ok &= response.success
-        asked = ", ".join(fields.get("objects", [])) or fields.get("question", "")
-        truth = f"  truth: {stream.truth[kind]}" if kind in stream.truth else ""
-        print(f"  {n}. {kind:<16} [{asked}]{truth}\n     -> {format_answer(kind, response)}")
+        if item is not None:
+            score = score_item(item["vsi_type"], response.answer, item["answer"]) if response.success else 0.0
+            scores.append(score)
+            asked = item["question"] + "".join(f" {o}" for o in item["options"])
+            truth = f"\n     truth {truth_text(item)}  (score {score:.2f})"
+        else:
+            asked = ", ".join(fields.get("objects", [])) or fields.get("question", "")
+            truth = ""
+        print(f"  {n}. {kind:<16} {asked}\n     -> {format_answer(kind, response)}{truth}")
+    if scores:
+        print(f"     mean score over the {len(scores)} generated questions: {sum(scores) / len(scores):.2f}")
     stamp = response.memory_stamp.sec + response.memory_stamp.nanosec * 1e-9
     print(f"     (each answered from {response.frames_in_memory} frames in memory, newest stamp {stamp:.1f} s)")
     return all_ok
@@ -199,7 +229,8 @@ def isolate_ros(env: Any = os.environ) -> str:
 
 def cli_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spatial-ttt demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=60, help=f"camera frames to stream ({FPS} Hz of stamps)")
+    parser.add_argument("--frames", type=int, default=60,
+                        help=f"camera frames to stream ({FPS // STRIDE} Hz keyframes of a one-way tour)")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--preset", default="tiny", help="model preset (default: the embedded tiny model)")
     parser.add_argument("--checkpoint", default="", help="Spatial-TTT checkpoint for a real preset")
@@ -220,7 +251,7 @@ def cli_demo(argv: list[str]) -> int:
     if args.preset == "tiny":
         print("NOTE: tiny random model: answers are not meaningful. This shows the pipeline and the typed\n"
               "      fields a planner gets back, not spatial accuracy.")
-    stream = make_stream(args.frames, args.seed)
+    stream = make_stream(args.frames, args.seed, args.preset)
     print(f"scene: {stream.description}")
     params = {"model_preset": args.preset, "checkpoint": args.checkpoint, "base_model": args.base_model,
               "device": args.device, "status_rate_hz": 5.0}
@@ -239,7 +270,7 @@ def cli_demo(argv: list[str]) -> int:
             if not stream_into(node, camera, stream):
                 return 1
             view = node.status_view()
-            print(f"ingest: {len(stream.frames)} frames + poses over ROS ({len(stream.frames) / FPS:.1f} s of stamps)"
+            print(f"ingest: {len(stream.frames)} frames + poses over ROS ({stream.frames[-1][3] - stream.frames[0][3]:.1f} s of stamps)"
                   f" -> {view.ingest.keyframes} keyframes (gate: 2 Hz, 0.1 m / 10 deg), "
                   f"{view.worker.frames_in_memory} in memory, {view.dropped} dropped, {view.rejected} rejected")
             answered = ask_all(client, stream)

@@ -1,8 +1,11 @@
 """What happens to a synced (image, pose) pair before the model sees it (no rclpy).
 
 pair -> stamp and pose checks -> keyframe gate -> decode to RGB -> worker queue, with a counter for
-every outcome. The node wires subscriptions and the synchroniser to `on_image` / `on_pair`; the
-recorder node can reuse the same steps.
+every outcome and, per image encoding, how many frames came and whether they decode ("yuv422: ok",
+"32FC1: unsupported (depth, not colour)"). With a rectifier the frame carries its rectification,
+which the engine worker runs (data/rectify.py: maps built once per calibration, off the callbacks).
+The node wires subscriptions and the synchroniser to `on_image` / `on_pair`; the recorder node
+reuses the same steps (without a rectifier: it keeps raw images).
 """
 
 from __future__ import annotations
@@ -10,16 +13,34 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.ros import keyframe_gate
-from spatial_ttt_ros.ros.conversions import pose_from_msg, pose_to_matrix, stamp_problem, stamp_to_seconds
+from spatial_ttt_ros.ros.conversions import (
+    EncodingInfo,
+    pose_from_msg,
+    pose_to_matrix,
+    stamp_problem,
+    stamp_to_seconds,
+)
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.worker import Frame
+
+MAX_ENCODINGS = 16  # distinct encodings tracked; more are counted under "other"
+MAX_REASON_CHARS = 200
+
+
+@dataclass
+class EncodingCount:
+    frames: int = 0  # images received in this encoding
+    decoded: int = 0  # keyframe candidates decoded
+    rejected: int = 0  # keyframe candidates that failed to decode
+    status: str = ""  # "ok", "ok (cv_bridge)", "unsupported (<why>)" or "bad frame: <last reason>"
 
 
 @dataclass(frozen=True)
@@ -50,15 +71,22 @@ class IngestCounts:
     refused: int = 0  # messages refused before pairing (a negative stamp on any input)
     rewinds: int = 0  # stamps that jumped back by more than StampPolicy.rewind_s (new segments)
     last_reject: str = ""
+    encodings: dict[str, EncodingCount] = field(default_factory=dict)
 
 
 class FrameIngest:
     """Thread-safe: callbacks may come from several executor threads."""
 
     def __init__(self, decode: Callable[[Any], np.ndarray], gate: KeyframeGate,
-                 push: Callable[[Frame], bool], stamps: StampPolicy | None = None) -> None:
+                 push: Callable[[Frame], bool], *, describe: Callable[[Any], EncodingInfo] | None = None,
+                 rectifier: Rectifier | None = None, stamps: StampPolicy | None = None) -> None:
+        """`describe(msg)` names a message's encoding for the per-encoding counters (none: not kept);
+        `rectifier` rectifies keyframes on the worker (none: frames go in as decoded); `stamps`: what
+        to do with stamps far ahead or jumping back (none: no check, steps back refused)."""
         self._decode = decode
         self._stamps = stamps or StampPolicy()
+        self._describe = describe
+        self._rectifier = rectifier
         self._gate = gate
         self._push = push
         self._lock = threading.Lock()
@@ -67,7 +95,16 @@ class FrameIngest:
     def counts(self) -> IngestCounts:
         """A copy of the counters."""
         with self._lock:
-            return dataclasses.replace(self._counts)
+            encodings = {k: dataclasses.replace(v) for k, v in self._counts.encodings.items()}
+            return dataclasses.replace(self._counts, encodings=encodings)
+
+    def _encoding(self, info: EncodingInfo) -> EncodingCount:
+        table = self._counts.encodings
+        key = info.key if info.key in table or len(table) < MAX_ENCODINGS - 1 else "other"
+        entry = table.setdefault(key, EncodingCount())
+        if info.problem:
+            entry.status = f"unsupported ({info.problem})"
+        return entry
 
     def set_gate_config(self, config: keyframe_gate.GateConfig) -> None:
         """New keyframe thresholds (a live parameter change); the reference keyframe is kept."""
@@ -79,10 +116,13 @@ class FrameIngest:
         with self._lock:
             self._gate.reset()
 
-    def on_image(self, _msg: Any = None) -> None:
+    def on_image(self, msg: Any = None) -> None:
         """Every image on the camera topic, before pairing."""
+        info = self._describe(msg) if self._describe is not None and msg is not None else None
         with self._lock:
             self._counts.received += 1
+            if info is not None:
+                self._encoding(info).frames += 1
 
     def _check_ahead(self, stamp_s: float) -> None:
         policy = self._stamps
@@ -102,8 +142,10 @@ class FrameIngest:
     def on_pair(self, image_msg: Any, pose_msg: Any | None = None) -> str:
         """Handle one synced pair; returns "keyframe", "gated" or "rejected: <reason>"."""
         counts = self._counts
+        info = self._describe(image_msg) if self._describe is not None else None
         with self._lock:
             counts.synced += 1
+            decoding = False
             try:
                 problem = stamp_problem(image_msg.header.stamp)
                 if problem:
@@ -122,14 +164,28 @@ class FrameIngest:
                 if verdict != keyframe_gate.PASS:
                     counts.gated += 1
                     return "gated"
+                decoding = True
                 image = self._decode(image_msg)
+                if info is not None:
+                    entry = self._encoding(info)
+                    entry.decoded += 1
+                    backend = self._describe(image_msg).backend  # after the fact: what converted it
+                    entry.status = "ok" if backend == "own" else f"ok ({backend})"
+                decoding = False
+                rectify = None if self._rectifier is None else self._rectifier.for_image(*image.shape[:2])
             except Exception as exc:  # ValueError names the bad field; anything else is still bad input
                 reason = clip(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}", 300)
                 counts.rejected += 1
                 counts.last_reject = reason
+                if decoding and info is not None:
+                    entry = self._encoding(info)
+                    entry.rejected += 1
+                    if not info.problem:
+                        entry.status = f"bad frame: {reason[:MAX_REASON_CHARS]}"
                 return f"rejected: {reason}"
             self._gate.commit(stamp_s, pose)
             counts.keyframes += 1
             # Under the lock so frames enter the queue in stamp order; the queue counts drops.
-            self._push(Frame(image=image, stamp_s=stamp_s, pose=None if pose is None else pose_to_matrix(pose)))
+            self._push(Frame(image=image, stamp_s=stamp_s, pose=None if pose is None else pose_to_matrix(pose),
+                             transform=rectify))
         return "keyframe"

@@ -92,7 +92,7 @@ def subscribe_inputs(node: Node, settings: Any, ingest: FrameIngest, group: Call
     subs, sync = synced_inputs(node, inputs, settings.sync_queue_size, settings.sync_slop_s,
                                on_set=lambda image, pose=None: ingest.on_pair(image, pose),
                                on_first=ingest.on_image, on_reject=ingest.reject, group=group)
-    if settings.use_camera_info:
+    if settings.use_camera_info or settings.rectify != "none":
         subs.append(node.create_subscription(CameraInfo, "camera_info", on_camera_info, qos_profile_sensor_data,
                                              callback_group=group))
     return subs, sync

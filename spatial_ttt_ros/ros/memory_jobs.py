@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
@@ -155,7 +156,10 @@ def run(worker: EngineWorker, job: Callable[[Any], int], what: str, timeout_s: f
 
 
 class Autosave:
-    """Periodic save to one path, skipped while the memory has not changed or a save is running."""
+    """Periodic save to one path, skipped while the memory has not changed or a save is running.
+
+    The worker only takes a snapshot (a host copy of the memory, engine.snapshot()); the file is
+    written (atomically) on a writer thread, so ingest and queries go on during the write."""
 
     def __init__(self, worker: EngineWorker, path: Path, logger: Any) -> None:
         self.worker = worker
@@ -172,15 +176,29 @@ class Autosave:
         key = (snap.frames_ingested, snap.frames_in_memory)
         if snap.frames_in_memory == 0 or key == self._saved:
             return
-        self._pending = self.worker.submit(lambda engine: save(engine, self.path))
-        self._pending.add_done_callback(lambda future: self._done(future, key))
+        written: Future = Future()
+        self._pending = written
+        taken = self.worker.submit(lambda engine: engine.snapshot())
+        taken.add_done_callback(lambda future: self._write(future, written, key))
 
-    def _done(self, future: Future, key: tuple[int, int]) -> None:
-        if future.cancelled():
+    def _write(self, taken: Future, written: Future, key: tuple[int, int]) -> None:
+        """Called when the snapshot is taken (on the worker thread): the write goes to a thread."""
+        if taken.cancelled() or taken.exception() is not None:
+            if not taken.cancelled():
+                self.logger.warning(f"autosave to {self.path} failed: {taken.exception()}")
+            written.set_result(False)
             return
-        exc = future.exception()
-        if exc is not None:
-            self.logger.warning(f"autosave to {self.path} failed: {exc}")
-            return
-        self._saved = key
-        self.saves += 1
+
+        def write() -> None:
+            try:
+                check_save_target(self.path)  # the same rule as save_memory: only our files are replaced
+                taken.result().write(self.path)
+            except Exception as exc:  # noqa: BLE001 - a full disk must not end the node
+                self.logger.warning(f"autosave to {self.path} failed: {exc}")
+                written.set_result(False)
+                return
+            self._saved = key
+            self.saves += 1
+            written.set_result(True)
+
+        threading.Thread(target=write, name="autosave-writer", daemon=True).start()

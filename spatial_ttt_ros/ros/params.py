@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spatial_ttt_ros.data.rectify import MODES as RECTIFY_MODES
 from spatial_ttt_ros.ros.keyframe_gate import GateConfig
 from spatial_ttt_ros.ros.param_table import (
     LIVE,
@@ -56,6 +57,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("pose_type", "pose_stamped", str, "pose input on `pose`", choices=POSE_TYPES, section=_INPUTS),
     ParamSpec("use_camera_info", False, bool, "subscribe sensor_msgs/CameraInfo on `camera_info` (intrinsics "
               "reported in diagnostics)", section=_INPUTS),
+    ParamSpec("rectify", "none", str, "undistort frames before they enter the memory, with K, D, R, P of "
+              "CameraInfo on `camera_info` (subscribed whenever this is not none): pinhole (plumb_bob, "
+              "rational_polynomial), fisheye (equidistant), auto (from distortion_model; an uncalibrated "
+              "camera passes unrectified) or none; frames wait for the first CameraInfo",
+              choices=RECTIFY_MODES, section=_INPUTS),
     ParamSpec("sync_queue_size", 10, int, "approximate-time synchroniser: messages kept per input",
               minimum=1, maximum=1000, section=_INPUTS),
     ParamSpec("sync_slop_s", 0.05, float, "approximate-time synchroniser: max stamp difference of a pair [s]",

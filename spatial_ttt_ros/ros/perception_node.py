@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
 import threading
 import time
@@ -39,9 +38,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
+from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.msg import MemoryStatus
 from spatial_ttt_ros.ros import memory_jobs, node_params, status
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
+from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts, StampPolicy
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
@@ -88,6 +88,7 @@ class PerceptionNode(LifecycleNode):
         self._autosave_timer: Any = None
         self._autosave: memory_jobs.Autosave | None = None
         self._camera_k: tuple[float, ...] = ()
+        self._rectifier: Rectifier | None = None
         self._configure_error = ""
         self._last_error = ""
         self._seen_errors: tuple[str, str] = ("", "")
@@ -177,11 +178,15 @@ class PerceptionNode(LifecycleNode):
                                     rewind_s=settings.stamp_rewind_s)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
-        decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
+        decoder = make_decoder(settings.image_transport, max_pixels=settings.max_image_pixels)
+        if decoder.bridge_problem:
+            self.get_logger().info(f"image conversion: {decoder.bridge_problem}; using the package's own")
+        # Rectification: the camera_info callback keeps the calibration, the engine worker remaps.
+        self._rectifier = None if settings.rectify == "none" else Rectifier(settings.rectify)
         stamps = StampPolicy(max_ahead_s=settings.max_stamp_ahead_s, rewind_s=settings.stamp_rewind_s,
                              now_s=lambda: self.get_clock().now().nanoseconds * 1e-9)
-        self._ingest = FrameIngest(functools.partial(decode, max_pixels=settings.max_image_pixels),
-                                   KeyframeGate(settings.gate_config()), self._worker.push, stamps)
+        self._ingest = FrameIngest(decoder, KeyframeGate(settings.gate_config()), self._worker.push,
+                                   describe=decoder.describe, rectifier=self._rectifier, stamps=stamps)
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
@@ -302,6 +307,9 @@ class PerceptionNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         k = list(msg.k)
         self._camera_k = (k[0], k[4], k[2], k[5])
+        rectifier = self._rectifier
+        if rectifier is not None:
+            rectifier.on_camera_info(msg)
 
     # -------------------------------------------------------------- services
     def _counted(self, callback: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -423,7 +431,8 @@ class PerceptionNode(LifecycleNode):
         return status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
                                  model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
                                  camera_k=self._camera_k, callback_errors=self._callback_errors,
-                                 last_callback_error=self._seen_callback_error)
+                                 last_callback_error=self._seen_callback_error,
+                                 rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:
         if not self.context.ok():  # shutting down (SIGINT): nothing can be published any more

@@ -52,7 +52,7 @@ from std_msgs.msg import Header, String
 from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.recording import Recording, description_json
 from spatial_ttt_ros.ros import node_params
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_to_ns
+from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
 from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
 from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
@@ -79,12 +79,14 @@ class RecorderNode(Node):
         self.settings = RecorderSettings.from_values(node_params.table_values(self, PARAMETERS))
         s = self.settings
         self.recording = Recording(s.recording_options(), self.get_logger())
-        decode = image_to_rgb if s.image_transport == "raw" else compressed_to_rgb
-        # The gate's verdict decides; the pushed frame itself is not needed here.
+        decoder = make_decoder(s.image_transport)
+        # The gate's verdict decides; the pushed frame itself is not needed here (images are stored raw,
+        # as received: a bag is rectified, if at all, when it is baked for training).
         stamps = StampPolicy(max_ahead_s=PERCEPTION_DEFAULTS["max_stamp_ahead_s"],
                              rewind_s=PERCEPTION_DEFAULTS["stamp_rewind_s"],
                              now_s=lambda: self.get_clock().now().nanoseconds * 1e-9)
-        self.ingest = FrameIngest(decode, KeyframeGate(s.gate_config()), lambda frame: True, stamps)
+        self.ingest = FrameIngest(decoder, KeyframeGate(s.gate_config()), lambda frame: True,
+                                  describe=decoder.describe, stamps=stamps)
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._notes_group = MutuallyExclusiveCallbackGroup()
         self._sync: Any = None
@@ -164,7 +166,9 @@ class RecorderNode(Node):
     def status_values(self) -> dict[str, str]:
         """The recorder's counters as /diagnostics reports them."""
         rec, counts = self.recording.status(), self.ingest.counts()
-        values = {k: str(v) for k, v in dataclasses.asdict(counts).items()}
+        values = {k: str(v) for k, v in dataclasses.asdict(counts).items() if k != "encodings"}
+        for name, c in sorted(counts.encodings.items()):
+            values[f"encoding {name}"] = f"{c.status or 'received'}; {c.frames} received, {c.rejected} rejected"
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
         return values

@@ -28,6 +28,7 @@ class StatusView:
     camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
     callback_errors: int = 0  # callbacks that raised (caught by spin_resilient; the node went on)
     last_callback_error: str = ""
+    rectification: str = "off"  # Rectifier.state()
 
     @property
     def rejected(self) -> int:
@@ -50,6 +51,12 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
     msg.device = view.device
     msg.model_id = view.model_id
     msg.last_error = view.last_error
+    encodings = sorted(view.ingest.encodings.items())
+    msg.image_encodings = [name for name, _ in encodings]
+    msg.image_encoding_frames = [c.frames for _, c in encodings]
+    msg.image_encoding_rejected = [c.rejected for _, c in encodings]
+    msg.image_encoding_status = [c.status or "received, not decoded yet" for _, c in encodings]
+    msg.rectification = view.rectification
     w = view.worker
     if w is not None:
         msg.frames_in_memory = w.frames_in_memory
@@ -63,6 +70,8 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
             msg.memory_bytes = [int(n) for _, n in parts]
             msg.memory_bytes_total = sum(msg.memory_bytes)
             msg.memory_stamp = seconds_to_time_msg(c.last_stamp_s)
+            msg.anchor_budget_tokens, msg.anchor_tokens = int(c.anchor_budget_tokens), int(c.anchor_tokens)
+            msg.anchor_evicted_tokens, msg.anchor_evicted_groups = int(c.evicted_tokens), int(c.evicted_groups)
     return msg
 
 
@@ -110,6 +119,10 @@ class Health:
                 return WARN, message
         if view.worker is not None and view.worker.busy_s > 30.0:
             return WARN, f"engine busy on one item for {view.worker.busy_s:.0f} s"
+        counters = view.worker.counters if view.worker is not None else None
+        if counters is not None and counters.evicted_groups > 0:  # the budget at work: information
+            return OK, (f"ok; anchor-KV budget of {counters.anchor_budget_tokens} tokens reached: "
+                        f"{counters.evicted_groups} oldest frame groups evicted")
         return OK, "ok"
 
 
@@ -125,8 +138,15 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
     }
     if w is not None:
         values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,
-                      worker_alive=w.alive, worker_restarts=w.restarts, worker_busy_s=f"{w.busy_s:.1f}",
-                      stamp_rewinds=w.segments, stamp_offset_s=f"{w.stamp_offset_s:.3f}")
+                      worker_alive=w.alive, worker_restarts=w.restarts, worker_busy_s=f"{w.busy_s:.1f}")
+        if w.counters is not None:  # the anchor-KV budget: evictions are expected, information only
+            c = w.counters
+            values.update(anchor_budget_tokens=c.anchor_budget_tokens, anchor_tokens=c.anchor_tokens,
+                          anchor_evicted_tokens=c.evicted_tokens, anchor_evicted_groups=c.evicted_groups)
+    values["rectification"] = view.rectification
+    for name, c in sorted(view.ingest.encodings.items()):
+        values[f"encoding {name}"] = (f"{c.status or 'received, not decoded yet'}; {c.frames} received, "
+                                      f"{c.decoded} decoded, {c.rejected} rejected")
     if view.camera_k:
         values.update(dict(zip(("fx", "fy", "cx", "cy"), (f"{v:.2f}" for v in view.camera_k))))
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=view.device,

@@ -8,10 +8,10 @@ of queries cannot starve ingest (nor a fast camera the queries). A job is a func
 exception comes back through a `concurrent.futures.Future`, so a caller can wait with a timeout and
 `cancel()` a job that has not started.
 
-Failure policy: a ValueError from `push_frame` is bad input (counted as rejected, the frame is
-skipped); any exception from a job goes back to its caller; any other exception while ingesting
-kills the thread, which is then visible (`snapshot().alive`) until `ensure_alive` restarts it on
-the same engine and queues. Nothing stalls silently.
+Failure policy: a ValueError from a frame's `transform` (rectification) or from `push_frame` is bad
+input (counted as rejected, the frame is skipped); any exception from a job goes back to its caller;
+any other exception while ingesting kills the thread, which is then visible (`snapshot().alive`)
+until `ensure_alive` restarts it on the same engine and queues. Nothing stalls silently.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Frame:
     image: np.ndarray  # [H, W, 3] uint8 RGB
     stamp_s: float  # camera stamp [s]
     pose: np.ndarray | None = None  # [4, 4] float64 camera-to-world, or None
+    # run on the worker thread before the engine sees the image (rectification); ValueError = bad frame
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,8 @@ class EngineWorker:
 
     def _ingest(self, frame: Frame) -> None:
         try:
-            self.engine.push_frame(frame.image, self._shifted_stamp(frame.stamp_s), frame.pose)
+            image = frame.image if frame.transform is None else frame.transform(frame.image)
+            self.engine.push_frame(image, self._shifted_stamp(frame.stamp_s), frame.pose)
         except ValueError as exc:
             with self._cond:
                 self._rejected += 1

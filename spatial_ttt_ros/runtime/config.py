@@ -35,6 +35,9 @@ class SpatialTTTConfig:
     tiny_text: dict = field(default_factory=dict)
     tiny_vision: dict = field(default_factory=dict)
     seed: int = 0
+    # Trained weights of the preset itself (a model.safetensors), relative to the preset file's
+    # directory; loaded by StreamingEngine.from_preset when no checkpoint is given. "" = none.
+    weights: str = ""
     dtype: str = "bfloat16"               # model weights/activations; fast-weight state is fp32
     # TTT layer map and fast-weight network (REFERENCE_SPEC §1.2, §2)
     ttt_layers: tuple[int, ...] = RELEASED_TTT_LAYERS
@@ -45,6 +48,9 @@ class SpatialTTTConfig:
     base_lr: float = 0.001                # softplus offset: a zero lr_proj gives exactly this rate
     use_momentum: bool = True
     use_muon: bool = False
+    # Muon's Newton-Schulz precision: "bf16" as the official code (REFERENCE_SPEC §3.4), or "fp32"
+    # (five steep iterations amplify bf16 rounding to ~1e-2 of the update).
+    muon_precision: str = "bf16"
     prenorm: bool = False
     use_conv: bool = True                 # SP depthwise 3-D conv on video-token q/k/v
     qkv_silu: bool = True
@@ -69,6 +75,17 @@ class SpatialTTTConfig:
     # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py). Off by default until the
     # graph path's H100 speed is measured (the first version was no faster: README, Performance).
     decode_graph: str = "off"
+    # Anchor-KV budget (runtime/anchor_budget.py): tokens each anchor layer keeps at most, the chat
+    # prefix plus the most recent whole frame groups; older groups are evicted from the middle.
+    # 0 = unbounded (the anchor KV grows with the stream).
+    anchor_kv_budget_tokens: int = 0
+    # Ablation and reference switches (the demo model's memory evaluation, train/evaluate.py):
+    # ttt_updates False = fast weights stay at their trained initial values (apply only, no chunk
+    # update ever happens); anchor_window_only True = anchor layers attend over the last
+    # window_size tokens only, like the SWA branch (window-only memory). Both run the eager decode
+    # (decode_graph is ignored).
+    ttt_updates: bool = True
+    anchor_window_only: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -81,9 +98,15 @@ class SpatialTTTConfig:
             raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {self.decode_graph!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
+        if self.muon_precision not in ("fp32", "bf16"):
+            raise ValueError(f"muon_precision must be fp32 or bf16, got {self.muon_precision!r}")
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if isinstance(self.anchor_kv_budget_tokens, bool) or not isinstance(self.anchor_kv_budget_tokens, int) \
+                or self.anchor_kv_budget_tokens < 0:
+            raise ValueError(f"anchor_kv_budget_tokens must be a non-negative integer (0 = unbounded), "
+                             f"got {self.anchor_kv_budget_tokens!r}")
         if self.frame_height % 32 or self.frame_width % 32:
             raise ValueError(f"frame size must be a multiple of 32 (patch 16 x merge 2), "
                              f"got {self.frame_height}x{self.frame_width}")
@@ -102,8 +125,8 @@ class SpatialTTTConfig:
     def state_signature(self) -> dict[str, Any]:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
-                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "prenorm", "use_conv", "fw_precision",
-                "frame_height", "frame_width", "system_prompt")
+                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
+                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 
@@ -144,4 +167,7 @@ def load_config(preset: str | os.PathLike = "tiny", **overrides: Any) -> Spatial
         raise ValueError(f"unknown config fields {unknown} in {str(path)!r}; known: {sorted(known)}")
     if "ttt_layers" in data:
         data["ttt_layers"] = tuple(data["ttt_layers"])
+    weights = data.get("weights") or ""
+    if weights and not Path(weights).is_absolute():
+        data["weights"] = str((path.parent / weights).resolve())
     return SpatialTTTConfig(**data)

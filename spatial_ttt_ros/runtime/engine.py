@@ -27,12 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import anchor_budget
 from .config import SpatialTTTConfig, load_config
 from .decode_graph import StaticDecode, resolve_decode_mode
+from .memory_file import ModelShape, load_memory_file
 from .model import build_model, load_checkpoint, resolve_device
-from .state import AnchorLayerState, MemoryState, Unit, load_state, save_state
+from .state import AnchorLayerState, MemoryState, Unit, save_state
 from .streaming import Decoder
 from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
+from .ttt_layer import TTTAttention
 
 MAX_QUESTION_CHARS = 8000
 
@@ -57,6 +60,23 @@ class EngineCounters:
     updates: int
     bytes_by_part: dict[str, int]
     last_stamp_s: float | None
+    anchor_budget_tokens: int = 0      # config anchor_kv_budget_tokens (0 = unbounded)
+    anchor_tokens: int = 0             # tokens held by the fullest anchor layer (budget in use)
+    evicted_tokens: int = 0            # tokens evicted from the anchor layers by the budget
+    evicted_groups: int = 0            # whole frame groups evicted
+    anchor_capacity_bytes: int = 0     # bytes allocated for the anchor caches (used + headroom)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A host copy of the memory and its file header (engine.snapshot()); `write` is atomic and
+    touches no engine state, so it can run on another thread while ingest goes on."""
+
+    state: MemoryState
+    header: dict
+
+    def write(self, path: str | os.PathLike) -> None:
+        save_state(self.state, path, self.header)
 
 
 class StreamingEngine:
@@ -68,12 +88,17 @@ class StreamingEngine:
         self.device = next(model.parameters()).device
         self.model_id = model_id or config.name
         self.layout = ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
+        hw = (config.frame_height // 32) * (config.frame_width // 32)
+        anchor_budget.check_budget(config.anchor_kv_budget_tokens, len(self.layout.prefix),
+                                   hw + 2 + len(tokenizer.encode(timestamp_text(1e6), add_special_tokens=False)))
         self.decoder = Decoder(model, config)
         self.state = self.decoder.new_state()
         # A fork of `state` with the conv wavefront and pending frames finished (see prepare());
         # dropped by anything that changes `state`.
         self._prepared: MemoryState | None = None
         mode = resolve_decode_mode(config.decode_graph, self.device)
+        if not config.ttt_updates or config.anchor_window_only:
+            mode = "off"  # the static decode step implements the product's rules only
         self._static = None if mode == "off" else StaticDecode(self.decoder, mode)
 
     @classmethod
@@ -89,6 +114,8 @@ class StreamingEngine:
         if checkpoint:
             load_checkpoint(model, checkpoint)
             model_id = f"{config.name}:{os.path.basename(os.path.normpath(checkpoint))}"
+        elif config.weights:  # the preset's own trained weights (models/<name>/model.safetensors)
+            load_checkpoint(model, config.weights)
         return cls(config, model, tokenizer, model_id=model_id)
 
     # ------------------------------------------------------------ ingest
@@ -117,8 +144,9 @@ class StreamingEngine:
         state.last_stamp_s = float(stamp_s)
         state.pending_frames.append(frame)
         state.pending_stamps.append(float(stamp_s))
-        if len(state.pending_frames) == 2 * self.config.ingest_batch_groups:
+        if len(state.pending_frames) >= 2 * self.config.ingest_batch_groups:
             self.decoder.run(state, self._take_pending(state))
+            self._enforce_budget()
 
     def flush(self) -> None:
         """End the current video segment: pair a lone frame with itself (as the processor pads odd
@@ -128,6 +156,11 @@ class StreamingEngine:
         state = self.state
         self.decoder.run(state, self._take_pending(state), drain=True)
         state.segment += 1
+        self._enforce_budget()
+
+    def _enforce_budget(self) -> None:
+        """Evict old frame groups from the live memory's anchor caches beyond the budget."""
+        anchor_budget.enforce(self.state, len(self.layout.prefix), self.config.anchor_kv_budget_tokens)
 
     def reset(self) -> None:
         self._prepared = None
@@ -222,22 +255,31 @@ class StreamingEngine:
                     other.layers[i].k, other.layers[i].v = grown.k, grown.v
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
+    def snapshot(self) -> Snapshot:
+        """The memory as a host copy plus its file header, sharing nothing with the live memory:
+        take it on the engine's thread (a copy, fast), write it anywhere (`Snapshot.write`)."""
         header = {"config": self.config.state_signature(), "model_id": self.model_id,
                   "frames": self.state.frames, "last_stamp_s": self.state.last_stamp_s}
-        save_state(self.state, path, header)
+        return Snapshot(state=self.state.snapshot(), header=header)
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.snapshot().write(path)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Replace the memory with a saved one; ValueError (memory untouched) if it does not fit."""
-        state, header = load_state(path, self.device)
-        mine, theirs = self.config.state_signature(), header.get("config", {})
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            raise ValueError(f"memory file {str(path)!r} was made with another config (differs in {diff})")
-        if len(state.layers) != len(self.state.layers):
-            raise ValueError(f"memory file {str(path)!r} has {len(state.layers)} layers, model has {len(self.state.layers)}")
+        """Replace the memory with a saved one. The file is checked whole against this engine
+        (memory_file.py) and the new memory built aside; ValueError naming the field, memory
+        untouched, if anything does not fit."""
+        state = load_memory_file(path, self.decoder.new_state(), self.config, self._model_shape(), self.device)
+        anchor_budget.enforce(state, len(self.layout.prefix), self.config.anchor_kv_budget_tokens)
         self._prepared = None
         self.state = state
+
+    def _model_shape(self) -> ModelShape:
+        text = self.model.config.text_config
+        ttt = [layer.self_attn for layer in self.decoder.layers if isinstance(layer.self_attn, TTTAttention)]
+        return ModelShape(hidden=text.hidden_size, channels=ttt[0].num_heads * ttt[0].head_dim if ttt else 0,
+                          head_dim=text.head_dim, deepstack=len(self.model.model.visual.deepstack_visual_indexes),
+                          dtype=self.decoder.param.dtype, sink=len(self.layout.prefix))
 
     # ------------------------------------------------------------ status
     @property
@@ -246,8 +288,12 @@ class StreamingEngine:
 
     @property
     def counters(self) -> EngineCounters:
-        return EngineCounters(frames=self.state.frames, tokens=self.state.tokens, updates=self.state.updates(),
-                              bytes_by_part=self.state.nbytes_by_part(), last_stamp_s=self.state.last_stamp_s)
+        state = self.state
+        return EngineCounters(frames=state.frames, tokens=state.tokens, updates=state.updates(),
+                              bytes_by_part=state.nbytes_by_part(), last_stamp_s=state.last_stamp_s,
+                              anchor_budget_tokens=self.config.anchor_kv_budget_tokens,
+                              anchor_tokens=anchor_budget.anchor_tokens(state), evicted_tokens=state.evicted_tokens,
+                              evicted_groups=state.evicted_groups, anchor_capacity_bytes=state.anchor_capacity_bytes())
 
     def close(self) -> None:
         """Drop the model and memory; frees GPU memory."""
@@ -320,6 +366,7 @@ class StreamingEngine:
         unit = Unit(hidden=hidden, position_ids=pos, start=state.tokens, video=video, hw=(h, w),
                     segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features],
                     group_starts=starts, video_index=video_index)
+        state.group_starts.extend(state.tokens + s for s in starts)
         state.tokens += len(ids)
         state.groups += groups
         return units + [unit]

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .config import SpatialTTTConfig
+from .tokens import SPECIAL_TOKENS
 from .ttt_layer import TTTAttention
 from .vision_attention import use_packed_vision_attention
 
@@ -41,12 +42,15 @@ def tiny_qwen3_vl_config(config: SpatialTTTConfig) -> Qwen3VLConfig:
     text = dict(config.tiny_text)
     rope = {"rope_type": "default", "rope_theta": float(text.pop("rope_theta", 5e6)),
             "mrope_section": list(text.pop("mrope_section", [2, 3, 3])), "mrope_interleaved": True}
-    vocab = int(text["vocab_size"])
     vision = {"patch_size": 16, "temporal_patch_size": 2, "spatial_merge_size": 2,
               "out_hidden_size": text["hidden_size"], **config.tiny_vision}
+    # The special-token ids of the byte tokenizer (build_byte_tokenizer), so that the HF config and
+    # the tokenizer agree on which ids are visual (the training forward finds the video by its id).
+    special = {tok: 256 + i for i, tok in enumerate(SPECIAL_TOKENS)}
     return Qwen3VLConfig(text_config={**text, "rope_parameters": rope}, vision_config=vision,
-                         image_token_id=vocab - 5, video_token_id=vocab - 4,
-                         vision_start_token_id=vocab - 3, vision_end_token_id=vocab - 2)
+                         image_token_id=special["<|image_pad|>"], video_token_id=special["<|video_pad|>"],
+                         vision_start_token_id=special["<|vision_start|>"],
+                         vision_end_token_id=special["<|vision_end|>"])
 
 
 def wrap_ttt_layers(model: Qwen3VLForConditionalGeneration, config: SpatialTTTConfig) -> None:
@@ -156,18 +160,23 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, allow_unexpect
             "unexpected": len(unexpected)}
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the wrapped model's state dict in the released layout (one model.safetensors)."""
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write the wrapped model's state dict in the released layout (one model.safetensors).
+    `dtype` stores floating tensors in that dtype (load_checkpoint casts back to the model's);
+    `metadata` (str -> str) joins {"format": "pt"} in the file header."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path.mkdir(parents=True, exist_ok=True)
         path = path / "model.safetensors"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     # Tied embeddings share storage; safetensors refuses shared tensors, so store copies.
     seen: set[int] = set()
     for k, v in state.items():
         if v.data_ptr() in seen:
             state[k] = v.clone()
         seen.add(state[k].data_ptr())
-    save_file(state, str(path), metadata={"format": "pt"})
+    save_file(state, str(path), metadata={**(metadata or {}), "format": "pt"})
     return path

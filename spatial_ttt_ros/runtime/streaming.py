@@ -8,7 +8,7 @@ Exactness rules (each checked against the one-pass reference in tests):
   until the next one has reached it; with k conv layers the top of the stack lags k groups behind
   (a wavefront). `drain` treats the newest group as the end of the video (replicate padding),
   exactly as a one-pass run over the same frames would.
-* Anchor layers keep a full KV cache.
+* Anchor layers keep a full KV cache (up to the anchor-KV budget: anchor_budget.py).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
+from .anchor_budget import capacity_limit
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
-from .ttt_layer import TTTAttention
+from .ttt_layer import TTTAttention, muon_dtype
 
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
@@ -38,6 +39,7 @@ class Decoder:
         self.layers = list(self.text.layers)
         self.backend = config.kernel_backend
         self.param = next(model.parameters())
+        self.anchor_limit = capacity_limit(config.anchor_kv_budget_tokens)
         self.ops = FusedLayerOps(self.backend, torch.bfloat16 if config.fw_precision == "bf16" else torch.float32)
 
     # ------------------------------------------------------------ state
@@ -181,11 +183,13 @@ class Decoder:
         # cache per unit. Writes land past `length`, which forks sharing the buffer never read
         # once the parent moves on (ask() discards its fork before the next push).
         end = st.length + n
-        st.reserve(end)
+        st.reserve(end, self.anchor_limit)
         st.k[:, st.length:end] = k
         st.v[:, st.length:end] = v.transpose(0, 1)
         st.length = end
-        out = self._attend(q, st.k[:, :end], st.v[:, :end], st.tokens_seen, 0, None, attn.scaling)
+        # anchor_window_only (an ablation): the anchor sees only the last W tokens, like the SWA branch.
+        window = self.config.window_size if self.config.anchor_window_only else None
+        out = self._attend(q, st.k[:, :end], st.v[:, :end], st.tokens_seen, 0, window, attn.scaling)
         st.tokens_seen += n
         return attn.o_proj(out)
 
@@ -228,10 +232,14 @@ class Decoder:
             st.pending_v = torch.cat((st.pending_v, v_fw[:, i:i + step]), dim=1)
             st.pending_lr = torch.cat((st.pending_lr, lr[:, i:i + step]), dim=1)
             st.pending_mu = torch.cat((st.pending_mu, mu[:, i:i + step]), dim=1)
-            if st.pending_k.shape[1] == cfg.chunk_size:
+            if st.pending_k.shape[1] == cfg.chunk_size and not cfg.ttt_updates:
+                # ttt_updates off (an ablation): the block is dropped, the fast weights stay at w0/w1/w2.
+                st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
+                st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
+            elif st.pending_k.shape[1] == cfg.chunk_size:
                 st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
                                     use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
-                                    backend=self.backend)
+                                    ns_dtype=muon_dtype(cfg), backend=self.backend)
                 st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
                 st.updates += 1

@@ -24,6 +24,11 @@ def inv_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
+def muon_dtype(config: SpatialTTTConfig) -> torch.dtype:
+    """The dtype of Muon's Newton-Schulz for `config.muon_precision`."""
+    return torch.float32 if config.muon_precision == "fp32" else torch.bfloat16
+
+
 def project_qkv(attn: nn.Module, x: torch.Tensor, norm: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q/k/v projections of an HF Qwen3-VL attention module, q and k RMS-normed per head (by the
@@ -82,6 +87,17 @@ class TTTAttention(nn.Module):
                 nn.init.dirac_(layer.weight)
                 return layer
             self.conv_q, self.conv_k, self.conv_v = conv(), conv(), conv()
+
+    def forward(self, hidden_states: torch.Tensor, *args: object, one_pass: object = None,
+                **kwargs: object) -> tuple[torch.Tensor, None]:
+        """The HF attention signature, for whole sequences: hidden_states [B, N, d] -> ([B, N, d], None).
+        Needs the `one_pass` context of `runtime.one_pass.decoder_one_pass` (the streaming decoder
+        drives the layer's pieces itself and never calls this)."""
+        from .one_pass import OnePass, ttt_one_pass
+
+        if not isinstance(one_pass, OnePass):
+            raise ValueError(f"TTTAttention.forward needs one_pass=OnePass(...) (runtime/one_pass.py), got {one_pass!r}")
+        return ttt_one_pass(self, hidden_states, one_pass), None
 
     # ---------------------------------------------------------------- projections
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -122,11 +122,14 @@ def score_item(kind: QuestionKind | str, prediction_text: str, ground_truth: str
     return mean_relative_accuracy(value, gt)
 
 
-def aggregate(results: Iterable[Mapping[str, object]]) -> dict:
+def aggregate(results: Iterable[Mapping[str, object]], *, missing_subtype_zero: bool = True) -> dict:
     """Mean scores per raw type, the eight reported tasks and the overall mean.
 
     results: mappings with "question_type" (a raw VSI type, or a kind with "difficulty" for
     rel_direction) and "score" (a number in [0, 1]).
+    missing_subtype_zero: as the official harness, a rel_direction difficulty without items counts
+    0 and rel_direction is always a task; False averages the difficulties present and leaves out
+    rel_direction when none is (for subsets, e.g. the items whose evidence left the window).
     Returns {"per_type": {raw type: mean}, "counts": {raw type: n}, "tasks": {task: score},
     "labels": {task: summary label}, "overall": float}.
     """
@@ -145,11 +148,15 @@ def aggregate(results: Iterable[Mapping[str, object]]) -> dict:
 
     tasks: dict[str, float] = {}
     for task, (_, raw_types) in REPORTED_TASKS.items():
-        if task == "rel_direction":
+        if task == "rel_direction" and missing_subtype_zero:
             tasks[task] = sum(per_type.get(t, 0.0) for t in raw_types) / len(raw_types)
+        elif task == "rel_direction":
+            present = [per_type[t] for t in raw_types if t in per_type]
+            if present:
+                tasks[task] = sum(present) / len(present)
         elif raw_types[0] in per_type:
             tasks[task] = per_type[raw_types[0]]
-    overall = sum(tasks.values()) / len(tasks)
+    overall = sum(tasks.values()) / len(tasks) if tasks else float("nan")
     return {
         "per_type": per_type,
         "counts": dict(sorted(counts.items())),
@@ -157,3 +164,41 @@ def aggregate(results: Iterable[Mapping[str, object]]) -> dict:
         "labels": {t: REPORTED_TASKS[t][0] for t in tasks},
         "overall": overall,
     }
+
+
+# ---------------------------------------------------------------- answer priors
+def best_constant(values: Iterable[float]) -> float:
+    """The constant answer with the highest mean MRA over `values` (positive ground truths); the
+    candidates are the values themselves (MRA of a constant peaks at one of them or ties one)."""
+    gts = np.asarray([float(v) for v in values], dtype=np.float64)
+    if gts.size == 0 or not np.all(np.isfinite(gts)) or np.any(gts <= 0):
+        raise ValueError(f"best_constant needs positive finite ground truths, got {gts[:5].tolist()}")
+    cands = np.unique(gts)
+    rel = np.abs(cands[:, None] - gts[None, :]) / gts[None, :]                 # [C, N]
+    mra = (rel[:, :, None] <= 1 - MRA_THRESHOLDS[None, None, :]).mean(axis=(1, 2))
+    return float(cands[int(np.argmax(mra))])
+
+
+def majority_letter(letters: Iterable[str]) -> str:
+    """The most frequent option letter (ties: the alphabetically first)."""
+    counts: dict[str, int] = defaultdict(int)
+    for letter in letters:
+        counts[str(letter).strip().upper()] += 1
+    if not counts:
+        raise ValueError("majority_letter needs at least one letter")
+    return min(counts, key=lambda c: (-counts[c], c))
+
+
+def fit_priors(items: Iterable[Mapping[str, object]]) -> dict[str, str]:
+    """Per raw VSI type, the prior's answer text: the best constant (numerical types) or the
+    majority letter (multiple choice), fitted on `items` (mappings with "vsi_type", "answer")."""
+    by_type: dict[str, list] = defaultdict(list)
+    for it in items:
+        by_type[_resolve_type(str(it["vsi_type"]))].append(it["answer"])
+    out = {}
+    for qtype, answers in sorted(by_type.items()):
+        if qtype in MCA_QUESTION_TYPES:
+            out[qtype] = majority_letter(answers)
+        else:
+            out[qtype] = f"{best_constant(answers):g}"
+    return out

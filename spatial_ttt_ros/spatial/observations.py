@@ -98,3 +98,28 @@ def object_names(objects: Iterable[SceneObject]) -> dict[str, str]:
         for k, o in enumerate(group):
             names[o.id] = f"the {o.label}" if len(group) == 1 else f"{o.label} {k + 1}"
     return names
+
+
+def last_seen(table: Mapping[int, Iterable[str]], ids: Iterable[str], until: int) -> int | None:
+    """The last frame <= `until` in which any of `ids` is visible; None if none is seen by then."""
+    wanted = frozenset(ids)
+    frames = [f for f in table if f <= until and wanted & frozenset(table[f])]
+    return max(frames) if frames else None
+
+
+def evidence_outside_window(table: Mapping[int, Iterable[str]], ids: Iterable[str], ask_frame: int,
+                            window_frames: int) -> bool:
+    """True when a question about `ids`, asked after frame `ask_frame`, has all its evidence older
+    than the sliding window: every object was seen by then, and none of them is visible in the
+    last `window_frames` frames (ask_frame - window_frames + 1 .. ask_frame). A question about no
+    object in particular (room size) is never labelled True."""
+    ids = frozenset(ids)
+    if isinstance(window_frames, bool) or not isinstance(window_frames, int) or window_frames < 0:
+        raise ValueError(f"window_frames must be an integer >= 0, got {window_frames!r}")
+    if not ids:
+        return False
+    seen = seen_ids({f: v for f, v in table.items() if f <= ask_frame})
+    if not ids <= seen:
+        return False
+    last = last_seen(table, ids, ask_frame)
+    return last is not None and last <= ask_frame - window_frames

@@ -13,8 +13,9 @@ relative Frobenius error ||got - ref|| / ||ref||. Tolerances per tensor and prec
 * Updated states move by a small fraction of the weights, so they are judged on the movement:
   ||got - ref|| <= tol * ||ref - W_init|| + 1e-6 * ||ref||, the second term being a few fp32 ulps
   of the state itself (the fp32 state cannot be closer to a float64 one than its own rounding).
-* Muon: Newton-Schulz is bf16 in every backend and rounds differently in each (the Triton epilogue
-  rounds P = c A A + b A once, the reference four times). The quintic multiplies small singular
+* Muon: Newton-Schulz is bf16 in every backend and rounds differently in each (all scale the Gram
+  matrix first, as the official (c A) A; the Triton epilogue then rounds P = (c A) A + b A once, the
+  reference three times more). The quintic multiplies small singular
   values by ~490 over five steps, so for a rank-deficient update (L < D; L = 1 is rank one) the
   output's near-null space is amplified rounding noise, different for every implementation. Hence:
   Newton-Schulz itself is tested on full-rank inputs against a float64 iteration (no further than

@@ -167,8 +167,10 @@ def newton_schulz_loop(g):
             x = x.T
         x = x / (x.norm() + 1e-7)
         for a, b, c in NS5_COEFFS:
-            gram = x @ x.T
-            x = a * x + (b * gram + c * (gram @ gram)) @ x
+            # the official zeropower_via_newtonschulz5 lines, verbatim: `c * A @ A` is `(c * A) @ A`
+            A = x @ x.T  # noqa: N806
+            B = b * A + c * A @ A  # noqa: N806
+            x = a * x + B @ x
         out[i] = x.T if tall else x
     return out
 
@@ -180,6 +182,8 @@ def test_newton_schulz5_matches_loop_and_transposes_tall(M, N):
     assert got.dtype == torch.bfloat16 and got.shape == g.shape
     # Identical on CPU today; bf16 batched vs single matmuls may round differently elsewhere (~1 ulp).
     torch.testing.assert_close(got.float(), newton_schulz_loop(g).float(), rtol=2e-2, atol=2e-2)
+    # The official evaluation order ((c*A) @ A, not c * (A @ A)) rounds differently in bf16: same bits.
+    torch.testing.assert_close(got[:1], newton_schulz_loop(g[:1]), rtol=0, atol=0)
     if M > N:
         torch.testing.assert_close(got, K.newton_schulz5(g.mT.contiguous()).mT, rtol=0, atol=0)
 

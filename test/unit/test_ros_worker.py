@@ -272,3 +272,22 @@ def test_a_clock_restart_ends_the_segment_and_shifts_later_stamps():
         assert w.snapshot().stamp_offset_s == 0.0
     finally:
         w.stop()
+
+
+def test_a_frames_transform_runs_on_the_worker_and_a_bad_one_rejects_only_that_frame(worker):
+    threads: list[str] = []
+
+    def mark(image: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return image
+
+    def refuse(image: np.ndarray) -> np.ndarray:
+        raise ValueError("image 4x4 does not match camera_info 8x8")
+
+    worker.push(Frame(image=np.zeros((4, 4, 3), np.uint8), stamp_s=1.0, transform=mark))
+    worker.push(Frame(image=np.zeros((4, 4, 3), np.uint8), stamp_s=2.0, transform=refuse))
+    worker.push(frame(3.0))
+    assert wait(lambda: worker.snapshot().frames_ingested + worker.snapshot().frames_rejected == 3)
+    snap = worker.snapshot()
+    assert threads == [worker.name] and worker.engine.stamps == [1.0, 3.0]
+    assert snap.frames_rejected == 1 and "does not match camera_info" in snap.last_error and snap.alive

@@ -1,0 +1,82 @@
+"""Streaming evaluation: priors fitted on the other scenes, per-task scores and bootstrap intervals,
+and an end-to-end run of `spatial-ttt train eval` on the tiny preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spatial_ttt_ros.spatial.metrics import (
+    aggregate,
+    best_constant,
+    fit_priors,
+    majority_letter,
+    mean_relative_accuracy,
+)
+from spatial_ttt_ros.train.evaluate import add_priors, main, summarize
+
+pytestmark = pytest.mark.unit
+
+
+def test_best_constant_and_majority_letter():
+    values = [1, 1, 1, 2, 2, 3, 10]
+    best = best_constant(values)
+    mra = {c: sum(mean_relative_accuracy(c, v) for v in values) for c in set(values)}
+    assert best == max(mra, key=mra.get) == 1
+    assert majority_letter(["B", "a", "b", "A", "C"]) == "A"  # tie A/B -> A
+    assert fit_priors([{"vsi_type": "object_counting", "answer": 2}, {"vsi_type": "object_counting", "answer": 2},
+                       {"vsi_type": "object_rel_distance", "answer": "C"}]) == {"object_counting": "2",
+                                                                                "object_rel_distance": "C"}
+    with pytest.raises(ValueError, match="positive"):
+        best_constant([0, 1])
+
+
+def test_aggregate_subsets_average_present_direction_difficulties():
+    rows = [{"question_type": "object_rel_direction_easy", "score": 1.0},
+            {"question_type": "object_counting", "score": 0.5}]
+    assert aggregate(rows)["tasks"]["rel_direction"] == pytest.approx(1 / 3)
+    lax = aggregate(rows, missing_subtype_zero=False)
+    assert lax["tasks"]["rel_direction"] == 1.0 and lax["overall"] == pytest.approx(0.75)
+    assert "rel_direction" not in aggregate(rows[1:], missing_subtype_zero=False)["tasks"]
+
+
+def _row(seed, answer, pred, arm="full", outside=False):
+    from spatial_ttt_ros.spatial.metrics import score_item
+
+    return {"seed": seed, "arm": arm, "kind": "count", "vsi_type": "object_counting", "answer": answer,
+            "prediction": str(pred), "score": score_item("object_counting", str(pred), answer), "outside": outside}
+
+
+def test_priors_come_from_the_other_scenes_and_intervals_cover_the_score():
+    # Scenes 0, 2 (fold 0) always hold 2 of a kind, scenes 1, 3 (fold 1) hold 8: a prior fitted on
+    # the same scenes would be perfect, one fitted on the others scores 0.
+    rows = [_row(s, 2 if s % 2 == 0 else 8, 2) for s in range(4) for _ in range(3)]
+    add_priors(rows)
+    assert all(r["prior_score"] == 0.0 for r in rows)
+    s = summarize(rows)
+    assert s["tasks"]["count"]["score"] == pytest.approx(0.5) and s["tasks"]["count"]["prior"] == 0.0
+    assert s["tasks"]["count"]["n"] == 12 and s["scenes"] == 4
+    lo, hi = s["tasks"]["count"]["ci95"]
+    assert lo <= 0.5 <= hi and lo < hi
+    assert s["overall"] == pytest.approx(0.5 / 2)  # with rel_direction counted 0, as the harness does
+    same = [_row(s, 3, 3) for s in range(5)]
+    add_priors(same)
+    c = summarize(same)["tasks"]["count"]
+    assert c["score"] == c["prior"] == 1.0 and c["ci95"] == [1.0, 1.0]
+
+
+def test_eval_end_to_end_on_the_tiny_preset(tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["--preset", "tiny", "--synth-seeds", "5:6", "--frames", "30", "--out", str(out),
+                 "--arm", "full", "--arm", "blind", "--max-new-tokens", "2"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["arms"]) == {"full", "blind"} and result["scenes"] == 1 and result["window_frames"] == 4
+    full = result["arms"]["full"]["all"]
+    assert full["n"] == result["arms"]["blind"]["all"]["n"] > 0
+    assert set(full["tasks"]["count"]) == {"score", "prior", "n", "ci95"} and full["overall_prior"] is not None
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 2 * full["n"] and {"prediction", "score", "outside"} <= set(items[0])
+    assert (out / "eval.md").read_text().startswith("# Streaming evaluation") and (out / "eval.svg").stat().st_size
+    assert "| **overall** |" in capsys.readouterr().out
+    assert main(["--preset", "tiny", "--out", str(out)]) == 2
