@@ -9,9 +9,11 @@ fairness: a camera publishes image + pose pairs at --offer-hz (every pair a keyf
 `--policy jobs-first` runs the worker's old rule (every waiting job before any waiting frame) to
 show what the fair worker changed.
 
-rss: the node's process RSS while a client sends fuzzed /spatial_query requests (valid and invalid
-kinds, odd objects and options, long strings, extreme max_new_tokens and timeout_s), then over
-lifecycle cycles (deactivate, cleanup, configure, activate). Sampled every 1/10 of each run.
+rss: the node's process RSS (node and client share it) while a client sends fuzzed /spatial_query
+requests, eight in flight (half well-formed questions of random kinds about random object names,
+which the engine answers; half malformed: bad kinds, odd objects and options, long strings,
+extreme max_new_tokens and timeout_s), then over lifecycle cycles (deactivate, cleanup, configure,
+activate: a new engine each time). Sampled every 1/10 of each run.
 
 Writes benchmarks/results/ros_<what>.json and .md, stamped with command, commit, machine, versions.
 """
@@ -168,8 +170,35 @@ FUZZ_KINDS = ["count", "abs_distance", "object_size", "room_size", "rel_distance
               "appearance_order", "free_form", "", "COUNT", "how_far", "x" * 5000]
 
 
-def fuzz_request(rng: random.Random) -> Any:
+NAMES = ["chair", "table", "sofa", "lamp", "tv", "bed", "door", "sink", "stool", "desk", "plant", "shelf",
+         "fridge", "oven", "toilet", "window", "clock", "vase", "rug", "mirror"]
+
+
+def valid_request(rng: random.Random) -> Any:
+    """A well-formed question of a random kind about random object names (distinct prompts)."""
     from spatial_ttt_ros.srv import SpatialQuery
+
+    names = rng.sample(NAMES, 4)
+    kind = rng.choice(["count", "abs_distance", "object_size", "room_size", "rel_distance", "rel_direction",
+                       "route_plan", "appearance_order", "free_form"])
+    fields: dict[str, Any] = {
+        "count": dict(objects=names[:1]), "abs_distance": dict(objects=names[:2]),
+        "object_size": dict(objects=names[:1]), "room_size": dict(objects=[]),
+        "rel_distance": dict(objects=names, options=names[1:]), "rel_direction": dict(objects=names[:3]),
+        "route_plan": dict(objects=names[:3], options=["Turn Left", "Turn Right", "Turn Back"]),
+        "appearance_order": dict(objects=names[:3], options=[", ".join(names[:3]), ", ".join(names[2::-1])]),
+        "free_form": dict(question=f"Where is the {names[0]} relative to the {names[1]}?" + " really" *
+                          rng.randint(0, 40)),
+    }[kind]
+    return SpatialQuery.Request(kind=kind, max_new_tokens=rng.randint(1, 12), timeout_s=60.0, **fields)
+
+
+def fuzz_request(rng: random.Random) -> Any:
+    """Half well-formed questions (they reach the engine), half malformed or extreme requests."""
+    from spatial_ttt_ros.srv import SpatialQuery
+
+    if rng.random() < 0.5:
+        return valid_request(rng)
 
     def text() -> str:
         return rng.choice(["chair", "table", "", " ", "sofa" * rng.randint(1, 300), "é\u2028\u0000x",
@@ -227,11 +256,13 @@ def rss(args: argparse.Namespace) -> dict[str, Any]:
             rclpy.try_shutdown(context=context)
         cycle_samples.append({"cycles": 0, "rss_mb": round(rss_mb(), 1)})
         step = max(args.cycles // 10, 1)
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        ok = TransitionCallbackReturn.SUCCESS
         for i in range(1, args.cycles + 1):
-            node.trigger_deactivate()
-            node.trigger_cleanup()
-            node.trigger_configure()
-            node.trigger_activate()
+            results = [node.trigger_deactivate(), node.trigger_cleanup(), node.trigger_configure(),
+                       node.trigger_activate()]
+            assert all(r == ok for r in results) and node.state == "active", (i, results, node.last_error)
             if i % step == 0:
                 cycle_samples.append({"cycles": i, "rss_mb": round(rss_mb(), 1)})
     return {"fuzz": fuzz_samples, "fuzz_outcomes": outcomes, "lifecycle": cycle_samples,
