@@ -45,6 +45,7 @@ from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
 from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts, StampPolicy
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
@@ -66,7 +67,10 @@ def load_engine(settings: NodeSettings) -> Any:
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
+        self.responses_lost = LostResponses()
         super().__init__(NODE_NAME, **kwargs)
+        self.responses_lost.logger = self.get_logger()
+        self.responses_lost.watch_node(self)  # parameter and lifecycle services
         # A start-up value its descriptor refuses is replaced by the default; configure reports it.
         self._refused_params = node_params.declare_table(self, PARAMETERS)
         self.settings = NodeSettings.lenient(self._parameter_values())
@@ -106,6 +110,10 @@ class PerceptionNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
     # -------------------------------------------------------------- settings and lifecycle
+    def create_service(self, *args: Any, **kwargs: Any) -> Any:
+        """Every service of the node counts the responses it could not deliver."""
+        return self.responses_lost.watch(super().create_service(*args, **kwargs))
+
     def _parameter_values(self) -> dict[str, Any]:
         return node_params.table_values(self, PARAMETERS)
 
@@ -432,6 +440,7 @@ class PerceptionNode(LifecycleNode):
                                  model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
                                  camera_k=self._camera_k, callback_errors=self._callback_errors,
                                  last_callback_error=self._seen_callback_error,
+                                 responses_lost=self.responses_lost.count,
                                  rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:

@@ -56,6 +56,7 @@ from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
 from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
 from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
 from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for callers)
     DEFAULTS,
@@ -70,7 +71,10 @@ POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
 class RecorderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
+        self.responses_lost = LostResponses()
         super().__init__(NODE_NAME, **kwargs)
+        self.responses_lost.logger = self.get_logger()
+        self.responses_lost.watch_node(self)  # the parameter services (`description`)
         refused = node_params.declare_table(self, PARAMETERS)
         if refused:
             raise ValueError("; ".join(refused))
@@ -171,6 +175,7 @@ class RecorderNode(Node):
             values[f"encoding {name}"] = f"{c.status or 'received'}; {c.frames} received, {c.rejected} rejected"
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
+        values["responses_lost"] = str(self.responses_lost.count)
         return values
 
     def _publish_status(self) -> None:

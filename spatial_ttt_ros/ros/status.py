@@ -28,6 +28,7 @@ class StatusView:
     camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
     callback_errors: int = 0  # callbacks that raised (caught by spin_resilient; the node went on)
     last_callback_error: str = ""
+    responses_lost: int = 0  # service responses rmw could not deliver (ros/lost_responses.py)
     rectification: str = "off"  # Rectifier.state()
 
     @property
@@ -51,6 +52,7 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
     msg.device = view.device
     msg.model_id = view.model_id
     msg.last_error = view.last_error
+    msg.responses_lost = view.responses_lost
     encodings = sorted(view.ingest.encodings.items())
     msg.image_encodings = [name for name, _ in encodings]
     msg.image_encoding_frames = [c.frames for _, c in encodings]
@@ -134,7 +136,7 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
         "frames_gated": view.ingest.gated, "keyframes": view.ingest.keyframes,
         "frames_rejected": view.rejected, "frames_dropped": view.dropped,
         "ingest_fps": f"{view.ingest_fps:.2f}", "last_error": view.last_error,
-        "callback_errors": view.callback_errors,
+        "callback_errors": view.callback_errors, "responses_lost": view.responses_lost,
     }
     if w is not None:
         values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,
