@@ -108,9 +108,12 @@ if [ "$MODE" = system ]; then
 else
   export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
   {
-    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+    # rosidl turns msg/ and srv/ into .idl at configure time: an edited .msg/.srv is only rebuilt
+    # after a configure, so configure again when one is newer than the cache.
+    if [ ! -f "$BUILD/CMakeCache.txt" ] || [ -n "$(find "$ROOT/msg" "$ROOT/srv" -newer "$BUILD/CMakeCache.txt")" ]; then
       cmake -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_PREFIX_PATH="$VENV" \
         -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
+      touch "$BUILD/CMakeCache.txt"
     fi
     cmake --build "$BUILD" -j "$(nproc)"
     cmake --install "$BUILD"
