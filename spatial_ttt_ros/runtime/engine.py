@@ -6,7 +6,7 @@
 
 Frames are paired (temporal patch 2), resized to the model's frame size and laid out exactly as
 the HF Qwen3-VL processor lays out the same video (tokens.py). Cost per frame is constant except
-for the anchor layers' KV cache. `ask` forks the memory, finishes the conv wavefront on the fork,
+for the anchor layers' KV cache, which `anchor_kv_budget_tokens` bounds (anchor_budget.py). `ask` forks the memory, finishes the conv wavefront on the fork,
 prefills the question and decodes greedily; the live memory is untouched. Not thread-safe: one
 worker owns an engine.
 

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from ..kernels import FastWeightState
 
 STATE_FORMAT = "spatial_ttt_memory/2"  # /2: the anchor-KV budget fields
+STATE_FORMAT_FAMILY = "spatial_ttt_memory/"  # every version's prefix: files of ours (a save may replace them)
 
 
 @dataclass
