@@ -66,6 +66,7 @@ def load(engine: Any, path: Path, worker: EngineWorker | None = None) -> int:
     engine.load(str(path))
     if worker is not None:
         worker.clear_frames()
+        worker.new_timeline()
     return int(engine.frames_in_memory)
 
 
@@ -74,6 +75,7 @@ def reset(engine: Any, worker: EngineWorker | None = None) -> int:
     engine.reset()
     if worker is not None:
         worker.clear_frames()
+        worker.new_timeline()
     return int(engine.frames_in_memory)
 
 

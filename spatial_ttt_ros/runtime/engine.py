@@ -32,7 +32,7 @@ from .config import SpatialTTTConfig, load_config
 from .decode_graph import StaticDecode, resolve_decode_mode
 from .memory_file import ModelShape, load_memory_file
 from .model import build_model, load_checkpoint, resolve_device
-from .state import AnchorLayerState, MemoryState, Unit, save_state
+from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit, save_state
 from .streaming import Decoder
 from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
 from .ttt_layer import TTTAttention
@@ -97,7 +97,7 @@ class StreamingEngine:
         # dropped by anything that changes `state`.
         self._prepared: MemoryState | None = None
         mode = resolve_decode_mode(config.decode_graph, self.device)
-        if not config.ttt_updates or config.anchor_window_only:
+        if not config.ttt_updates or config.anchor_window_only or config.decode_update_rule != "block":
             mode = "off"  # the static decode step implements the product's rules only
         self._static = None if mode == "off" else StaticDecode(self.decoder, mode)
 
@@ -204,6 +204,10 @@ class StreamingEngine:
         units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
         units.append(self._text_unit(fork, ids))
+        if self.config.decode_update_rule == "official":
+            for st in fork.layers:
+                if isinstance(st, TTTLayerState):
+                    st.prompt_end = fork.tokens
         top = self._run_fork(fork, units, drain=True)
         logits = [self.decoder.logits(top[-1])]
         token = int(logits[-1].argmax())
