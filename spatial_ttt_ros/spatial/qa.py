@@ -52,20 +52,21 @@ import numpy as np
 
 from spatial_ttt_ros.spatial.camera import CameraPose
 from spatial_ttt_ros.spatial.geometry import box_distance, direction_from_angle, relative_angle, turn_action
-from spatial_ttt_ros.spatial.observations import check_table, first_seen, seen_ids
 from spatial_ttt_ros.spatial.prompts import (
-    LETTERS,
     REL_DIRECTION_OPTIONS,
-    ROBOT_DIRECTION_OPTIONS,
     ROBOT_KINDS,
     VSI_KINDS,
     Prompt,
     QuestionKind,
     build_prompt,
-    format_options,
     parse_kind,
     question_text,
-    vsi_question_type,
+)
+from spatial_ttt_ros.spatial.qa_items import QAContext, mc_item, qa_item
+from spatial_ttt_ros.spatial.qa_robot import (
+    locate_items,
+    robot_direction_items,
+    robot_distance_items,
 )
 from spatial_ttt_ros.spatial.scene import Scene, SceneObject
 
@@ -73,75 +74,17 @@ QA_KINDS = VSI_KINDS + ROBOT_KINDS  # the robot kinds are generated only when po
 ROUTE_TURNS = ("Turn Left", "Turn Right", "Turn Back")
 
 
-class _Context:
-    """The seen part of the scene, indexed the ways the generators need."""
-
-    def __init__(self, scene: Scene, table: Mapping[int, Iterable[str]],
-                 poses: Sequence[CameraPose] | Mapping[int, CameraPose] | None = None) -> None:
-        self.scene = scene
-        self.table = check_table(scene, table)
-        self.robot: tuple[int, np.ndarray, np.ndarray] | None = None  # (ask frame, xy, unit heading)
-        if poses is not None and self.table:
-            ask = max(self.table)
-            try:
-                pose = poses[ask]
-            except (IndexError, KeyError):
-                raise ValueError(f"poses has no pose for frame {ask}, the last frame of the table") from None
-            if not isinstance(pose, CameraPose):
-                raise ValueError(f"poses[{ask}] must be a CameraPose, got {type(pose).__name__}")
-            heading = pose.forward[:2]
-            if np.linalg.norm(heading) > 1e-6:
-                self.robot = (ask, pose.position[:2].copy(), heading / np.linalg.norm(heading))
-        self.first = first_seen(self.table)
-        self.seen = scene.by_category(seen_ids(self.table))  # category -> seen objects
-        self.unique = {c: objs[0] for c, objs in self.seen.items() if len(objs) == 1}
-
-    def frame_range(self, ids: Iterable[str]) -> list[int]:
-        firsts = [self.first[i] for i in ids]
-        return [min(firsts), max(firsts)]
-
-    def category_first(self, category: str) -> int:
-        return min(self.first[o.id] for o in self.seen[category])
-
-
-def _item(kind: QuestionKind, question: str, answer: object, objects: Sequence[str], frame_range: list[int],
-          *, options: Sequence[str] = (), answer_text: str = "", unit: str = "", difficulty: str = "") -> dict:
-    return {
-        "kind": kind.value,
-        "vsi_type": vsi_question_type(kind, difficulty),
-        "difficulty": difficulty,
-        "question": question,
-        "options": list(options),
-        "answer": answer,
-        "answer_text": answer_text,
-        "unit": unit,
-        "objects": list(objects),
-        "frame_range": list(frame_range),
-    }
-
-
-def _mc(kind: QuestionKind, question: str, correct: str, distractors: Sequence[str], rng: np.random.Generator,
-        objects: Sequence[str], frame_range: list[int], difficulty: str = "") -> dict:
-    """An MC item with the correct text among shuffled distractors; the answer is its letter."""
-    texts = [correct, *distractors]
-    order = rng.permutation(len(texts))
-    texts = [texts[i] for i in order]
-    letter = LETTERS[texts.index(correct)]
-    return _item(kind, question, letter, objects, frame_range, options=format_options(texts),
-                 answer_text=correct, difficulty=difficulty)
-
-
-def _count(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _count(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     out, cats = [], sorted(ctx.seen)
     for cat in [cats[i] for i in rng.permutation(len(cats))[:n]]:
         objs = ctx.seen[cat]
         ids = [o.id for o in objs]
-        out.append(_item(QuestionKind.COUNT, question_text(QuestionKind.COUNT, [objs[0].label]), len(objs), ids,
+        out.append(qa_item(QuestionKind.COUNT, question_text(QuestionKind.COUNT, [objs[0].label]), len(objs), ids,
                          ctx.frame_range(ids), unit="count"))
     return out
 
 
-def _abs_distance(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _abs_distance(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     pairs = list(itertools.combinations(sorted(ctx.unique), 2))
     out = []
     for i in rng.permutation(len(pairs)):
@@ -152,33 +95,33 @@ def _abs_distance(ctx: _Context, rng: np.random.Generator, n: int, **_: object) 
         if d < 0.1:  # touching objects give a 0 ground truth, which MRA cannot score
             continue
         q = question_text(QuestionKind.ABS_DISTANCE, [a.label, b.label])
-        out.append(_item(QuestionKind.ABS_DISTANCE, q, round(d, 2), [a.id, b.id], ctx.frame_range([a.id, b.id]),
+        out.append(qa_item(QuestionKind.ABS_DISTANCE, q, round(d, 2), [a.id, b.id], ctx.frame_range([a.id, b.id]),
                          unit="m"))
     return out
 
 
-def _object_size(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _object_size(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     out, cats = [], sorted(ctx.unique)
     for cat in [cats[i] for i in rng.permutation(len(cats))[:n]]:
         o = ctx.unique[cat]
         q = question_text(QuestionKind.OBJECT_SIZE, [o.label])
-        out.append(_item(QuestionKind.OBJECT_SIZE, q, int(round(o.box.longest_dimension * 100)), [o.id],
+        out.append(qa_item(QuestionKind.OBJECT_SIZE, q, int(round(o.box.longest_dimension * 100)), [o.id],
                          ctx.frame_range([o.id]), unit="cm"))
     return out
 
 
-def _room_size(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _room_size(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     seen_objs = [o for objs in ctx.seen.values() for o in objs]
     rooms = [r for r in ctx.scene.rooms if seen_objs and r.contains(np.stack([o.box.center for o in seen_objs])).any()]
     if not rooms or n < 1:
         return []
     area = round(sum(r.area for r in rooms), 1)
     frames = sorted(ctx.table)
-    return [_item(QuestionKind.ROOM_SIZE, question_text(QuestionKind.ROOM_SIZE, []), area, [],
+    return [qa_item(QuestionKind.ROOM_SIZE, question_text(QuestionKind.ROOM_SIZE, []), area, [],
                   [frames[0], frames[-1]], unit="m^2")]
 
 
-def _rel_distance(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
+def _rel_distance(ctx: QAContext, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
     out, asked = [], set()
     targets = sorted(ctx.unique)
     for _attempt in range(40 * n):
@@ -202,7 +145,7 @@ def _rel_distance(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: fl
         labels = {c: ctx.seen[c][0].label for c in choices}
         q = question_text(QuestionKind.REL_DISTANCE, [t.label] + [labels[c] for c in choices])
         ids = [t.id] + [o.id for c in choices for o in ctx.seen[c]]
-        out.append(_mc(QuestionKind.REL_DISTANCE, q, labels[ranked[0]], [labels[c] for c in ranked[1:]], rng,
+        out.append(mc_item(QuestionKind.REL_DISTANCE, q, labels[ranked[0]], [labels[c] for c in ranked[1:]], rng,
                        ids, ctx.frame_range(ids)))
     return out
 
@@ -222,7 +165,7 @@ def _xy_dist(a: SceneObject, b: SceneObject) -> float:
     return float(np.linalg.norm(a.box.center[:2] - b.box.center[:2]))
 
 
-def _rel_direction(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
+def _rel_direction(ctx: QAContext, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
     cats = sorted(ctx.unique)
     out, asked = [], set()
     if len(cats) < 3:
@@ -242,12 +185,12 @@ def _rel_direction(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: 
         distractors = [d for d in REL_DIRECTION_OPTIONS[difficulty] if d != answer]
         text = question_text(QuestionKind.REL_DIRECTION, [p.label, o.label, q.label], difficulty)
         ids = [p.id, o.id, q.id]
-        out.append(_mc(QuestionKind.REL_DIRECTION, text, answer, distractors, rng, ids, ctx.frame_range(ids),
+        out.append(mc_item(QuestionKind.REL_DIRECTION, text, answer, distractors, rng, ids, ctx.frame_range(ids),
                        difficulty))
     return out
 
 
-def _route_plan(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
+def _route_plan(ctx: QAContext, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
     cats = sorted(ctx.unique)
     out, asked = [], set()
     for _attempt in range(60 * n):
@@ -280,11 +223,11 @@ def _route_plan(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: flo
         distractors = [others[i] for i in sorted(rng.choice(len(others), size=min(3, len(others)), replace=False))]
         q = question_text(QuestionKind.ROUTE_PLAN, [o.label for o in path])
         ids = [o.id for o in path]
-        out.append(_mc(QuestionKind.ROUTE_PLAN, q, correct, distractors, rng, ids, ctx.frame_range(ids)))
+        out.append(mc_item(QuestionKind.ROUTE_PLAN, q, correct, distractors, rng, ids, ctx.frame_range(ids)))
     return out
 
 
-def _appearance_order(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _appearance_order(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     cats = sorted(ctx.seen)
     out, asked = [], set()
     if len(cats) < 3:
@@ -305,80 +248,8 @@ def _appearance_order(ctx: _Context, rng: np.random.Generator, n: int, **_: obje
         distractors = [", ".join(labels[c] for c in perms[i]) for i in sorted(picks)]
         q = question_text(QuestionKind.APPEARANCE_ORDER, [labels[c] for c in chosen])
         ids = [min(ctx.seen[c], key=lambda o: (ctx.first[o.id], o.id)).id for c in correct_order]
-        out.append(_mc(QuestionKind.APPEARANCE_ORDER, q, ", ".join(labels[c] for c in correct_order), distractors,
+        out.append(mc_item(QuestionKind.APPEARANCE_ORDER, q, ", ".join(labels[c] for c in correct_order), distractors,
                        rng, ids, ctx.frame_range(ids)))
-    return out
-
-
-def _robot_targets(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float):  # noqa: ANN202
-    """Up to n seen categories in random order with (nearest instance, its floor distance, all
-    instances nearest first); categories whose two nearest instances tie within min_gap_m skipped."""
-    if ctx.robot is None:
-        return
-    xy = ctx.robot[1]
-    cats = sorted(ctx.seen)
-    for cat in [cats[i] for i in rng.permutation(len(cats))]:
-        objs = ctx.seen[cat]
-        dist = {o.id: float(o.box.distance_to_points([[xy[0], xy[1], o.box.center[2]]])[0]) for o in objs}
-        ranked = sorted(objs, key=lambda o: (dist[o.id], o.id))
-        if len(ranked) > 1 and dist[ranked[1].id] - dist[ranked[0].id] < min_gap_m:
-            continue
-        yield ranked[0], dist[ranked[0].id], ranked
-
-
-def _robot_range(ctx: _Context, ranked: Sequence[SceneObject]) -> list[int]:
-    return [min(ctx.first[o.id] for o in ranked), ctx.robot[0]]
-
-
-def _locate(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
-    out = []
-    for o, _d, ranked in _robot_targets(ctx, rng, n, min_gap_m):
-        if len(out) == n:
-            break
-        answer = [round(float(o.box.center[0]), 2), round(float(o.box.center[1]), 2)]
-        out.append(_item(QuestionKind.LOCATE, question_text(QuestionKind.LOCATE, [o.label]), answer,
-                         [r.id for r in ranked], _robot_range(ctx, ranked), unit="m"))
-    return out
-
-
-def _robot_distance(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
-    out = []
-    for o, d, ranked in _robot_targets(ctx, rng, n, min_gap_m):
-        if len(out) == n:
-            break
-        if d < 0.3:
-            continue
-        out.append(_item(QuestionKind.ROBOT_DISTANCE, question_text(QuestionKind.ROBOT_DISTANCE, [o.label]),
-                         round(d, 2), [r.id for r in ranked], _robot_range(ctx, ranked), unit="m"))
-    return out
-
-
-def robot_direction_word(angle_deg: float) -> str:
-    """front |a| < 45, left 45 <= a < 135, right -135 < a <= -45, behind |a| >= 135 (a positive = left)."""
-    a = abs(angle_deg)
-    if a < 45:
-        return "front"
-    if a >= 135:
-        return "behind"
-    return "left" if angle_deg > 0 else "right"
-
-
-def _robot_direction(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, margin_deg: float,
-                     **_: object) -> list[dict]:
-    out = []
-    for o, _d, ranked in _robot_targets(ctx, rng, n, min_gap_m):
-        if len(out) == n:
-            break
-        _, xy, heading = ctx.robot
-        if np.linalg.norm(o.box.center[:2] - xy) < 0.3:
-            continue
-        angle = relative_angle(xy, xy + heading, o.box.center[:2])
-        if min(abs(abs(angle) - b) for b in (45.0, 135.0)) < margin_deg:
-            continue
-        word = robot_direction_word(angle)
-        out.append(_mc(QuestionKind.ROBOT_DIRECTION, question_text(QuestionKind.ROBOT_DIRECTION, [o.label]), word,
-                       [w for w in ROBOT_DIRECTION_OPTIONS if w != word], rng, [r.id for r in ranked],
-                       _robot_range(ctx, ranked)))
     return out
 
 
@@ -391,9 +262,9 @@ _GENERATORS = {
     QuestionKind.REL_DIRECTION: _rel_direction,
     QuestionKind.ROUTE_PLAN: _route_plan,
     QuestionKind.APPEARANCE_ORDER: _appearance_order,
-    QuestionKind.LOCATE: _locate,
-    QuestionKind.ROBOT_DISTANCE: _robot_distance,
-    QuestionKind.ROBOT_DIRECTION: _robot_direction,
+    QuestionKind.LOCATE: locate_items,
+    QuestionKind.ROBOT_DISTANCE: robot_distance_items,
+    QuestionKind.ROBOT_DIRECTION: robot_direction_items,
 }
 
 
@@ -420,7 +291,7 @@ def generate_qa(
         raise ValueError(f"max_per_kind must be >= 0, got {max_per_kind}")
     if not 0 <= margin_deg < 45:
         raise ValueError(f"margin_deg must be in [0, 45), got {margin_deg}")
-    ctx = _Context(scene, table, poses)
+    ctx = QAContext(scene, table, poses)
     if not ctx.table:
         return []
     root = seed if isinstance(seed, np.random.Generator) else None

@@ -14,7 +14,8 @@ from spatial_ttt_ros.spatial.answers import format_position, parse_answer
 from spatial_ttt_ros.spatial.camera import look_at_pose
 from spatial_ttt_ros.spatial.metrics import aggregate, fit_priors, locate_error, robot_scores, score_item
 from spatial_ttt_ros.spatial.prompts import ROBOT_DIRECTION_OPTIONS, build_prompt
-from spatial_ttt_ros.spatial.qa import QA_KINDS, generate_qa, item_prompt, robot_direction_word
+from spatial_ttt_ros.spatial.qa import QA_KINDS, generate_qa, item_prompt
+from spatial_ttt_ros.spatial.qa_robot import robot_direction_word
 from spatial_ttt_ros.spatial.scene import validate_scene
 
 pytestmark = pytest.mark.unit
