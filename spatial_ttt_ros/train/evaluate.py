@@ -186,10 +186,10 @@ def report(rows: list[dict], meta: dict) -> dict:
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     out = {**meta, "arms": {}}
     for arm in arms:
-        mine = [r for r in rows if r["arm"] == arm]
+        mine = [r for r in rows if r["arm"] == arm and r["kind"] not in ROBOT_KIND_NAMES]  # the VSI kinds
         out["arms"][arm] = {"all": summarize(mine), "outside_window": summarize([r for r in mine if r["outside"]],
                                                                                  strict=False),
-                            "robot": robot_scores([r for r in mine if r["kind"] in ROBOT_KIND_NAMES])}
+                            "robot": robot_scores([r for r in rows if r["arm"] == arm and r["kind"] in ROBOT_KIND_NAMES])}
     return out
 
 
@@ -224,6 +224,17 @@ def markdown(result: dict) -> str:
         lines.append("| **overall** | " + " | ".join(f"**{_fmt(a[subset]['overall'])}**{_ci(a[subset]['overall_ci95'])}"
                                                    for a in arms.values())
                      + f" | {_fmt(first['overall_prior'])} | {first['n']} |")
+        lines.append("")
+    robot = {name: a["robot"] for name, a in arms.items() if a.get("robot")}
+    if robot:
+        lines += ["### Robot-relative kinds (pose channel)", "",
+                  "| arm | locate median m | locate p90 m | within 0.5 m | unreadable | robot_distance MRA "
+                  "| robot_direction acc |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in robot.items():
+            loc, dist, dirn = r.get("locate", {}), r.get("robot_distance", {}), r.get("robot_direction", {})
+            lines.append(f"| {name} | {_fmt(loc.get('median_m'))} | {_fmt(loc.get('p90_m'))} | "
+                         f"{_fmt(loc.get('within_target'))} | {loc.get('unreadable', '-')}/{loc.get('n', 0)} | "
+                         f"{_fmt(dist.get('mra'))} | {_fmt(dirn.get('accuracy'))} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -76,7 +76,10 @@ def test_eval_end_to_end_on_the_tiny_preset(tmp_path, capsys):
     assert full["n"] == result["arms"]["blind"]["all"]["n"] > 0
     assert set(full["tasks"]["count"]) == {"score", "prior", "n", "ci95"} and full["overall_prior"] is not None
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
-    assert len(items) == 2 * full["n"] and {"prediction", "score", "outside"} <= set(items[0])
+    robot = result["arms"]["full"]["robot"]  # the robot-relative kinds, kept out of the VSI summary
+    assert set(robot) == {"locate", "robot_distance", "robot_direction"}
+    assert len(items) == 2 * (full["n"] + sum(r["n"] for r in robot.values()))
+    assert {"prediction", "score", "outside"} <= set(items[0])
     assert (out / "eval.md").read_text().startswith("# Streaming evaluation") and (out / "eval.svg").stat().st_size
     assert "| **overall** |" in capsys.readouterr().out
     assert main(["--preset", "tiny", "--out", str(out)]) == 2
