@@ -101,6 +101,8 @@ def _run_job(job: dict) -> list[dict]:
                 engine.push_frame(np.full_like(f, BLIND_GREY) if arm == "blind" else f, float(t), pose)
             engine.prepare()
             for k, it in enumerate(items):
+                if it["kind"] in ROBOT_KIND_NAMES and not engine.config.pose_text:
+                    continue  # answers relative to the robot's map pose: only for a pose-channel model
                 text = item_prompt(it, append_many_rooms=engine.config.append_many_rooms).text
                 answer = engine.ask(text, max_new_tokens=job["max_new_tokens"])
                 rows.append({"seed": seed, "arm": arm, "item": k, "kind": it["kind"], "vsi_type": it["vsi_type"],
