@@ -441,6 +441,7 @@ class PerceptionNode(LifecycleNode):
                                  camera_k=self._camera_k, callback_errors=self._callback_errors,
                                  last_callback_error=self._seen_callback_error,
                                  responses_lost=self.responses_lost.count,
+                                 requests_taken=self.responses_lost.taken,
                                  rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:

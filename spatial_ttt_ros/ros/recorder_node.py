@@ -176,6 +176,7 @@ class RecorderNode(Node):
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
         values["responses_lost"] = str(self.responses_lost.count)
+        values["requests_taken"] = str(self.responses_lost.taken)
         return values
 
     def _publish_status(self) -> None:
