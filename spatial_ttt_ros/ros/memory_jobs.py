@@ -95,8 +95,9 @@ def _file_mode(path: Path) -> int | None:
 
 def is_memory_file(path: Path) -> bool:
     """True when `path` is a regular file starting with a spatial_ttt memory file's safetensors
-    header (its `format`); reads the header only, never blocks on a FIFO."""
-    from spatial_ttt_ros.runtime.state import STATE_FORMAT
+    header (its `format`, any version: an older file may be replaced by a new save); reads the
+    header only, never blocks on a FIFO."""
+    from spatial_ttt_ros.runtime.state import STATE_FORMAT_FAMILY
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -116,7 +117,7 @@ def is_memory_file(path: Path) -> bool:
         except (ValueError, UnicodeDecodeError):
             return False
     meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return isinstance(meta, dict) and meta.get("format") == STATE_FORMAT
+    return isinstance(meta, dict) and str(meta.get("format", "")).startswith(STATE_FORMAT_FAMILY)
 
 
 def check_save_target(path: Path) -> None:
