@@ -34,7 +34,9 @@ def test_crafted_memory_files_are_refused_and_the_node_goes_on(helpers, tmp_path
     rclpy.init(context=context)
     client = rclpy.create_node("memory_file_client", context=context)
     try:
-        with hosted_perception_node({"keyframe_max_rate_hz": 0.0, "max_new_tokens": 4}) as node:
+        # memory files live in memory_dir (absolute paths inside it are accepted)
+        with hosted_perception_node({"keyframe_max_rate_hz": 0.0, "max_new_tokens": 4,
+                                     "memory_dir": str(tmp_path)}) as node:
             rig = helpers.Rig(client, node)
             for i in range(6):
                 rig.publish(100.0 + i, position=(0.5 * i, 0.0, 0.0))
