@@ -221,11 +221,11 @@ def wait_for_server(node: object, srv_type: type, name: str, attempts: int = 3, 
     cache = node.__dict__.setdefault("_test_clients", {})
     for _ in range(attempts):
         cli = client_for(node, srv_type, name)
-        if cli.wait_for_service(timeout_sec=each_s):
+        if cli.wait_for_service(timeout_sec=each_s * SLACK):
             return cli
         node.destroy_client(cli)
         cache.pop((srv_type, name, 10), None)
-    raise AssertionError(f"service {name} not available after {attempts} x {each_s} s")
+    raise AssertionError(f"service {name} not available after {attempts} x {each_s * SLACK} s")
 
 
 class LostResponseWatch:
