@@ -34,15 +34,14 @@ def test_crafted_memory_files_are_refused_and_the_node_goes_on(helpers, tmp_path
     rclpy.init(context=context)
     client = rclpy.create_node("memory_file_client", context=context)
     try:
-        # memory files live in memory_dir (absolute paths inside it are accepted)
-        with hosted_perception_node({"keyframe_max_rate_hz": 0.0, "max_new_tokens": 4,
-                                     "memory_dir": str(tmp_path)}) as node:
+        params = {"keyframe_max_rate_hz": 0.0, "max_new_tokens": 4, "memory_dir": str(tmp_path)}
+        with hosted_perception_node(params) as node:
             rig = helpers.Rig(client, node)
             for i in range(6):
                 rig.publish(100.0 + i, position=(0.5 * i, 0.0, 0.0))
             frames = rig.wait_idle().worker.frames_in_memory
+            saved = helpers.call(client, MemoryFile, "/save_memory", MemoryFile.Request(path="good.safetensors"))
             good = str(tmp_path / "good.safetensors")
-            saved = helpers.call(client, MemoryFile, "/save_memory", MemoryFile.Request(path=good))
             assert saved.success, saved.message
             cases = {"frames_negative": ({"frames": -5}, {}, "header.frames"),
                      "stamp_nan": ({"last_stamp_s": "NaN"}, {}, "header.last_stamp_s"),
@@ -51,8 +50,8 @@ def test_crafted_memory_files_are_refused_and_the_node_goes_on(helpers, tmp_path
                      "pending_malformed": ({}, {"pending_stamps": {"__seq__": "list", "items": ["x"]}},
                                            "state.pending_stamps")}
             for name, (header, state, field) in cases.items():
-                bad = _craft(good, str(tmp_path / f"{name}.safetensors"), header, state)
-                response = helpers.call(client, MemoryFile, "/load_memory", MemoryFile.Request(path=bad))
+                _craft(good, str(tmp_path / f"{name}.safetensors"), header, state)
+                response = helpers.call(client, MemoryFile, "/load_memory", MemoryFile.Request(path=f"{name}.safetensors"))
                 assert not response.success and field in response.message, (name, response.message)
                 assert response.frames_in_memory == frames
             answer = helpers.call(client, SpatialQuery, "/spatial_query", SpatialQuery.Request(kind="count", objects=["chair"]))

@@ -1,6 +1,6 @@
 """The soak (benchmarks/soak.py) in short: 600 keyframes through the real perception node with a
-small anchor budget; memory flat once evicting, every query answered. Slow tier (the full run's
-results are committed in benchmarks/results/soak.*)."""
+small anchor budget; memory flat once evicting, every query answered. Slow tier (test/slow; the
+full run's results are committed in benchmarks/results/soak.*)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("rclpy")
-
-pytestmark = pytest.mark.slow
 
 
 def test_short_soak_through_the_node_stays_flat(tmp_path):
