@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
 import json
 import shlex
@@ -36,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.stamp import stamp  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16, SXM datasheets
 MODES = {  # path -> (token dtype, backend, autocast, fp32 dot precision)
@@ -442,12 +443,9 @@ def main():
     peak_sheet = next((v for n, v in BF16_PEAK_TFLOPS.items() if n in gpu), None)
     res = {
         "meta": {
-            "gpu": gpu,
-            "torch": torch.__version__,
+            **stamp("python " + " ".join(shlex.quote(a) for a in sys.argv), "cuda"),
             "triton": triton.__version__,
             "cuda": torch.version.cuda,
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
             "chunk": L,
             "heads": H,
             "dim": D,
