@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup:
         engine.ask("How many chairs are in this room?", max_new_tokens=2)
     engine.reset()
+    load_before = os.getloadavg()[0]  # other processes on the machine slow a CPU run down: say how busy it was
     checkpoints = {32, 64, 128, 256, args.frames}
     rows, times = [], []
     for i in range(args.frames):
@@ -63,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
               "mean_ms_per_frame": 1000 * float(np.mean(times)), "keyframes_per_s": float(len(times) / np.sum(times)),
               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "input_frame": "240x320 RGB, resized to the preset's frame size", "rows": rows,
-              "ask_s_at_end": ask_s, "answer_tokens": len(answer.token_ids)}
+              "ask_s_at_end": ask_s, "answer_tokens": len(answer.token_ids),
+              "load_average_1min": {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "cpu_ingest" if args.preset == "tiny" else f"cpu_ingest_{Path(args.preset).stem}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"CPU ingest, preset `{args.preset}`, torch {torch.__version__}, transformers {result['transformers']}, "
              f"{torch.get_num_threads()} threads, {result['cpu']}, commit {result['commit']}, "
-             f"`{result['command']}` ({args.warmup} warm-up frames, not timed)", "",
+             f"`{result['command']}` ({args.warmup} warm-up frames, not timed; load average "
+             f"{load_before:.1f} -> {result['load_average_1min']['after']:.1f} on {os.cpu_count()} CPUs)", "",
              "| frames | ms/frame (last 32) | keyframes/s (last 32) | tokens | chunk updates | TTT-layer bytes | anchor KV bytes |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['frames']} | {r['ms_per_frame_last32']:.2f} | {r['keyframes_per_s_last32']:.1f} | {r['tokens']} | "

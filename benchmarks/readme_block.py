@@ -50,8 +50,11 @@ def _label(run: dict, default: tuple[str, int]) -> str:
 def cpu_lines(cpu: dict) -> list[str]:
     rows = cpu["rows"]
     ttt = [kib(r["ttt_bytes"]) for r in rows]
+    load = cpu.get("load_average_1min")
+    busy = (f" (machine load average {load['before']:.1f} -> {load['after']:.1f} on {load['cpus']} CPUs: other work "
+            "on a shared machine slows these down)") if load else ""
     return [f"CPU, `{cpu['preset']}` preset, {cpu['threads']} threads, {cpu.get('warmup_frames', 0)} warm-up frames "
-            f"before timing. Source: {source(cpu)}", "",
+            f"before timing{busy}. Source: {source(cpu)}", "",
             "| frames pushed | ms/frame (last 32) | TTT-layer memory | anchor KV |", "|---:|---:|---:|---:|",
             *(f"| {r['frames']} | {r['ms_per_frame_last32']:.2f} | {kib(r['ttt_bytes']):.1f} KiB | "
               f"{kib(r['anchor_kv_bytes']):.1f} KiB |" for r in rows), "",
