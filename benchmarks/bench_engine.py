@@ -56,6 +56,7 @@ QWEN3_VL_2B_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 409
                       "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]}
 QUESTION = "These are frames of a video.\nHow many chair(s) are in this room?\nPlease answer the question using a single word or phrase."
 COUNT_ANSWER_TOKENS = 3
+DEVICE = "cuda"  # every part runs here (a CPU smoke run of the code paths may point it elsewhere)
 FRAMES = [128, 256, 512, 1024, 2048, 4096]
 
 
@@ -124,7 +125,7 @@ def time_query(engine: StreamingEngine) -> dict:
 
 def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig, query_frames: tuple[int, ...] = ()) -> dict:
     frames = test_frames(config)
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device=DEVICE, overrides={
         k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
                                       "ingest_batch_groups")})
     for i in range(4 * config.ingest_batch_groups + 2):  # warm-up: CUDA/cuBLAS set-up, Triton compiles
@@ -163,7 +164,7 @@ def stock_model(config: SpatialTTTConfig) -> tuple[torch.nn.Module, object]:
 
     hf_config = tiny_qwen3_vl_config(config)
     hf_config._attn_implementation = "sdpa"
-    with torch.device("cuda"):
+    with torch.device(DEVICE):
         model = Qwen3VLForConditionalGeneration(hf_config).to(torch.bfloat16).eval()
     return model, build_byte_tokenizer(hf_config.text_config.vocab_size)
 
@@ -240,10 +241,10 @@ def run_baseline(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
             ids += [2] * 6 + [hf_config.vision_start_token_id] + [hf_config.video_token_id] * per_group
             ids += [hf_config.vision_end_token_id]
         ids += [3] * 40
-        input_ids = torch.tensor([ids], device="cuda")
+        input_ids = torch.tensor([ids], device=DEVICE)
         token_type = (input_ids == hf_config.video_token_id).int() * 2
-        pixels = torch.cat([pairs[g % len(pairs)] for g in range(groups)]).to("cuda", dtype)
-        grid = torch.tensor([[groups, gh, gw]], device="cuda")
+        pixels = torch.cat([pairs[g % len(pairs)] for g in range(groups)]).to(DEVICE, dtype)
+        grid = torch.tensor([[groups, gh, gw]], device=DEVICE)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
