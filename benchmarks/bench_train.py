@@ -190,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import transformers
 
-    rows = []
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'cpu'})"
+    result = {"command": "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "commit": commit(), "gpu": name, "peak_bf16_tflops": peak_tflops(name), "torch": torch.__version__,
+              "transformers": transformers.__version__, "python": platform.python_version(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "frames": FRAMES, "frame": f"{H}x{W}",
+              "model": "Qwen3-VL-2B dimensions, random weights, spatial_ttt_2b_train semantics (Muon, pre-norm, C=W=2648)",
+              "flops_formula": __doc__.split("MFU counts")[1].strip(), "rows": []}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "train_smoke" if args.smoke else "train_2b"
     for i, (strategy, ckpt, layers) in enumerate(CONFIGS):
         cmd = [sys.executable, "-m", "benchmarks.bench_train", "--one", "--strategy", strategy, "--ckpt", str(int(ckpt)),
                "--layers", str(int(layers)),
@@ -200,23 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         found = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_ROW ")]
         row = json.loads(found[-1][len("BENCH_ROW "):]) if found else {
-            "strategy": strategy, "checkpoint_chunks": ckpt, "checkpoint_layers": layers, "failed": True, "returncode": proc.returncode,
-            "stderr_tail": proc.stderr[-2000:]}
+            "strategy": strategy, "checkpoint_chunks": ckpt, "checkpoint_layers": layers, "failed": True,
+            "returncode": proc.returncode, "stderr_tail": proc.stderr[-3000:]}
         row["process_s"] = time.time() - t0
-        rows.append(row)
+        result["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("profile",)}), flush=True)
-    name = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'cpu'})"
-    result = {"command": "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "commit": commit(), "gpu": name, "peak_bf16_tflops": peak_tflops(name), "torch": torch.__version__,
-              "transformers": transformers.__version__, "python": platform.python_version(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "frames": FRAMES, "frame": f"{H}x{W}",
-              "model": "Qwen3-VL-2B dimensions, random weights, spatial_ttt_2b_train semantics (Muon, pre-norm, C=W=2648)",
-              "flops_formula": __doc__.split("MFU counts")[1].strip(), "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "train_smoke" if args.smoke else "train_2b"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
+        # written after every configuration, so a run cut short still leaves its rows
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
     return 0
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from spatial_ttt_ros.data import image_encodings
-from spatial_ttt_ros.data.image_encodings import MAX_PIXELS, MAX_SIDE, as_bytes
+from spatial_ttt_ros.data.image_encodings import MAX_PIXELS, as_bytes
 from spatial_ttt_ros.ros.keyframe_gate import Pose
 
 try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §1)
@@ -128,11 +128,49 @@ def _compressed_kind(fmt: str, data: bytes) -> str:
         return "jpeg"
     if data.startswith(_PNG_MAGIC):
         return "png"
-    raise ValueError(f"unsupported compressed image format {fmt!r}; expected jpeg or png")
+    raise ValueError(f"unsupported compressed image format {fmt[:40]!r}; expected jpeg or png")
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG or PNG) -> [H, W, 3] uint8 RGB."""
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, which must come first."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ValueError("PNG data has no IHDR chunk after its signature")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+# JPEG markers that carry no length field (TEM, RSTn, SOI, EOI)
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xDA)}
+# start-of-frame markers: baseline, extended, progressive, lossless (not DHT C4, JPG C8, DAC CC)
+_JPEG_SOF = {m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment, walking the marker segments before it."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise ValueError(f"JPEG data is malformed at byte {i}: expected a marker")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if length < 7 or i + 9 > len(data):
+                raise ValueError("JPEG start-of-frame segment is truncated")
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            break
+        i += 2 + length
+    raise ValueError("JPEG data has no start-of-frame segment: not a decodable JPEG")
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG) -> [H, W, 3] uint8 RGB. The size in the header is
+    checked before anything is decoded (a small file can declare a huge picture)."""
     data = as_bytes(msg.data).tobytes()
     kind = _compressed_kind(str(msg.format), data)
     # libjpeg decodes a truncated JPEG into a half-grey picture with only a warning, so the end
@@ -142,11 +180,13 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
             raise ValueError(f"JPEG data ({len(data)} bytes) lacks its start/end markers: truncated or not a JPEG")
     elif not data.startswith(_PNG_MAGIC) or not data.endswith(_PNG_IEND):
         raise ValueError(f"PNG data ({len(data)} bytes) lacks its signature/IEND chunk: truncated or not a PNG")
+    width, height = jpeg_size(data) if kind == "jpeg" else png_size(data)
+    image_encodings.check_size(width, height, max_pixels, f"{kind} image")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{kind} data ({len(data)} bytes) could not be decoded")
-    if image.shape[0] > MAX_SIDE or image.shape[1] > MAX_SIDE:
-        raise ValueError(f"decoded image {image.shape[1]}x{image.shape[0]} exceeds {MAX_SIDE} pixels per side")
+    if (image.shape[1], image.shape[0]) != (width, height):
+        raise ValueError(f"decoded {kind} image is {image.shape[1]}x{image.shape[0]}, its header said {width}x{height}")
     # image_transport's compressed plugin encodes colour images as BGR; imdecode returns BGR.
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -156,8 +196,11 @@ class CompressedDecoder:
 
     bridge_problem = ""
 
+    def __init__(self, max_pixels: int = MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
+
     def __call__(self, msg: Any) -> np.ndarray:
-        return compressed_to_rgb(msg)
+        return compressed_to_rgb(msg, self.max_pixels)
 
     def describe(self, msg: Any) -> EncodingInfo:
         fmt = str(msg.format).lower()
@@ -168,7 +211,7 @@ class CompressedDecoder:
 def make_decoder(image_transport: str, use_cv_bridge: bool = True,
                  max_pixels: int = MAX_PIXELS) -> ImageDecoder | CompressedDecoder:
     """The decoder of a camera input: "raw" (sensor_msgs/Image) or "compressed"."""
-    return ImageDecoder(use_cv_bridge, max_pixels) if image_transport == "raw" else CompressedDecoder()
+    return ImageDecoder(use_cv_bridge, max_pixels) if image_transport == "raw" else CompressedDecoder(max_pixels)
 
 
 def _pose_of(msg: Any) -> Any:
@@ -208,6 +251,18 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
 def stamp_to_seconds(stamp: Any) -> float:
     """builtin_interfaces/Time (sec, nanosec) -> float seconds."""
     return int(stamp.sec) + int(stamp.nanosec) / 1e9
+
+
+def stamp_problem(stamp: Any) -> str:
+    """Why a builtin_interfaces/Time cannot stamp a frame ("" when it can)."""
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec < 0:
+        return f"header stamp is negative ({sec} s): the driver's clock or the message is broken"
+    if not 0 <= nanosec < 1_000_000_000:
+        return f"header stamp nanosec {nanosec} is outside 0..999999999"
+    if sec == 0 and nanosec == 0:
+        return "header stamp is zero: the camera driver did not stamp it"
+    return ""
 
 
 def stamp_to_ns(stamp: Any) -> int:

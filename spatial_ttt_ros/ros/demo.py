@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -216,6 +217,16 @@ def print_status(s: Any) -> None:
           f"  ingest {s.ingest_fps:.1f} frames/s, device {s.device}, model {s.model_id}, last error {s.last_error or '-'}")
 
 
+def isolate_ros(env: Any = os.environ) -> str:
+    """Keep the demo's ROS traffic to this machine and a domain of its own (two demos, or a demo
+    and the tests, must not talk to each other or to a robot on domain 0). A ROS_DOMAIN_ID or
+    discovery range the caller exported is kept. Call before rclpy.init; returns a description."""
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if not env.get("ROS_DOMAIN_ID", "").strip():
+        env["ROS_DOMAIN_ID"] = str(os.getpid() % 100 + 1)  # 1..100: valid, never the default 0
+    return f"ROS domain {env['ROS_DOMAIN_ID']}, discovery {env['ROS_AUTOMATIC_DISCOVERY_RANGE'].lower()}"
+
+
 def cli_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spatial-ttt demo", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60,
@@ -226,6 +237,7 @@ def cli_demo(argv: list[str]) -> int:
     parser.add_argument("--base-model", default="", help="local Qwen3-VL directory for a real preset")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    where = isolate_ros()
 
     import rclpy
     from rclpy.context import Context
@@ -235,7 +247,7 @@ def cli_demo(argv: list[str]) -> int:
     from spatial_ttt_ros.srv import SpatialQuery
 
     t_start = time.monotonic()
-    print(f"spatial-ttt demo: the perception node on model preset {args.preset!r}")
+    print(f"spatial-ttt demo: the perception node on model preset {args.preset!r} ({where})")
     if args.preset == "tiny":
         print("NOTE: tiny random model: answers are not meaningful. This shows the pipeline and the typed\n"
               "      fields a planner gets back, not spatial accuracy.")

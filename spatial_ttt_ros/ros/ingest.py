@@ -20,7 +20,13 @@ import numpy as np
 
 from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.ros import keyframe_gate
-from spatial_ttt_ros.ros.conversions import EncodingInfo, pose_from_msg, pose_to_matrix, stamp_to_seconds
+from spatial_ttt_ros.ros.conversions import (
+    EncodingInfo,
+    pose_from_msg,
+    pose_to_matrix,
+    stamp_problem,
+    stamp_to_seconds,
+)
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.worker import Frame
@@ -37,6 +43,24 @@ class EncodingCount:
     status: str = ""  # "ok", "ok (cv_bridge)", "unsupported (<why>)" or "bad frame: <last reason>"
 
 
+@dataclass(frozen=True)
+class StampPolicy:
+    """What to do with stamps that do not follow the last keyframe's.
+
+    * `max_ahead_s` > 0: a frame stamped more than this ahead of `now_s()` (the node's clock) is
+      rejected; one wild stamp would otherwise make every later frame "not after the last
+      keyframe's". Skipped while the clock reads 0 (sim time before the first /clock).
+    * `rewind_s` > 0: a frame stamped more than this before the last keyframe (a robot clock that
+      restarted, a bag played again) is taken as the start of a new segment: the gate starts over,
+      and the engine worker ends the segment and shifts later stamps to follow the memory's
+      (EngineWorker). Smaller steps back are rejected as bad input.
+    """
+
+    max_ahead_s: float = 0.0
+    rewind_s: float = 0.0
+    now_s: Callable[[], float] | None = None
+
+
 @dataclass
 class IngestCounts:
     received: int = 0  # images received
@@ -44,6 +68,8 @@ class IngestCounts:
     gated: int = 0  # synced frames the keyframe gate skipped (too soon / not moved)
     keyframes: int = 0  # frames handed to the worker queue
     rejected: int = 0  # bad input: undecodable image, bad pose, stamp going back
+    refused: int = 0  # messages refused before pairing (a negative stamp on any input)
+    rewinds: int = 0  # stamps that jumped back by more than StampPolicy.rewind_s (new segments)
     last_reject: str = ""
     encodings: dict[str, EncodingCount] = field(default_factory=dict)
 
@@ -53,10 +79,12 @@ class FrameIngest:
 
     def __init__(self, decode: Callable[[Any], np.ndarray], gate: KeyframeGate,
                  push: Callable[[Frame], bool], *, describe: Callable[[Any], EncodingInfo] | None = None,
-                 rectifier: Rectifier | None = None) -> None:
+                 rectifier: Rectifier | None = None, stamps: StampPolicy | None = None) -> None:
         """`describe(msg)` names a message's encoding for the per-encoding counters (none: not kept);
-        `rectifier` rectifies keyframes on the worker (none: frames go in as decoded)."""
+        `rectifier` rectifies keyframes on the worker (none: frames go in as decoded); `stamps`: what
+        to do with stamps far ahead or jumping back (none: no check, steps back refused)."""
         self._decode = decode
+        self._stamps = stamps or StampPolicy()
         self._describe = describe
         self._rectifier = rectifier
         self._gate = gate
@@ -96,6 +124,21 @@ class FrameIngest:
             if info is not None:
                 self._encoding(info).frames += 1
 
+    def _check_ahead(self, stamp_s: float) -> None:
+        policy = self._stamps
+        if policy.max_ahead_s <= 0 or policy.now_s is None:
+            return
+        now = policy.now_s()
+        if now > 0 and stamp_s > now + policy.max_ahead_s:
+            raise ValueError(f"stamp {stamp_s:.3f} s is {stamp_s - now:.1f} s ahead of the node's clock "
+                             f"(max_stamp_ahead_s {policy.max_ahead_s:g})")
+
+    def reject(self, reason: str) -> None:
+        """A message refused before pairing (e.g. a negative stamp on any input)."""
+        with self._lock:
+            self._counts.refused += 1
+            self._counts.last_reject = clip(reason, 300)
+
     def on_pair(self, image_msg: Any, pose_msg: Any | None = None) -> str:
         """Handle one synced pair; returns "keyframe", "gated" or "rejected: <reason>"."""
         counts = self._counts
@@ -104,11 +147,18 @@ class FrameIngest:
             counts.synced += 1
             decoding = False
             try:
+                problem = stamp_problem(image_msg.header.stamp)
+                if problem:
+                    raise ValueError(f"image {problem}")
                 stamp_s = stamp_to_seconds(image_msg.header.stamp)
-                if stamp_s <= 0.0:
-                    raise ValueError("image header stamp is zero: the camera driver did not stamp it")
+                self._check_ahead(stamp_s)
                 pose = None if pose_msg is None else pose_from_msg(pose_msg)
                 verdict = self._gate.evaluate(stamp_s, pose)
+                last, rewind = self._gate.last_stamp, self._stamps.rewind_s
+                if verdict == keyframe_gate.STAMP and rewind > 0 and last is not None and stamp_s < last - rewind:
+                    counts.rewinds += 1
+                    self._gate.reset()
+                    verdict = self._gate.evaluate(stamp_s, pose)
                 if verdict == keyframe_gate.STAMP:
                     raise ValueError(f"stamp {stamp_s:.6f} s is not after the last keyframe's")
                 if verdict != keyframe_gate.PASS:

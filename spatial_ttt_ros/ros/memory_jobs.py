@@ -1,14 +1,15 @@
 """Save, load, reset and autosave as worker jobs (no rclpy).
 
 Each function takes the engine first and runs on the worker thread (submitted with
-`EngineWorker.submit`), so it never races a frame. Each returns the frames held afterwards.
+`EngineWorker.submit`), so it never races a frame. Each returns the frames held afterwards, except
+save, which only takes a snapshot there: the file is written off the worker (`run`, `Autosave`).
 
 Any ROS peer can call save_memory / load_memory, so files are confined to one directory (the
 memory_dir parameter): a request names a file inside it, and anything resolving outside (absolute
 paths, `..`, symlinks) is refused; no directory is created for a request; an existing file is
 replaced only when it is one of our memory files (its header says so), never a FIFO or another
 file. The checks run on the worker thread right before the engine touches the file. What the
-memory file holds is checked by the engine's load (runtime/state.py).
+memory file holds is checked by the engine's load (runtime/memory_file.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +32,28 @@ MAX_HEADER_BYTES = 64 << 20  # a memory file's safetensors header (JSON) is far 
 MAX_MESSAGE = 400  # characters of a response message
 
 
-def save(engine: Any, path: Path) -> int:
-    """Write the memory to `path` (from `confined_path`); the engine writes atomically (temp file,
+@dataclass(frozen=True)
+class PendingWrite:
+    """A save's second half: the memory snapshot taken on the worker, written by whoever waits for
+    the job (`run`), so the worker goes on with frames and queries during the write."""
+
+    snapshot: Any  # engine.snapshot()
+    path: Path
+    frames: int
+
+    def write(self) -> int:
+        check_save_target(self.path)  # again: the file may have changed since the job was queued
+        self.snapshot.write(self.path)
+        return self.frames
+
+
+def save(engine: Any, path: Path) -> PendingWrite:
+    """Snapshot the memory for `path` (from `confined_path`); `run` writes it atomically (temp file,
     fsync, rename), so a crash or a full disk leaves the previous file untouched. An existing
     target must be one of our memory files: anything else (a FIFO, a device, someone's document)
     is never replaced."""
     check_save_target(path)
-    engine.save(str(path))
-    return int(engine.frames_in_memory)
+    return PendingWrite(engine.snapshot(), path, int(engine.frames_in_memory))
 
 
 def load(engine: Any, path: Path, worker: EngineWorker | None = None) -> int:
@@ -50,6 +66,7 @@ def load(engine: Any, path: Path, worker: EngineWorker | None = None) -> int:
     engine.load(str(path))
     if worker is not None:
         worker.clear_frames()
+        worker.new_timeline()
     return int(engine.frames_in_memory)
 
 
@@ -58,6 +75,7 @@ def reset(engine: Any, worker: EngineWorker | None = None) -> int:
     engine.reset()
     if worker is not None:
         worker.clear_frames()
+        worker.new_timeline()
     return int(engine.frames_in_memory)
 
 
@@ -93,8 +111,9 @@ def _file_mode(path: Path) -> int | None:
 
 def is_memory_file(path: Path) -> bool:
     """True when `path` is a regular file starting with a spatial_ttt memory file's safetensors
-    header (its `format`); reads the header only, never blocks on a FIFO."""
-    from spatial_ttt_ros.runtime.state import STATE_FORMAT
+    header (its `format`, any version: an older file may be replaced by a new save); reads the
+    header only, never blocks on a FIFO."""
+    from spatial_ttt_ros.runtime.state import STATE_FORMAT_FAMILY
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -114,7 +133,7 @@ def is_memory_file(path: Path) -> bool:
         except (ValueError, UnicodeDecodeError):
             return False
     meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return isinstance(meta, dict) and meta.get("format") == STATE_FORMAT
+    return isinstance(meta, dict) and str(meta.get("format", "")).startswith(STATE_FORMAT_FAMILY)
 
 
 def check_save_target(path: Path) -> None:
@@ -138,9 +157,12 @@ def check_load_source(path: Path) -> None:
 
 
 def run(worker: EngineWorker, job: Callable[[Any], int], what: str, timeout_s: float) -> tuple[bool, str, int]:
-    """Run a memory job on the worker and wait: (success, message, frames in memory afterwards)."""
+    """Run a memory job on the worker and wait: (success, message, frames in memory afterwards).
+    A job returning a PendingWrite (save) has its file written here, off the worker."""
     try:
         frames = wait_result(worker.submit(job), timeout_s)
+        if isinstance(frames, PendingWrite):
+            frames = frames.write()
     except TimeoutError:
         return False, f"timeout: {what} did not finish within {timeout_s:g} s", worker.snapshot().frames_in_memory
     except CancelledError:

@@ -50,6 +50,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               section=_MODEL),
     ParamSpec("base_model", "", str, "local Qwen3-VL-2B-Instruct directory; empty for the preset's", section=_MODEL),
     ParamSpec("device", "auto", str, "torch device: auto, cpu, cuda, cuda:N", section=_MODEL),
+    ParamSpec("anchor_kv_budget_tokens", 0, int, "anchor-KV budget per anchor layer [tokens]: the anchors keep "
+              "the chat prefix and the newest whole frame groups that fit and evict older groups (the TTT "
+              "layers' fast weights keep the past; config/profiles/ has values per device); 0 = unbounded",
+              minimum=0, maximum=1 << 40, section=_MODEL),
     ParamSpec("autostart", True, bool, "configure and activate at start-up (no lifecycle manager needed)",
               applies=START, section=_MODEL),
     ParamSpec("image_transport", "raw", str, "camera input: raw (sensor_msgs/Image on `image`) or compressed "
@@ -159,7 +163,8 @@ class _NodeRules(SettingsBase):
     def engine_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `StreamingEngine.from_preset` (empty paths -> None)."""
         return {"preset": self.model_preset, "checkpoint": self.checkpoint or None,
-                "base_model": self.base_model or None, "device": self.device}
+                "base_model": self.base_model or None, "device": self.device,
+                "overrides": {"anchor_kv_budget_tokens": self.anchor_kv_budget_tokens}}
 
     def memory_root(self) -> Path:
         """The directory memory files are confined to (memory_dir, or the per-user default)."""

@@ -42,9 +42,10 @@ from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.msg import MemoryStatus
 from spatial_ttt_ros.ros import memory_jobs, node_params, status
 from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
-from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
+from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts, StampPolicy
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
@@ -66,7 +67,10 @@ def load_engine(settings: NodeSettings) -> Any:
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
+        self.responses_lost = LostResponses()
         super().__init__(NODE_NAME, **kwargs)
+        self.responses_lost.logger = self.get_logger()
+        self.responses_lost.watch_node(self)  # parameter and lifecycle services
         # A start-up value its descriptor refuses is replaced by the default; configure reports it.
         self._refused_params = node_params.declare_table(self, PARAMETERS)
         self.settings = NodeSettings.lenient(self._parameter_values())
@@ -93,6 +97,9 @@ class PerceptionNode(LifecycleNode):
         self._last_error = ""
         self._seen_errors: tuple[str, str] = ("", "")
         self._health = status.Health()
+        self._callback_errors = 0
+        self._last_callback_exc: BaseException | None = None
+        self._seen_callback_error = ""
         self._previous_tick = (time.monotonic(), 0)
         self._fps = 0.0
         self.device, self.model_id = self.settings.device, self.settings.model_preset
@@ -103,6 +110,10 @@ class PerceptionNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
     # -------------------------------------------------------------- settings and lifecycle
+    def create_service(self, *args: Any, **kwargs: Any) -> Any:
+        """Every service of the node counts the responses it could not deliver."""
+        return self.responses_lost.watch(super().create_service(*args, **kwargs))
+
     def _parameter_values(self) -> dict[str, Any]:
         return node_params.table_values(self, PARAMETERS)
 
@@ -171,7 +182,8 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(self._last_error)
         if settings.load_on_start and settings.memory_path:
             self._load_on_start(settings)
-        self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle)
+        self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle,
+                                    rewind_s=settings.stamp_rewind_s)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
         decoder = make_decoder(settings.image_transport, max_pixels=settings.max_image_pixels)
@@ -179,8 +191,10 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().info(f"image conversion: {decoder.bridge_problem}; using the package's own")
         # Rectification: the camera_info callback keeps the calibration, the engine worker remaps.
         self._rectifier = None if settings.rectify == "none" else Rectifier(settings.rectify)
+        stamps = StampPolicy(max_ahead_s=settings.max_stamp_ahead_s, rewind_s=settings.stamp_rewind_s,
+                             now_s=lambda: self.get_clock().now().nanoseconds * 1e-9)
         self._ingest = FrameIngest(decoder, KeyframeGate(settings.gate_config()), self._worker.push,
-                                   describe=decoder.describe, rectifier=self._rectifier)
+                                   describe=decoder.describe, rectifier=self._rectifier, stamps=stamps)
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
@@ -406,6 +420,16 @@ class PerceptionNode(LifecycleNode):
                               reopen_gate=True)
 
     # -------------------------------------------------------------- status
+    def record_callback_error(self, exc: BaseException) -> None:
+        """A callback raised (spin_resilient caught it): count it, report it, go on."""
+        with self._lock:
+            if exc is self._last_callback_exc:  # rclpy can raise one callback's exception twice
+                return
+            self._last_callback_exc = exc
+            self._callback_errors += 1
+            self._last_error = clip(f"callback failed: {type(exc).__name__}: {exc}", 400)
+            self._seen_callback_error = self._last_error
+
     def status_view(self) -> status.StatusView:
         """The counters as the next memory_status would report them (ingest_fps: last period's)."""
         worker, ingest = self._worker, self._ingest
@@ -414,7 +438,9 @@ class PerceptionNode(LifecycleNode):
         self._track_last_error(counts.last_reject, snap.last_error if snap else "")
         return status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
                                  model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
-                                 camera_k=self._camera_k,
+                                 camera_k=self._camera_k, callback_errors=self._callback_errors,
+                                 last_callback_error=self._seen_callback_error,
+                                 responses_lost=self.responses_lost.count,
                                  rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:
@@ -453,15 +479,25 @@ class PerceptionNode(LifecycleNode):
             self._seen_errors = (reject, worker_error)
 
 
-def spin_resilient(executor: Executor, logger: Any) -> None:
-    """executor.spin() that survives a response sent on a service destroyed by a transition meanwhile
-    (rclpy raises InvalidHandle out of spin); shutdown and interrupts still end it."""
+def spin_resilient(executor: Executor, logger: Any, on_error: Callable[[BaseException], None] | None = None) -> None:
+    """executor.spin() that a failing callback does not end: the exception is logged and passed to
+    `on_error` (the node counts it and reports ERROR on /diagnostics), and spinning goes on. A
+    response sent on a service destroyed by a transition meanwhile (InvalidHandle) is a warning.
+    Shutdown and interrupts still end it."""
     while True:
         try:
             executor.spin()
             return
         except InvalidHandle as exc:
             logger.warning(f"a callback outlived its service or subscription (lifecycle transition): {exc}")
+        except (ExternalShutdownException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if not executor.context.ok():
+                return
+            logger.error(f"a callback raised; the node goes on: {traceback.format_exc()}")
+            if on_error is not None:
+                on_error(exc)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -471,7 +507,7 @@ def main(args: list[str] | None = None) -> int:
         node = PerceptionNode()
         executor = MultiThreadedExecutor(num_threads=node.executor_threads())
         executor.add_node(node)
-        spin_resilient(executor, node.get_logger())
+        spin_resilient(executor, node.get_logger(), node.record_callback_error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

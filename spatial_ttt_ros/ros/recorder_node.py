@@ -45,17 +45,19 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import serialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header, String
 
 from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.recording import Recording, description_json
 from spatial_ttt_ros.ros import node_params
 from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
-from spatial_ttt_ros.ros.ingest import FrameIngest
+from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
+from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.lost_responses import LostResponses
+from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
 from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for callers)
     DEFAULTS,
     DESCRIPTION_PARAM,
@@ -63,19 +65,16 @@ from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for
     PARAMETERS,
     RecorderSettings,
 )
-from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
-
-try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
-    import message_filters
-except ImportError:
-    message_filters = None
 
 POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
 
 class RecorderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
+        self.responses_lost = LostResponses()
         super().__init__(NODE_NAME, **kwargs)
+        self.responses_lost.logger = self.get_logger()
+        self.responses_lost.watch_node(self)  # the parameter services (`description`)
         refused = node_params.declare_table(self, PARAMETERS)
         if refused:
             raise ValueError("; ".join(refused))
@@ -87,8 +86,11 @@ class RecorderNode(Node):
         decoder = make_decoder(s.image_transport)
         # The gate's verdict decides; the pushed frame itself is not needed here (images are stored raw,
         # as received: a bag is rectified, if at all, when it is baked for training).
+        stamps = StampPolicy(max_ahead_s=PERCEPTION_DEFAULTS["max_stamp_ahead_s"],
+                             rewind_s=PERCEPTION_DEFAULTS["stamp_rewind_s"],
+                             now_s=lambda: self.get_clock().now().nanoseconds * 1e-9)
         self.ingest = FrameIngest(decoder, KeyframeGate(s.gate_config()), lambda frame: True,
-                                  describe=decoder.describe)
+                                  describe=decoder.describe, stamps=stamps)
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._notes_group = MutuallyExclusiveCallbackGroup()
         self._sync: Any = None
@@ -100,37 +102,20 @@ class RecorderNode(Node):
         self.create_timer(1.0 / s.status_rate_hz, self._publish_status, callback_group=self._notes_group)
 
     def _create_inputs(self) -> list[Any]:
-        s, qos, group = self.settings, qos_profile_sensor_data, self._ingest_group
-        raw = s.image_transport == "raw"
-        inputs: list[tuple[type, str]] = [(Image if raw else CompressedImage,
-                                           "image" if raw else self.resolve_topic_name("image") + "/compressed")]
+        s = self.settings
+        inputs = [image_input(self, s.image_transport)]
         if s.pose_type != "none":
             inputs.append((POSE_MSG_TYPES[s.pose_type], "pose"))
         if s.use_camera_info:
             inputs.append((CameraInfo, "camera_info"))
-        if len(inputs) == 1:
-            def on_image(msg: Any) -> None:
-                self.ingest.on_image(msg)
-                self._on_synced(msg)
-            return [self.create_subscription(inputs[0][0], inputs[0][1], on_image, qos, callback_group=group)]
-        if message_filters is not None:
-            subs = [message_filters.Subscriber(self, t, name, qos_profile=qos, callback_group=group)
-                    for t, name in inputs]
-            subs[0].registerCallback(self.ingest.on_image)
-            self._sync = message_filters.ApproximateTimeSynchronizer(subs, s.sync_queue_size, s.sync_slop_s)
-            self._sync.registerCallback(self._on_synced)
-            return [sub.sub for sub in subs]
-        sync = self._sync = ApproximateTimeSynchronizer(len(inputs), s.sync_queue_size, s.sync_slop_s)
-        sync.register_callback(self._on_synced)
+        subs, self._sync = synced_inputs(self, inputs, s.sync_queue_size, s.sync_slop_s, on_set=self._on_synced,
+                                         on_first=self.ingest.on_image, on_reject=self._on_rejected,
+                                         group=self._ingest_group)
+        return subs
 
-        def feeder(index: int) -> Any:
-            def on_msg(msg: Any) -> None:
-                if index == 0:
-                    self.ingest.on_image(msg)
-                sync.add(index, stamp_to_ns(msg.header.stamp), msg)
-            return on_msg
-        return [self.create_subscription(t, name, feeder(i), qos, callback_group=group)
-                for i, (t, name) in enumerate(inputs)]
+    def _on_rejected(self, reason: str) -> None:
+        self.ingest.reject(reason)
+        self.get_logger().warning(f"message rejected: {reason}", throttle_duration_sec=5.0)
 
     def _on_synced(self, image: Any, *rest: Any) -> None:
         """One synced set (image[, pose][, camera info]): through the gate, then into the bag."""
@@ -190,6 +175,7 @@ class RecorderNode(Node):
             values[f"encoding {name}"] = f"{c.status or 'received'}; {c.frames} received, {c.rejected} rejected"
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
+        values["responses_lost"] = str(self.responses_lost.count)
         return values
 
     def _publish_status(self) -> None:

@@ -26,11 +26,14 @@ class StatusView:
     last_error: str
     ingest_fps: float
     camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
+    callback_errors: int = 0  # callbacks that raised (caught by spin_resilient; the node went on)
+    last_callback_error: str = ""
+    responses_lost: int = 0  # service responses rmw could not deliver (ros/lost_responses.py)
     rectification: str = "off"  # Rectifier.state()
 
     @property
     def rejected(self) -> int:
-        return self.ingest.rejected + (self.worker.frames_rejected if self.worker else 0)
+        return self.ingest.rejected + self.ingest.refused + (self.worker.frames_rejected if self.worker else 0)
 
     @property
     def dropped(self) -> int:
@@ -49,6 +52,7 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
     msg.device = view.device
     msg.model_id = view.model_id
     msg.last_error = view.last_error
+    msg.responses_lost = view.responses_lost
     encodings = sorted(view.ingest.encodings.items())
     msg.image_encodings = [name for name, _ in encodings]
     msg.image_encoding_frames = [c.frames for _, c in encodings]
@@ -75,7 +79,8 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
 
 class Health:
     """The diagnostic level over time: ERROR when the worker died (held for `hold_s` after its
-    restart so a 1 Hz aggregator sees it) or the engine failed to load; WARN while frames were
+    restart so a 1 Hz aggregator sees it), a callback raised (held as long) or the engine failed
+    to load; WARN while frames were
     dropped or rejected within `hold_s`, or the node is not active; OK otherwise."""
 
     def __init__(self, hold_s: float = 5.0) -> None:
@@ -93,6 +98,9 @@ class Health:
         if restarted:
             summary = restarted.strip().splitlines()[-1] if restarted.strip() else "unknown error"
             self._events["died"] = (now, f"engine worker died ({summary}); restarted")
+        if view.callback_errors > (prev.callback_errors if prev is not None else 0):
+            self._events["callback"] = (now, f"a callback failed ({view.callback_errors} in all): "
+                                             f"{view.last_callback_error}")
         if prev is not None and view.dropped > prev.dropped:
             self._events["drop"] = (now, f"dropping frames: {view.dropped - prev.dropped} in the last period "
                                          f"(ingest queue full, {view.dropped} in all)")
@@ -100,6 +108,8 @@ class Health:
             self._events["reject"] = (now, f"rejecting frames: {view.rejected} in all; last: {view.last_error}")
         if died := self._recent("died", now):
             return ERROR, died
+        if failed := self._recent("callback", now):
+            return ERROR, failed
         if view.worker is not None and not view.worker.alive:
             return ERROR, "engine worker is not running"
         if configure_error and view.worker is None:
@@ -126,6 +136,7 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
         "frames_gated": view.ingest.gated, "keyframes": view.ingest.keyframes,
         "frames_rejected": view.rejected, "frames_dropped": view.dropped,
         "ingest_fps": f"{view.ingest_fps:.2f}", "last_error": view.last_error,
+        "callback_errors": view.callback_errors, "responses_lost": view.responses_lost,
     }
     if w is not None:
         values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,

@@ -20,6 +20,7 @@ import yaml
 
 RELEASED_TTT_LAYERS = (0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18, 20, 21, 22, 24, 25, 26)
 DECODE_MODES = ("auto", "graph", "static", "off")  # decode_graph values (runtime/decode_graph.py)
+DECODE_UPDATE_RULES = ("block", "official")  # decode_update_rule values (runtime/streaming.py)
 MANY_ROOMS_SENTENCE = (
     " There maybe many rooms in the video, sum the counts from all rooms/scenes to produce the final total."
 )
@@ -86,6 +87,12 @@ class SpatialTTTConfig:
     # (decode_graph is ignored).
     ttt_updates: bool = True
     anchor_window_only: bool = False
+    # Fast-weight updates while answering: "block" = answer tokens join the pending chunk (an
+    # update only when it reaches C tokens; engine.py); "official" = the reference implementation
+    # (REFERENCE_SPEC §6.4, §10.3): a block ending exactly at the prompt's end is not updated in
+    # the prefill, and the first decode step updates with the last C prompt tokens (again, where
+    # the prefill consumed some), after its own output. Eager decode only.
+    decode_update_rule: str = "block"
 
     def __post_init__(self) -> None:
         if self.backbone not in ("qwen3_vl", "tiny"):
@@ -96,6 +103,8 @@ class SpatialTTTConfig:
             raise ValueError(f"kernel_backend must be auto, torch or triton, got {self.kernel_backend!r}")
         if self.decode_graph not in DECODE_MODES:
             raise ValueError(f"decode_graph must be one of {DECODE_MODES}, got {self.decode_graph!r}")
+        if self.decode_update_rule not in DECODE_UPDATE_RULES:
+            raise ValueError(f"decode_update_rule must be one of {DECODE_UPDATE_RULES}, got {self.decode_update_rule!r}")
         if self.fw_precision not in ("fp32", "bf16"):
             raise ValueError(f"fw_precision must be fp32 or bf16, got {self.fw_precision!r}")
         if self.muon_precision not in ("fp32", "bf16"):
@@ -126,7 +135,8 @@ class SpatialTTTConfig:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
                 "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
-                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only")
+                "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only",
+                "decode_update_rule")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 

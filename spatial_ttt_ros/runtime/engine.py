@@ -6,7 +6,7 @@
 
 Frames are paired (temporal patch 2), resized to the model's frame size and laid out exactly as
 the HF Qwen3-VL processor lays out the same video (tokens.py). Cost per frame is constant except
-for the anchor layers' KV cache. `ask` forks the memory, finishes the conv wavefront on the fork,
+for the anchor layers' KV cache, which `anchor_kv_budget_tokens` bounds (anchor_budget.py). `ask` forks the memory, finishes the conv wavefront on the fork,
 prefills the question and decodes greedily; the live memory is untouched. Not thread-safe: one
 worker owns an engine.
 
@@ -32,7 +32,7 @@ from .config import SpatialTTTConfig, load_config
 from .decode_graph import StaticDecode, resolve_decode_mode
 from .memory_file import ModelShape, load_memory_file
 from .model import build_model, load_checkpoint, resolve_device
-from .state import AnchorLayerState, MemoryState, Unit, save_state
+from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit, save_state
 from .streaming import Decoder
 from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
 from .ttt_layer import TTTAttention
@@ -97,7 +97,7 @@ class StreamingEngine:
         # dropped by anything that changes `state`.
         self._prepared: MemoryState | None = None
         mode = resolve_decode_mode(config.decode_graph, self.device)
-        if not config.ttt_updates or config.anchor_window_only:
+        if not config.ttt_updates or config.anchor_window_only or config.decode_update_rule != "block":
             mode = "off"  # the static decode step implements the product's rules only
         self._static = None if mode == "off" else StaticDecode(self.decoder, mode)
 
@@ -204,6 +204,10 @@ class StreamingEngine:
         units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
         units.append(self._text_unit(fork, ids))
+        if self.config.decode_update_rule == "official":
+            for st in fork.layers:
+                if isinstance(st, TTTLayerState):
+                    st.prompt_end = fork.tokens
         top = self._run_fork(fork, units, drain=True)
         logits = [self.decoder.logits(top[-1])]
         token = int(logits[-1].argmax())

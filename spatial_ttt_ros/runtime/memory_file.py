@@ -48,9 +48,9 @@ class ModelShape:
     sink: int            # chat-prefix tokens (the attention sink)
 
 
-def _cut(value: Any) -> str:
+def _cut(value: Any, limit: int = 80) -> str:
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _fail(where: str, message: str) -> ValueError:
@@ -152,12 +152,12 @@ def load_memory_file(path: Any, template: MemoryState, config: SpatialTTTConfig,
     """A memory from `path`, checked whole against the loading engine (`template`: its empty state)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"memory file not found: {_cut(str(path))}")
+        raise ValueError(f"memory file not found: {_cut(str(path), 300)}")
     try:
         handle_cm = safe_open(str(path), framework="pt", device="cpu")
         handle = handle_cm.__enter__()
     except Exception as exc:  # noqa: BLE001 - whatever the parser says: not a memory file
-        raise ValueError(f"not a valid memory file {_cut(str(path))}: {_cut(str(exc))}") from None
+        raise ValueError(f"not a valid memory file {_cut(str(path), 300)}: {_cut(str(exc))}") from None
     try:
         metadata = handle.metadata() or {}
         if metadata.get("format") != STATE_FORMAT:
@@ -177,7 +177,7 @@ def load_memory_file(path: Any, template: MemoryState, config: SpatialTTTConfig,
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - a reader error on a damaged file
-        raise ValueError(f"not a valid memory file {_cut(str(path))}: {type(exc).__name__}: {_cut(str(exc))}") from None
+        raise ValueError(f"not a valid memory file {_cut(str(path), 300)}: {type(exc).__name__}: {_cut(str(exc))}") from None
     finally:
         handle_cm.__exit__(None, None, None)
     return state

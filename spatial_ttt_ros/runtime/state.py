@@ -25,6 +25,7 @@ from ..kernels import FastWeightState
 from ..kernels.fast_weight import DERIVED
 
 STATE_FORMAT = "spatial_ttt_memory/2"  # /2: the anchor-KV budget fields
+STATE_FORMAT_FAMILY = "spatial_ttt_memory/"  # every version's prefix: files of ours (a save may replace them)
 
 
 @dataclass
@@ -69,6 +70,14 @@ class TTTLayerState:
     conv_prev: torch.Tensor | None = None   # [3, h*w, C] raw q', k', v' of the previous frame group
     conv_prev_segment: int = -1
     held: Unit | None = None        # frame group waiting for the next one (conv look-ahead)
+    # decode_update_rule "official" only (REFERENCE_SPEC §6.4): the last C tokens' k, v, rates and
+    # momentum coefficients (whether consumed by an update or not), and, on an ask's fork, the
+    # global index where the prompt ends (the first decode token's index).
+    tail_k: torch.Tensor | None = None
+    tail_v: torch.Tensor | None = None
+    tail_lr: torch.Tensor | None = None
+    tail_mu: torch.Tensor | None = None
+    prompt_end: int | None = None
 
 
 @dataclass
@@ -155,7 +164,8 @@ class MemoryState:
             parts["fast_weights"] += _nbytes(*s.fast.w, *(s.fast.w_main or ()), *(s.fast.w_low or ()))
             parts["momentum"] += _nbytes(*(s.fast.momentum or ()))
             parts["row_norms"] += _nbytes(*s.fast.norms)
-            parts["pending"] += _nbytes(s.pending_k, s.pending_v, s.pending_lr, s.pending_mu)
+            parts["pending"] += _nbytes(s.pending_k, s.pending_v, s.pending_lr, s.pending_mu,
+                                        s.tail_k, s.tail_v, s.tail_lr, s.tail_mu)
             parts["window_kv"] += _nbytes(s.window_k, s.window_v)
             parts["conv_carry"] += _nbytes(s.conv_prev) + (_unit_nbytes(s.held) if s.held else 0)
         parts["frame_buffer"] = _nbytes(*self.pending_frames)

@@ -222,6 +222,27 @@ class Decoder:
         q, k, v_fw = self.ops.fast_qkv(attn, raw, cos, sin)
         lr, mu, gate_logits = self.ops.side(attn, x)
 
+        if cfg.decode_update_rule == "official" and st.prompt_end is not None and st.tokens_seen == st.prompt_end:
+            # The first decode step under the reference's rule (REFERENCE_SPEC §6.4): output from
+            # the current weights, then one update with the last C prompt tokens, then pending
+            # holds this token alone.
+            out = fw_apply(*st.fast.w, q, backend=self.backend)
+            if st.tail_k is not None and st.tail_k.shape[1] == cfg.chunk_size and cfg.ttt_updates:
+                st.fast = fw_update(st.fast, st.tail_k, st.tail_v, st.tail_lr, st.tail_mu,
+                                    use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
+                                    backend=self.backend)
+                st.updates += 1
+            st.pending_k, st.pending_v, st.pending_lr, st.pending_mu = k, v_fw, lr, mu
+            st.prompt_end = None
+            st.tokens_seen += n
+            return attn.attn_layer.o_proj(swa + self.ops.gate_output(attn, out, gate_logits, x.dtype))
+        if cfg.decode_update_rule == "official":  # the last C tokens, for the first decode step
+            c = cfg.chunk_size
+            st.tail_k = k[:, -c:] if st.tail_k is None else torch.cat((st.tail_k, k), dim=1)[:, -c:]
+            st.tail_v = v_fw[:, -c:] if st.tail_v is None else torch.cat((st.tail_v, v_fw), dim=1)[:, -c:]
+            st.tail_lr = lr[:, -c:] if st.tail_lr is None else torch.cat((st.tail_lr, lr), dim=1)[:, -c:]
+            st.tail_mu = mu[:, -c:] if st.tail_mu is None else torch.cat((st.tail_mu, mu), dim=1)[:, -c:]
+
         # Apply-then-update in exact blocks of C tokens (global token index multiples of C).
         outputs = []
         i = 0
@@ -232,7 +253,10 @@ class Decoder:
             st.pending_v = torch.cat((st.pending_v, v_fw[:, i:i + step]), dim=1)
             st.pending_lr = torch.cat((st.pending_lr, lr[:, i:i + step]), dim=1)
             st.pending_mu = torch.cat((st.pending_mu, mu[:, i:i + step]), dim=1)
-            if st.pending_k.shape[1] == cfg.chunk_size and not cfg.ttt_updates:
+            at_prompt_end = st.prompt_end is not None and st.tokens_seen + i + step == st.prompt_end
+            if st.pending_k.shape[1] == cfg.chunk_size and at_prompt_end:
+                pass  # official rule: the prefill leaves a block ending at the prompt's end pending
+            elif st.pending_k.shape[1] == cfg.chunk_size and not cfg.ttt_updates:
                 # ttt_updates off (an ablation): the block is dropped, the fast weights stay at w0/w1/w2.
                 st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]

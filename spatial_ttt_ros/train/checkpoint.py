@@ -175,7 +175,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "
     meta = semantic_metadata(config, step=step, storage_dtype=str(store).removeprefix("torch."),
                              recipe=info.get("recipe_path", ""))
     path = save_checkpoint(model, out, metadata=meta, dtype=store)
-    preset = config.to_dict()
+    # the YAML names the weights beside it: from_preset(<yaml>) alone loads them
+    preset = {**config.to_dict(), "weights": "model.safetensors"}
     (out / f"{config.name}.yaml").write_text(
         f"# exported by `spatial-ttt train export` from {run_dir} at step {step}\n"
         + yaml.safe_dump(preset, sort_keys=False))

@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="storage dtype (float16 halves small models; the loader casts to the model's dtype)")
     exp.add_argument("--checkpoint", default=None, help="a checkpoints/step_* directory instead of the newest")
     exp.set_defaults(func=_export)
-    from . import bake
+    from . import bake, evaluate
 
     bake.register(sub)
-    # eval (train/evaluate.py) adds its verb the same way: evaluate.register(sub)
+    evaluate.register(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ The loss is the mean token cross-entropy over the label tokens of the whole glob
 micro-batch's CE sum is divided by the global label-token count (summed over ranks before the
 forward) and multiplied by the world size (DDP and FSDP2 average gradients over ranks), so
 1 process x accumulation and N processes give the same gradients.
-The loss itself is `forward.sample_loss` (the training forward), samples come from
+The loss itself is `forward.TrainForward` (= `sample_loss`, the training forward), samples come from
 `dataset.build_source`, the sliding window per step from `curriculum`.
 """
 
@@ -26,13 +26,14 @@ from ..runtime.config import load_config
 from ..runtime.model import build_model, load_checkpoint
 from ..runtime.tokens import ChatLayout
 from . import checkpoint as ckpt_io
+from .curriculum import parse_stages, stage_at, window_at
+from .forward import TrainForward
 from .optim import build_optimizer, set_lr, set_trainable
 from .progress import Progress
 from .recipe import Recipe
 from .samples import IGNORE
 from .strategy import (
     Dist,
-    LossModule,
     all_sum,
     any_rank,
     autocast,
@@ -66,12 +67,6 @@ def label_tokens(sample: object) -> int:
     return int((sample.labels[1:] != IGNORE).sum())
 
 
-def default_loss_fn():  # noqa: ANN201
-    from .forward import sample_loss
-
-    return sample_loss
-
-
 def default_source_factory(recipe: Recipe) -> Callable:
     from .dataset import build_source
 
@@ -80,8 +75,6 @@ def default_source_factory(recipe: Recipe) -> Callable:
 
 def window_for_step(stages: list, step: int, config: object) -> tuple[int, str]:
     """(sliding window in tokens, stage name) at optimiser step `step` (curriculum.py decides)."""
-    from .curriculum import stage_at, window_at
-
     stage, in_stage = stage_at(stages, step)
     return int(window_at(stage, in_stage, config)), stage.name
 
@@ -97,29 +90,29 @@ def setup_model(recipe: Recipe, d: Dist) -> tuple:
     set_trainable(model, freeze_vision=recipe.train.freeze_vision)
     if recipe.train.checkpoint_layers:
         # HF's GradientCheckpointingLayer: each decoder layer recomputes its forward in backward
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:  # transformers 5.17 (the GPU image)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return preset, config, model, tokenizer, ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, strategy: str = "single", max_steps: int | None = None,
-          time_limit: float | None = None, source_factory: Callable | None = None, loss_fn: Callable | None = None,
-          progress_bar: bool = True, checkpoints: bool = True) -> RunResult:
-    """Run (or resume) `recipe` into `out_dir`. `source_factory(config, tokenizer, layout)` and
-    `loss_fn` default to `dataset.build_source` over `recipe.data` and `forward.sample_loss`.
-    `checkpoints=False` writes none (benchmarks)."""
+          time_limit: float | None = None, source_factory: Callable | None = None, progress_bar: bool = True,
+          checkpoints: bool = True) -> RunResult:
+    """Run (or resume) `recipe` into `out_dir`. `source_factory(config, tokenizer, layout)` defaults
+    to `dataset.build_source` over `recipe.data`. `checkpoints=False` writes none (benchmarks)."""
     t_start = time.monotonic()
     out_dir = Path(out_dir)
     d = init_dist(strategy)
     try:
-        return _train(recipe, out_dir, d, max_steps, time_limit, source_factory, loss_fn or default_loss_fn(),
-                      progress_bar, checkpoints, t_start)
+        return _train(recipe, out_dir, d, max_steps, time_limit, source_factory, progress_bar, checkpoints, t_start)
     finally:
         close_dist(d)
 
 
 def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_limit: float | None,
-           source_factory: Callable | None, loss_fn: Callable, progress_bar: bool, checkpoints: bool,
-           t_start: float) -> RunResult:
+           source_factory: Callable | None, progress_bar: bool, checkpoints: bool, t_start: float) -> RunResult:
     torch.manual_seed(recipe.seed + d.rank)
     tr, total = recipe.train, recipe.total_steps
     bf16 = tr.precision == "bf16" and d.device.type == "cuda"
@@ -129,10 +122,8 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
     progress = Progress(out_dir, enabled=d.is_main, total_steps=total, start_step=0, bar=progress_bar)
     if tr.precision == "bf16" and not bf16:
         progress.note("precision bf16 needs CUDA: this CPU run trains in fp32")
-    from .curriculum import parse_stages
-
     stages = parse_stages(recipe.stages)
-    net = LossModule(model, config, loss_fn)
+    net = TrainForward(model, config)
     shard_layers = True
     if d.strategy == "fsdp2":
         probe = [source.sample(global_indices(0, 0, rank=d.rank, world=d.world, batch=1, accum=1)[0], 0)]

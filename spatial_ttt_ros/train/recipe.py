@@ -10,7 +10,8 @@
             freeze_vision: true, save_every: 100, log_every: 10}
 
 `data` is handed to `dataset.build_source` as a dict (its owner validates the rest); the loop only
-needs `data.stages[*].steps`, whose sum is the number of optimiser steps. Every bad field raises
+needs `data.stages` (checked here by `curriculum.parse_stages`), whose steps sum to the number of
+optimiser steps. Every bad field raises
 ValueError naming the field and the value. The learning-rate schedule (linear warm-up, cosine down
 to `min_lr_ratio`, as HF's `cosine_with_min_lr` of the official run) is a pure function here.
 """
@@ -136,22 +137,15 @@ def _train(raw: Any, where: str) -> TrainSettings:
 
 
 def _data(raw: Any, where: str) -> dict:
+    """The loop needs the stages (curriculum.parse_stages checks them); the rest is build_source's."""
+    from .curriculum import parse_stages
+
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: data must be a mapping, got {raw!r}")
-    stages = raw.get("stages")
-    if not isinstance(stages, list) or not stages:
-        raise ValueError(f"{where}: data.stages must be a non-empty list of stages, got {stages!r}")
-    names = []
-    for i, stage in enumerate(stages):
-        if not isinstance(stage, dict):
-            raise ValueError(f"{where}: data.stages[{i}] must be a mapping, got {stage!r}")
-        if "steps" not in stage:
-            raise ValueError(f"{where}: data.stages[{i}].steps is missing (optimiser steps of the stage)")
-        _number(where, f"data.stages[{i}].steps", stage["steps"], integer=True, low=1)
-        name = stage.get("name", f"stage{i}")
-        if not isinstance(name, str) or not name or name in names:
-            raise ValueError(f"{where}: data.stages[{i}].name must be a unique non-empty string, got {name!r}")
-        names.append(name)
+    try:
+        parse_stages(raw.get("stages"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: data: {exc}") from exc
     return dict(raw)
 
 

@@ -1,19 +1,19 @@
 """single | ddp | fsdp2 under torchrun: process group, device, wrapping, gradient sync, reductions.
 
 FSDP2 (`fully_shard`) shards each decoder layer, then the root; on CUDA with bf16 the policy is
-bf16 parameters / fp32 gradient reduction, on CPU (gloo, tests) fp32. The root is `LossModule`,
-whose forward is the training loss, so that FSDP2's root hooks (unshard before, reduce-scatter
-after backward) fire around the whole loss even though the forward drives the layers itself.
+bf16 parameters / fp32 gradient reduction, on CPU (gloo, tests) fp32. The root is
+`forward.TrainForward`, whose forward is the training loss, so that FSDP2's root hooks (unshard
+before, reduce-scatter after backward) and DDP's reduction fire around the whole loss.
 A decoder layer is its own FSDP2 unit only if the training forward calls it as a module
-(`layer(...)`); otherwise its parameters would be used sharded, so the loop checks once with a
-hook and falls back to root-only sharding (one all-gather per step) with a message.
+(`layer(...)`, as runtime/one_pass.py does); otherwise its parameters would be used sharded, so
+the loop checks once with a hook and falls back to root-only sharding with a message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -71,24 +71,11 @@ def close_dist(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-class LossModule(nn.Module):
-    """forward(samples, **kw) = loss_fn(model, config, samples, **kw) -> (CE sum, label tokens)."""
-
-    def __init__(self, model: nn.Module, config: object, loss_fn: Callable) -> None:
-        super().__init__()
-        self.model = model
-        self.config = config
-        self.loss_fn = loss_fn
-
-    def forward(self, samples: list, **kwargs: object) -> tuple[torch.Tensor, int]:
-        return self.loss_fn(self.model, self.config, samples, **kwargs)
-
-
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(model.model.language_model.layers)
 
 
-def layers_called_as_modules(net: LossModule, samples: list, **kwargs: object) -> bool:
+def layers_called_as_modules(net: nn.Module, samples: list, **kwargs: object) -> bool:
     """One no-grad loss with forward pre-hooks on the decoder layers: are they called as modules?"""
     called: set[int] = set()
     hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: called.add(i))
@@ -102,7 +89,7 @@ def layers_called_as_modules(net: LossModule, samples: list, **kwargs: object) -
     return len(called) == len(hooks)
 
 
-def wrap(net: LossModule, d: Dist, *, bf16: bool, shard_layers: bool = True) -> nn.Module:
+def wrap(net: nn.Module, d: Dist, *, bf16: bool, shard_layers: bool = True) -> nn.Module:
     """The module the loop calls: `net` itself, DDP(net) or FSDP2-sharded `net`."""
     if d.strategy == "single":
         return net

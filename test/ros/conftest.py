@@ -74,7 +74,7 @@ def processes() -> Iterator[list[subprocess.Popen]]:
 # ---------------------------------------------------------------- the perception node, in process
 
 PUBLISH_RETRY_S = 10.0
-FIRST_CALL_RETRY_S = 10.0
+LOST_CHECK_S = 2.0  # how often a waiting call looks at the servers' lost-response counts
 
 
 @pytest.fixture
@@ -228,29 +228,60 @@ def wait_for_server(node: object, srv_type: type, name: str, attempts: int = 3, 
     raise AssertionError(f"service {name} not available after {attempts} x {each_s} s")
 
 
+class LostResponseWatch:
+    """What the servers say about responses they could not deliver: the `responses_lost` value of
+    every /diagnostics status seen by the client node (ros/lost_responses.py; both nodes report it)."""
+
+    def __init__(self, node: object) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.by_status: dict[str, int] = {}
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+
+    def _on_diagnostics(self, msg: object) -> None:
+        for status in msg.status:
+            for kv in status.values:
+                if kv.key == "responses_lost" and kv.value.isdigit():
+                    self.by_status[status.name] = max(self.by_status.get(status.name, 0), int(kv.value))
+
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+
+def lost_watch(node: object) -> LostResponseWatch:
+    """The client node's LostResponseWatch (one per node)."""
+    watch = node.__dict__.get("_test_lost_watch")
+    if watch is None:
+        watch = node.__dict__["_test_lost_watch"] = LostResponseWatch(node)
+    return watch
+
+
 def call_service(node: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0,
                  client: object | None = None) -> object:
     """One service call from the test client node, spun until the response arrives.
 
-    The first response to a new client can be lost: the server's response writer may not have
-    matched the client's reader yet, and rmw gives up after a short wait ("failed to send response
-    (timeout)"), which a loaded 2-core machine exceeds. So a client's first request is sent again
-    every FIRST_CALL_RETRY_S until one is answered; later calls are sent once. Use it only for
-    requests that may safely run twice.
+    A response can be lost: the server's response writer may not have matched a new client's
+    reader yet, and rmw gives up ("failed to send response (timeout)"), which a loaded 2-core
+    machine provokes. The servers count such losses and report them (`responses_lost` on
+    /diagnostics, memory_status.responses_lost). So the request is sent again only when that count
+    grows while no answer has come (counted in the client node's `_test_resends`); silence alone
+    never makes it resend. Use it only for requests that may safely run twice.
     """
     cli = client or wait_for_server(node, srv_type, name)
-    answered = node.__dict__.setdefault("_test_answered", set())
-    retry_s = None if id(cli) in answered else FIRST_CALL_RETRY_S
+    watch = lost_watch(node)
+    lost_before = watch.total()
     deadline = time.monotonic() + timeout_s * SLACK
     futures = [cli.call_async(request)]
     while time.monotonic() < deadline:
-        step = min(retry_s or timeout_s * SLACK, deadline - time.monotonic())
+        step = min(LOST_CHECK_S, deadline - time.monotonic())
         if _spin(node, lambda: any(f.done() for f in futures), step):
-            answered.add(id(cli))
             return next(f for f in futures if f.done()).result()
-        if retry_s is not None:
+        if watch.total() > lost_before:  # a server lost a response meanwhile: most likely ours
+            lost_before = watch.total()
+            node.__dict__["_test_resends"] = node.__dict__.get("_test_resends", 0) + 1
             futures.append(cli.call_async(request))
-    raise AssertionError(f"no response from {name} within {timeout_s * SLACK} s")
+    raise AssertionError(f"no response from {name} within {timeout_s * SLACK} s "
+                         f"(servers' lost responses: {watch.by_status})")
 
 
 @pytest.fixture(scope="session")

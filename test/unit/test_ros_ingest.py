@@ -9,7 +9,7 @@ import numpy as np
 
 from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.ros.conversions import ImageDecoder, image_to_rgb
-from spatial_ttt_ros.ros.ingest import MAX_ENCODINGS, FrameIngest
+from spatial_ttt_ros.ros.ingest import MAX_ENCODINGS, FrameIngest, StampPolicy
 from spatial_ttt_ros.ros.keyframe_gate import GateConfig, KeyframeGate
 
 
@@ -68,6 +68,39 @@ def test_counts_are_a_copy():
     assert counts.received == 0 and ingest.counts().received == 1
 
 
+def neg_stamp(sec: int) -> NS:
+    return NS(sec=sec, nanosec=0)
+
+
+def test_negative_and_zero_stamps_are_rejected_with_their_reason():
+    ingest, queued = make()
+    msg = image(1.0)
+    msg.header.stamp = neg_stamp(-5)
+    assert "header stamp is negative (-5 s)" in ingest.on_pair(msg, pose(1.0, 0.0))
+    msg.header.stamp = neg_stamp(0)
+    assert "stamp is zero" in ingest.on_pair(msg, pose(1.0, 0.0))
+    assert ingest.counts().rejected == 2 and queued == []
+    ingest.reject("pose: header stamp is negative (-1 s)")  # refused before pairing (ros/inputs.py)
+    assert ingest.counts().refused == 1 and "negative" in ingest.counts().last_reject
+
+
+def test_far_future_stamps_are_refused_and_a_rewound_clock_starts_over():
+    queued: list = []
+    clock = [1000.0]
+    policy = StampPolicy(max_ahead_s=60.0, rewind_s=10.0, now_s=lambda: clock[0])
+    gate = KeyframeGate(GateConfig(max_rate_hz=0.0, min_translation_m=0.1, min_rotation_deg=10.0))
+    ingest = FrameIngest(image_to_rgb, gate, lambda frame: queued.append(frame) or True, stamps=policy)
+    assert ingest.on_pair(image(900.0), pose(900.0, 0.0)) == "keyframe"
+    far = 2.0**31 - 10
+    assert "ahead of the node's clock" in ingest.on_pair(image(far), pose(far, 1.0))
+    assert ingest.on_pair(image(901.0), pose(901.0, 2.0)) == "keyframe"  # the wild stamp blocked nothing
+    assert "not after the last keyframe" in ingest.on_pair(image(895.0), pose(895.0, 3.0))  # a small step back
+    assert ingest.on_pair(image(3.0), pose(3.0, 4.0)) == "keyframe"  # the robot's clock restarted
+    assert ingest.on_pair(image(4.0), pose(4.0, 5.0)) == "keyframe"
+    assert [f.stamp_s for f in queued] == [900.0, 901.0, 3.0, 4.0]
+    assert ingest.counts().rewinds == 1
+    clock[0] = 0.0  # sim time before the first /clock: no check
+    assert ingest.on_pair(image(far), pose(far, 6.0)) == "keyframe"
 def test_each_encoding_is_counted_with_its_verdict():
     decoder = ImageDecoder(use_cv_bridge=False)
     queued: list = []

@@ -173,3 +173,21 @@ def test_not_a_memory_file_and_wrong_format_are_refused(saved, tmp_path):
     with pytest.raises(ValueError, match="field format"):
         engine.load(tmp_path / "other.safetensors")
     assert engine.state.digest() == digest
+
+
+def test_an_older_format_is_refused_by_load_but_may_be_replaced_by_a_save(saved, tmp_path):
+    from spatial_ttt_ros.ros.memory_jobs import is_memory_file
+
+    engine, good = saved
+    tensors = load_file(str(good))
+    with safe_open(str(good), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={**metadata, "format": "spatial_ttt_memory/1"})
+    with pytest.raises(ValueError, match="field format: 'spatial_ttt_memory/1'"):
+        engine.load(old)
+    assert is_memory_file(old) and is_memory_file(good)
+    (tmp_path / "doc.safetensors").write_bytes(b"\x08" + b"\0" * 7 + b'{"a": 1}')
+    assert not is_memory_file(tmp_path / "doc.safetensors")
+    engine.save(old)  # replaced by the current format
+    StreamingEngine.from_preset("tiny", device="cpu").load(old)

@@ -99,6 +99,9 @@ def test_export_loads_into_the_engine_with_the_same_logits(tmp_path, dtype, tol)
     want, got = _engine_logits(trained), _engine_logits(loaded)
     torch.testing.assert_close(got, want, rtol=0.0 if not tol else tol, atol=tol)
     assert (want - _engine_logits(fresh)).abs().max() > 1e-3  # training changed the model
+    # the exported YAML names the weights beside it: the preset alone loads them too
+    alone = StreamingEngine.from_preset(str(tmp_path / "out" / "tiny.yaml"), device="cpu")
+    torch.testing.assert_close(_engine_logits(alone), got, rtol=0, atol=0)
 
 
 def _free_port() -> int:
@@ -153,3 +156,40 @@ def test_cli_errors_name_the_field(tmp_path, capsys):
     assert "train.batch_size must be >= 1, got -2" in capsys.readouterr().err
     assert cli_train(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a training run directory" in capsys.readouterr().err
+
+
+def test_cli_run_dry_run_and_export_on_real_shards(tmp_path, capsys):
+    # A synthetic episode rendered straight into a shard (demo_data, as `synth` + `annotate` + `bake`),
+    # sampled by the real dataset and curriculum: two QA stages, the first with an annealed window
+    # (QA only: the byte tokenizer makes a description thousands of label tokens).
+    from spatial_ttt_ros.runtime.config import load_config
+    from spatial_ttt_ros.train.cli import cli_train
+    from spatial_ttt_ros.train.demo_data import synth_episode
+    from spatial_ttt_ros.train.shards import write_episode
+
+    rgb, stamps, poses, info = synth_episode(3, load_config("tiny", weights=""), frames=40, stride=5, tour="oneway",
+                                             window=8)
+    write_episode(tmp_path / "shards" / info["episode"], rgb, stamps, poses, info)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""preset: tiny
+data:
+  shards: ["{tmp_path}/shards/*"]
+  max_frames: 8
+  stages:
+    - {{name: anneal, steps: 2, mix: {{qa: 1.0}}, window: {{start: 400}}}}
+    - {{name: qa, steps: 1, mix: {{qa: 1.0}}}}
+optim: {{lr: 1.0e-3, ttt_lr: 1.0e-2, warmup: 0.3}}
+train: {{batch_size: 2, precision: fp32, checkpoint_chunks: false, save_every: 2, log_every: 1}}
+""")
+    assert cli_train(["run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "3 optimiser steps, global batch 2" in text and "samples: 6 in all" in text and "token budget" in text
+    assert cli_train(["run", str(recipe), "--out", str(tmp_path / "run"), "--no-bar"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["stage"]) for r in rows] == [(1, "anneal"), (2, "anneal"), (3, "qa")]
+    # annealed from 400 down to C = 24, then the preset's window W = 40
+    assert [r["window"] for r in rows] == [400, 24, 40]
+    assert rows[0]["lr"] == 0.0 and rows[1]["lr"] == pytest.approx(1e-3)
+    assert all(r["label_tokens"] > 0 and r["tokens"] > r["label_tokens"] for r in rows)
+    assert cli_train(["export", str(tmp_path / "run"), "--out", str(tmp_path / "release")]) == 0
+    assert (tmp_path / "release" / "model.safetensors").is_file() and (tmp_path / "release" / "tiny.yaml").is_file()

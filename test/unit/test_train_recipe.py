@@ -15,7 +15,8 @@ from spatial_ttt_ros.train.recipe import OptimSettings, load_recipe, lr_factor, 
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-GOOD = {"preset": "tiny", "data": {"stages": [{"name": "describe", "steps": 20}, {"name": "qa", "steps": 80}]}}
+GOOD = {"preset": "tiny", "data": {"stages": [{"name": "describe", "steps": 20, "mix": {"describe": 1.0}},
+                                              {"name": "qa", "steps": 80, "mix": {"qa": 1.0}}]}}
 
 
 def _with(section: str | None, key: str, value: object) -> dict:
@@ -41,10 +42,10 @@ def _with(section: str | None, key: str, value: object) -> dict:
     (None, "preset", "", r"preset must name"),
     (None, "seed", -3, r"seed must be >= 0, got -3"),
     (None, "epochs", 1, r"unknown field\(s\) epochs"),
-    (None, "data", {"stages": []}, r"data\.stages must be a non-empty list"),
-    (None, "data", {"stages": [{"name": "a"}]}, r"data\.stages\[0\]\.steps is missing"),
-    (None, "data", {"stages": [{"steps": 0}]}, r"data\.stages\[0\]\.steps must be >= 1, got 0"),
-    (None, "data", {"stages": [{"name": "a", "steps": 1}, {"name": "a", "steps": 1}]}, r"data\.stages\[1\]\.name"),
+    (None, "data", {"stages": []}, r"data: stage field stages: expected a non-empty list of stages, got \[\]"),
+    (None, "data", {"stages": [{"name": "a", "mix": {"qa": 1}}]}, r"data: .*stages\[0\]\.steps: expected an integer >= 1, got None"),
+    (None, "data", {"stages": [{"steps": 0, "mix": {"qa": 1}}]}, r"stages\[0\]\.steps: expected an integer >= 1, got 0"),
+    (None, "data", {"stages": [{"steps": 3, "mix": {"walk": 1}}]}, r"stages\[0\]\.mix: expected tasks among .*got 'walk'"),
 ])
 def test_bad_fields_are_named_with_their_value(section, key, value, match):
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The demo model's GPU run (TRAINING.md §3.8) in phases that fit 10-minute commands on a
+# 16-core GPU machine with PyTorch but without this package installed; run from the repo root:
+#
+#   PHASES="data train" SEEDS=0:1600 TIME_LIMIT=420 bash tools/demo_gpu.sh
+#   PHASES="train export eval" TIME_LIMIT=300 bash tools/demo_gpu.sh
+#
+# data:   bulk shards of training scenes SEEDS (train/demo_data.py; same samples as synth -> bag ->
+#         annotate -> bake), runs/demo_shards
+# train:  spatial-ttt train run config/train/demo.yaml --out runs/demo (resumes; stops and
+#         checkpoints before TIME_LIMIT seconds)
+# export: models/demo/model.safetensors (fp16)
+# eval:   spatial-ttt train eval on EVAL_SEEDS (disjoint from SEEDS), the four arms, on all cores
+# OpenCV (the renderer) comes from wheels in .whl/ when the machine lacks it.
+set -euo pipefail
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+if ! python3 -c "import cv2" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+PY="python3 -m spatial_ttt_ros.cli"
+SEEDS=${SEEDS:-0:1600}
+EVAL_SEEDS=${EVAL_SEEDS:-1000000:1000200}
+FRAMES=${FRAMES:-480}
+WORKERS=${WORKERS:-$(nproc)}
+for phase in ${PHASES:-data train export eval}; do
+    echo "== $phase $(date -u +%H:%M:%S)"
+    case $phase in
+        data) python3 -m spatial_ttt_ros.train.demo_data --seeds "$SEEDS" --out runs/demo_shards --preset demo \
+                  --frames "$FRAMES" --stride 5 --tour oneway --workers "$WORKERS" ;;
+        train) OMP_NUM_THREADS=4 $PY train run "${RECIPE:-config/train/demo.yaml}" --out runs/demo \
+                   --time-limit "${TIME_LIMIT:-420}" --no-bar ;;
+        export) $PY train export runs/demo --out models/demo --dtype float16 ;;
+        eval) $PY train eval --preset demo --synth-seeds "$EVAL_SEEDS" --frames "$FRAMES" --stride 5 --tour oneway \
+                  --arm full --arm no_ttt_update --arm window_only --arm blind --workers "$WORKERS" \
+                  --out "${EVAL_OUT:-models/demo/eval}" ;;
+        *) echo "unknown phase $phase" >&2; exit 2 ;;
+    esac
+done
