@@ -19,7 +19,8 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from spatial_ttt_ros.ros.perception_node import PerceptionNode, spin_resilient
+from spatial_ttt_ros.ros.perception_node import PerceptionNode
+from spatial_ttt_ros.ros.spinning import spin_resilient
 
 
 class NodeHost:

@@ -8,7 +8,9 @@ service's `send_response` with one that sends the same way rclpy does, but from 
 a warnings filter turns exactly that warning into an exception: it is counted for the node (and
 logged), not printed. The nodes report the count (memory_status.responses_lost, /diagnostics
 `responses_lost`). A client that saw no answer and sees the count grow knows a request was served
-and its answer lost: it may send the request again (if it is safe to repeat).
+and its answer lost: it may send the request again (if it is safe to repeat). The requests the
+services took are counted too (`requests_taken`): a client whose request is not among them after a
+while knows the request itself was lost.
 
 The filter is process-wide state of Python's warnings module, limited to warnings raised from this
 module's frames (rclpy raises it at the Python frame that called into rcl); it is added again if
@@ -43,6 +45,14 @@ class LostResponses:
         self.logger = logger
         self._lock = threading.Lock()
         self._count = 0
+        self._taken = 0  # requests whose callback started, on every watched service
+
+    @property
+    def taken(self) -> int:
+        """Requests the node's services have taken (a client that got no answer and sees this not
+        grow knows its request never arrived)."""
+        with self._lock:
+            return self._taken
 
     @property
     def count(self) -> int:
@@ -54,6 +64,14 @@ class LostResponses:
         callback); returns the service."""
         if getattr(service, "_lost_responses", None) is not self:
             service.send_response = lambda response, header: self.send(service, response, header)
+            callback = service.callback
+
+            def counted(*args: Any) -> Any:
+                with self._lock:
+                    self._taken += 1
+                return callback(*args)
+
+            service.callback = counted
             service._lost_responses = self
         return service
 

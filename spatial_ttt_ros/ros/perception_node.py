@@ -31,8 +31,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidHandle
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
@@ -49,6 +48,7 @@ from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
+from spatial_ttt_ros.ros.spinning import spin_resilient
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
 
@@ -451,6 +451,7 @@ class PerceptionNode(LifecycleNode):
                                  camera_k=self._camera_k, callback_errors=self._callback_errors,
                                  last_callback_error=self._seen_callback_error,
                                  responses_lost=self.responses_lost.count,
+                                 requests_taken=self.responses_lost.taken,
                                  rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:
@@ -487,27 +488,6 @@ class PerceptionNode(LifecycleNode):
             if worker_error and worker_error != seen_worker:
                 self._last_error = worker_error
             self._seen_errors = (reject, worker_error)
-
-
-def spin_resilient(executor: Executor, logger: Any, on_error: Callable[[BaseException], None] | None = None) -> None:
-    """executor.spin() that a failing callback does not end: the exception is logged and passed to
-    `on_error` (the node counts it and reports ERROR on /diagnostics), and spinning goes on. A
-    response sent on a service destroyed by a transition meanwhile (InvalidHandle) is a warning.
-    Shutdown and interrupts still end it."""
-    while True:
-        try:
-            executor.spin()
-            return
-        except InvalidHandle as exc:
-            logger.warning(f"a callback outlived its service or subscription (lifecycle transition): {exc}")
-        except (ExternalShutdownException, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if not executor.context.ok():
-                return
-            logger.error(f"a callback raised; the node goes on: {traceback.format_exc()}")
-            if on_error is not None:
-                on_error(exc)
 
 
 def main(args: list[str] | None = None) -> int:

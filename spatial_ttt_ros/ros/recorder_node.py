@@ -57,6 +57,7 @@ from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
 from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
 from spatial_ttt_ros.ros.lost_responses import LostResponses
+from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
 from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for callers)
     DEFAULTS,
@@ -65,6 +66,7 @@ from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for
     PARAMETERS,
     RecorderSettings,
 )
+from spatial_ttt_ros.ros.spinning import spin_resilient
 
 POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
@@ -75,6 +77,9 @@ class RecorderNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.responses_lost.logger = self.get_logger()
         self.responses_lost.watch_node(self)  # the parameter services (`description`)
+        self.callback_errors = self._reported_callback_errors = 0
+        self._callback_error = ""
+        self._last_callback_exc: BaseException | None = None
         refused = node_params.declare_table(self, PARAMETERS)
         if refused:
             raise ValueError("; ".join(refused))
@@ -176,11 +181,23 @@ class RecorderNode(Node):
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
         values["responses_lost"] = str(self.responses_lost.count)
+        values["callback_errors"] = str(self.callback_errors)
+        values["requests_taken"] = str(self.responses_lost.taken)
         return values
+
+    def record_callback_error(self, exc: BaseException) -> None:
+        """A callback raised (spin_resilient caught it): counted, reported as ERROR, the node goes on."""
+        if exc is not self._last_callback_exc:  # rclpy can raise one callback's exception twice
+            self._last_callback_exc = exc
+            self.callback_errors += 1
+            self._callback_error = clip(f"callback failed: {type(exc).__name__}: {exc}", 300)
 
     def _publish_status(self) -> None:
         rec, counts = self.recording.status(), self.ingest.counts()
-        if rec.broken:
+        if self.callback_errors > self._reported_callback_errors:
+            self._reported_callback_errors = self.callback_errors
+            level, message = DiagnosticStatus.ERROR, f"{self._callback_error} ({self.callback_errors} in all)"
+        elif rec.broken:
             level, message = DiagnosticStatus.ERROR, f"not recording: {rec.error}"
         elif rec.error:
             level, message = DiagnosticStatus.WARN, f"recording to {rec.bag}; {rec.error}"
@@ -218,7 +235,7 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     try:
-        executor.spin()
+        spin_resilient(executor, node.get_logger(), node.record_callback_error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

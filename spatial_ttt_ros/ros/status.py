@@ -29,6 +29,7 @@ class StatusView:
     callback_errors: int = 0  # callbacks that raised (caught by spin_resilient; the node went on)
     last_callback_error: str = ""
     responses_lost: int = 0  # service responses rmw could not deliver (ros/lost_responses.py)
+    requests_taken: int = 0  # service requests the node's callbacks took
     rectification: str = "off"  # Rectifier.state()
 
     @property
@@ -137,6 +138,7 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
         "frames_rejected": view.rejected, "frames_dropped": view.dropped,
         "ingest_fps": f"{view.ingest_fps:.2f}", "last_error": view.last_error,
         "callback_errors": view.callback_errors, "responses_lost": view.responses_lost,
+        "requests_taken": view.requests_taken,
     }
     if w is not None:
         values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,

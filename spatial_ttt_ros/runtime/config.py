@@ -73,9 +73,9 @@ class SpatialTTTConfig:
     max_new_tokens: int = 16
     # Answer tokens after the first: "graph" = one CUDA graph replay per token, "static" = the same
     # static-buffer step uncaptured (any device; for tests), "off" = layer by layer from Python,
-    # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py). Off by default until the
-    # graph path's H100 speed is measured (the first version was no faster: README, Performance).
-    decode_graph: str = "off"
+    # "auto" (default) = graph on CUDA, off elsewhere (runtime/decode_graph.py): a CPU engine decodes
+    # eagerly as before (benchmarks/bench_decode.py measures the graph against eager on a GPU).
+    decode_graph: str = "auto"
     # Anchor-KV budget (runtime/anchor_budget.py): tokens each anchor layer keeps at most, the chat
     # prefix plus the most recent whole frame groups; older groups are evicted from the middle.
     # 0 = unbounded (the anchor KV grows with the stream).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from ..kernels import FastWeightState
 from .config import SpatialTTTConfig
-from .state import STATE_FORMAT, AnchorLayerState, MemoryState, TTTLayerState, Unit
+from .state import STATE_FORMAT, AnchorLayerState, MemoryState, TTTLayerState, Unit, stored_fields
 
 MAX_FRAMES = 10**9          # 15 years of keyframes at 2 Hz
 MAX_TOKENS = 10**12
@@ -88,7 +88,7 @@ def _json(text: Any, where: str) -> Any:
 
 
 def _obj(node: Any, cls: type, where: str) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in stored_fields(cls)}
     if not isinstance(node, dict) or node.get("__type__") != cls.__name__:
         found = node.get("__type__") if isinstance(node, dict) else type(node).__name__
         raise _fail(where, f"expected a {cls.__name__}, found {_cut(found)}")
@@ -331,7 +331,7 @@ class _Reader:
     def fast(self, node: Any, mine: FastWeightState, where: str) -> FastWeightState:
         node = _obj(node, FastWeightState, where)
         out = {}
-        for f in fields(FastWeightState):
+        for f in stored_fields(FastWeightState):
             group = getattr(mine, f.name)
             if group is None:
                 if node[f.name] is not None:

@@ -18,6 +18,8 @@ from .engine import StreamingEngine
 from .one_pass import decoder_one_pass
 from .tokens import group_poses, group_text, patchify_pair, resize_frame
 
+REFERENCE_BACKEND = "torch"  # the kernels of the one-pass reference (see one_pass_logits)
+
 
 def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray, float]]],
                    text_ids: list[int]) -> tuple:
@@ -71,6 +73,8 @@ def one_pass_logits(engine: StreamingEngine, segments: list[list[tuple[np.ndarra
     cfg, model = engine.config, engine.model
     input_ids, hidden, video, grids, deepstack, pos = build_sequence(engine, segments, text_ids)
     valid = torch.ones_like(video)
+    # Always the PyTorch kernels, whatever config.kernel_backend says: on CUDA the engine runs Triton,
+    # and streaming == one pass then checks the Triton path against the reference maths.
     hidden = decoder_one_pass(model, cfg, hidden[None], pos[:, None], video[None], valid[None], [grids], deepstack,
-                              backend=cfg.kernel_backend)
+                              backend=REFERENCE_BACKEND)
     return model.lm_head(hidden[0]).float()

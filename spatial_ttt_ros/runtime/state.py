@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..kernels import FastWeightState
+from ..kernels.fast_weight import DERIVED
 
 STATE_FORMAT = "spatial_ttt_memory/2"  # /2: the anchor-KV budget fields
 STATE_FORMAT_FAMILY = "spatial_ttt_memory/"  # every version's prefix: files of ours (a save may replace them)
@@ -162,7 +163,7 @@ class MemoryState:
             if isinstance(s, AnchorLayerState):
                 parts["anchor_kv"] += _nbytes(s.k[:, :s.length], s.v[:, :s.length])
                 continue
-            parts["fast_weights"] += _nbytes(*s.fast.w, *(s.fast.w_main or ()))
+            parts["fast_weights"] += _nbytes(*s.fast.w, *(s.fast.w_main or ()), *(s.fast.w_low or ()))
             parts["momentum"] += _nbytes(*(s.fast.momentum or ()))
             parts["row_norms"] += _nbytes(*s.fast.norms)
             parts["pending"] += _nbytes(s.pending_k, s.pending_v, s.pending_lr, s.pending_mu,
@@ -204,6 +205,12 @@ def _map_tensors(obj: Any, fn: Any) -> Any:
 
 
 # ---------------------------------------------------------------- serialisation
+def stored_fields(obj: Any) -> list:
+    """The dataclass fields a saved (and digested) state holds: not the derived ones (FastWeightState.w_low,
+    the bf16 copies of its weights, recomputed when needed)."""
+    return [f for f in fields(obj) if not f.metadata.get(DERIVED)]
+
+
 def flatten_state(state: MemoryState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors by dotted name, and the JSON-able rest (counters, shapes of optional parts)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -218,7 +225,7 @@ def flatten_state(state: MemoryState) -> tuple[dict[str, torch.Tensor], dict[str
             return {"__seq__": type(obj).__name__, "items": [walk(o, f"{prefix}.{i}") for i, o in enumerate(obj)]}
         if hasattr(obj, "__dataclass_fields__"):
             return {"__type__": type(obj).__name__, **{f.name: walk(getattr(obj, f.name), f"{prefix}.{f.name}")
-                                                       for f in fields(obj)}}
+                                                       for f in stored_fields(obj)}}
         raise TypeError(f"cannot serialise {type(obj).__name__} at {prefix}")
 
     meta = walk(state, "state")

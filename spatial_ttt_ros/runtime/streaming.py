@@ -26,7 +26,7 @@ from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
 from .ttt_layer import TTTAttention, muon_dtype
 
-_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
 class Decoder:
@@ -153,7 +153,7 @@ class Decoder:
             # head into rows, so no KV expansion and no mask.
             if window is not None:
                 k, v = k[:, -window:], v[:, -window:]
-            with sdpa_kernel(_SDPA_BACKENDS):
+            with sdpa_kernel(list(_SDPA_BACKENDS)):
                 out = F.scaled_dot_product_attention(q.view(hkv, hq // hkv, q.shape[2])[None], k[None], v[None],
                                                      scale=scaling)
             return out.reshape(1, -1)
@@ -248,7 +248,7 @@ class Decoder:
         i = 0
         while i < n:
             step = min(cfg.chunk_size - st.pending_k.shape[1], n - i)
-            outputs.append(fw_apply(*st.fast.w, q[:, i:i + step], backend=self.backend))
+            outputs.append(fw_apply(*st.fast.w, q[:, i:i + step], backend=self.backend, bf16_weights=st.fast.w_low))
             st.pending_k = torch.cat((st.pending_k, k[:, i:i + step]), dim=1)
             st.pending_v = torch.cat((st.pending_v, v_fw[:, i:i + step]), dim=1)
             st.pending_lr = torch.cat((st.pending_lr, lr[:, i:i + step]), dim=1)
@@ -263,7 +263,8 @@ class Decoder:
             elif st.pending_k.shape[1] == cfg.chunk_size:
                 st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
                                     use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
-                                    ns_dtype=muon_dtype(cfg), backend=self.backend)
+                                    ns_dtype=muon_dtype(cfg), backend=self.backend,
+                                    keep_bf16_weights=cfg.fw_precision == "bf16")
                 st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
                 st.updates += 1
@@ -293,7 +294,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_sta
         mask = ((ki <= qi) & (ki > qi - window))[None, None]
     # No cuDNN: it rebuilds its execution plan for every new shape (~1.5 ms of host time per call,
     # measured on an H100), and the shapes here change with every unit.
-    with sdpa_kernel(_SDPA_BACKENDS):
+    with sdpa_kernel(list(_SDPA_BACKENDS)):
         out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling)
     return out[0].transpose(0, 1).reshape(n, -1)
 

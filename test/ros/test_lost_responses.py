@@ -38,6 +38,10 @@ class Handle:
 class Service:
     srv_type, srv_name = Trigger, "/probe"
 
+    @staticmethod
+    def callback(request, response):
+        return response
+
     def __init__(self, lose: bool) -> None:
         self.handle = Handle(lose)
 
@@ -59,6 +63,8 @@ def test_lost_responses_are_counted_per_node_on_any_thread():
     assert a.watch(lossy) is lossy
     lossy.send_response(Trigger.Response(), header)  # watched twice, counted once
     assert a.count == 4
+    lossy.callback(Trigger.Request(), Trigger.Response())  # a request taken
+    assert (a.taken, b.taken) == (1, 0)
 
 
 def test_the_nodes_report_the_count(perception, helpers):

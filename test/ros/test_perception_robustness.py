@@ -91,3 +91,38 @@ def test_param_set_is_validated_live_ones_apply_and_the_rest_wait_for_configure(
         (result,) = set_params(helpers, ros_node, **{name: value})
         assert not result.successful and why.lower() in result.reason.lower(), (name, result.reason)
     assert node.settings.pose_type == "pose_stamped" and node.settings.max_new_tokens == 7
+
+
+def test_spin_resilient_survives_raising_callbacks_and_reports_each(helpers):
+    """What both nodes' main loops (and the in-process host) spin with."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from std_msgs.msg import String
+
+    from spatial_ttt_ros.ros.spinning import spin_resilient
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("raising_node", context=context)
+    errors: list[BaseException] = []
+    ticks = []
+    node.create_subscription(String, "/raising", lambda msg: (_ for _ in ()).throw(RuntimeError(msg.data)), 10)
+    node.create_timer(0.05, lambda: ticks.append(1))
+    publisher = node.create_publisher(String, "/raising", 10)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=spin_resilient, args=(executor, node.get_logger(), errors.append), daemon=True)
+    thread.start()
+    try:
+        assert helpers.wait_for(lambda: (publisher.publish(String(data="boom")), len(errors))[1] >= 2, 20)
+        assert all(isinstance(e, RuntimeError) and str(e) == "boom" for e in errors)
+        before = len(ticks)
+        assert helpers.wait_for(lambda: len(ticks) > before + 5, 20)  # still spinning
+        assert thread.is_alive()
+    finally:
+        executor.shutdown(timeout_sec=10)
+        thread.join(timeout=10)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
