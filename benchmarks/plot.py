@@ -6,8 +6,9 @@
 Reads `kernels.json`, `engine_ingest_*.json`, `engine_compare_*.json` and `engine_baseline.json`
 (written on a GPU by bench_kernels.py and bench_engine.py) and `cpu_ingest.json`, and writes
 `engine.md` (tables + the issue's targets, each stamped with GPU, versions and command),
-`plots/*.png` (when matplotlib is installed) and the generated block of README.md
-(benchmarks/readme_block.py).
+`plots/*.png` (when matplotlib is installed) and the two generated blocks of README.md: performance
+(benchmarks/readme_block.py) and results (benchmarks/readme_results.py: soak, ROS fairness and RSS,
+camera input, memory save, `train*.json` and models/demo/eval/eval.json when present).
 """
 
 from __future__ import annotations
@@ -216,16 +217,21 @@ def plots(data: dict, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="benchmarks/results")
-    parser.add_argument("--readme", default="README.md", help="README whose generated block is rewritten ('' = none)")
+    parser.add_argument("--readme", default="README.md", help="README whose generated blocks are rewritten ('' = none)")
+    parser.add_argument("--eval", default="models/demo/eval/eval.json", help="demo model evaluation (used when present)")
     args = parser.parse_args(argv)
     results = Path(args.results)
     data = load(results)
     (results / "engine.md").write_text("\n".join(summary(data)) + "\n")
     if args.readme:
-        from benchmarks.readme_block import block, rewrite
+        from benchmarks import readme_block, readme_results
 
-        Path(args.readme).write_text(rewrite(Path(args.readme), block(data)))
-        print(f"{args.readme}: performance block rewritten")
+        readme = Path(args.readme)
+        text = readme_block.replace_block(readme.read_text(), readme_block.block(data), where=args.readme)
+        text = readme_block.replace_block(text, readme_results.block(readme_results.load(results, Path(args.eval))),
+                                          readme_results.BEGIN, readme_results.END, args.readme)
+        readme.write_text(text)
+        print(f"{args.readme}: performance and results blocks rewritten")
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -123,10 +123,14 @@ def block(data: dict, default: tuple[str, int] | None = None) -> str:
     return "\n".join(lines)
 
 
-def rewrite(readme: Path, text: str) -> str:
-    """README text with the block between BEGIN and END replaced by `text`; ValueError without markers."""
-    old = readme.read_text()
-    if old.count(BEGIN) != 1 or old.count(END) != 1 or old.index(BEGIN) > old.index(END):
-        raise ValueError(f"{readme} must hold one {BEGIN!r} ... {END!r} block")
-    head, rest = old.split(BEGIN)
-    return head + text + rest.split(END, 1)[1]
+def replace_block(old: str, text: str, begin: str = BEGIN, end: str = END, where: str = "README") -> str:
+    """`old` with its one block between `begin` and `end` replaced by `text`; ValueError without markers."""
+    if old.count(begin) != 1 or old.count(end) != 1 or old.index(begin) > old.index(end):
+        raise ValueError(f"{where} must hold one {begin!r} ... {end!r} block")
+    head, rest = old.split(begin)
+    return head + text + rest.split(end, 1)[1]
+
+
+def rewrite(readme: Path, text: str, begin: str = BEGIN, end: str = END) -> str:
+    """README text with the block between `begin` and `end` replaced by `text`; ValueError without markers."""
+    return replace_block(readme.read_text(), text, begin, end, str(readme))

@@ -1,7 +1,8 @@
-"""The README's performance block is generated from the committed result files (benchmarks/plot.py,
-benchmarks/readme_block.py): the committed README equals what the generator makes of the committed
-JSON, its units are binary, the default configuration is the one marked default, and the
-side-by-side table computes its ratios from the numbers beside them."""
+"""The README's performance and results blocks are generated from the committed result files
+(benchmarks/plot.py, benchmarks/readme_block.py, benchmarks/readme_results.py): the committed README
+equals what the generators make of the committed JSON, units are binary, the default configuration
+is the one marked default, the side-by-side table computes its ratios from the numbers beside them,
+and training / demo-evaluation lines appear exactly when their files are committed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import plot  # noqa: E402
+from benchmarks import plot, readme_results  # noqa: E402
 from benchmarks.compare_table import compare_table  # noqa: E402
 from benchmarks.readme_block import BEGIN, END, block, default_config, rewrite  # noqa: E402
 
@@ -93,3 +94,93 @@ def test_a_compare_result_joins_the_readme_block(tmp_path):
     text = block(plot.load(tmp_path))
     assert "G, torch t, transformers x, commit abc1234" in text
     assert "| 1024 | KV-cache peer | 3.20x |" in text
+
+
+# ---------------------------------------------------------------- the results block
+RESULT_FILES = tuple(readme_results.FILES.values())
+
+
+def _results_block(readme: str) -> str:
+    return readme[readme.index(readme_results.BEGIN):readme.index(readme_results.END) + len(readme_results.END)]
+
+
+def test_readme_results_block_is_what_plot_generates_from_the_committed_json():
+    readme = (ROOT / "README.md").read_text()
+    data = readme_results.load(RESULTS, ROOT / readme_results.EVAL_JSON)
+    assert all(data[key] for key in readme_results.FILES), "a committed result file is missing"
+    committed = _results_block(readme)
+    assert committed == readme_results.block(data), "README.md's results block is stale: run `python -m benchmarks.plot`"
+    # training and demo-evaluation lines exactly when their files are committed
+    assert (readme_results.TRAIN_HEADING in committed) == bool(data["train"])
+    assert (readme_results.EVAL_HEADING in committed) == bool(data["eval"])
+
+
+def test_plot_rewrites_both_blocks(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in RESULTS.glob("*.json"):
+        (results / path.name).write_text(path.read_text())
+    readme = (ROOT / "README.md").read_text()
+    stale = readme.replace(_results_block(readme), f"{readme_results.BEGIN}\nold\n{readme_results.END}")
+    stale = stale.replace(readme[readme.index(BEGIN):readme.index(END)], f"{BEGIN}\nold\n")
+    (tmp_path / "README.md").write_text(stale)
+    assert plot.main(["--results", str(results), "--readme", str(tmp_path / "README.md"),
+                      "--eval", str(ROOT / readme_results.EVAL_JSON)]) == 0
+    assert (tmp_path / "README.md").read_text() == readme
+
+
+def test_results_numbers_follow_the_json_in_binary_units():
+    data = readme_results.load(RESULTS)
+    text = readme_results.block(data)
+    save, soak, cam = data["save"], data["soak"], data["camera"]
+    assert f"{save['memory_bytes'] / 2**20:.1f} MiB of memory, a {save['file_bytes'] / 2**20:.1f} MiB file" in text
+    assert f"({save['file_bytes'] / 2**20 / save['write_s']:.0f} MiB/s)" in text
+    mem = [s["memory_bytes"] for s in soak["samples"]]
+    assert f"{min(mem) / 1024:.1f}-{max(mem) / 1024:.1f} KiB over the whole run" in text
+    assert f"{soak['samples'][0]['rss_bytes'] / 2**20:.1f} MiB at frame" in text
+    assert f"{soak['frames_done']:,} of {soak['frames_target']:,} keyframes" in text
+    fair = {r["policy"]: r for r in data["fairness"]["runs"]}["fair"]["phases"]["50-query flood"]
+    assert f"| fair | 50-query flood | {fair['ingest_fps']:.2f} |" in text
+    remap = next(r for r in cam["rows"] if r["what"].startswith("rectify per frame") and r["opencv_threads"] == 1)
+    assert f"| rectify (remap, cached maps) | {remap['case']} | {remap['min_ms']:.2f} | {remap['median_ms']:.2f} |" in text
+    assert " MB" not in text and " KB" not in text and " GB" not in text
+
+
+def _train_result() -> dict:
+    row = {"strategy": "single", "checkpoint_chunks": True, "checkpoint_layers": False, "frames": 128, "tokens": 11000,
+           "step_s_median": 2.0, "tokens_per_s": 5500.0, "peak_gib": 40.25, "mfu": 0.123}
+    return {"command": "python -m benchmarks.bench_train", "commit": "abc1234", "gpu": "NVIDIA H100 80GB HBM3",
+            "torch": "t", "transformers": "x", "date": "2026-12-06 17:00 UTC", "frames": 128, "frame": "352x480",
+            "model": "Qwen3-VL-2B dimensions", "rows": [row, {"strategy": "fsdp2", "checkpoint_chunks": True,
+                                                                "checkpoint_layers": True, "oom": True}]}
+
+
+def _eval_result() -> dict:
+    def summary(score: float, n: int) -> dict:
+        return {"overall": score, "overall_prior": 0.25, "overall_ci95": [score - 0.05, score + 0.05], "n": n,
+                "scenes": 8, "tasks": {}}
+    return {"command": "spatial-ttt train eval --preset demo", "commit": "def5678", "preset": "demo",
+            "checkpoint": "models/demo/model.safetensors", "device": "cpu (x86_64, 2 workers)", "torch": "t",
+            "transformers": "x", "date": "2026-12-06 17:10 UTC", "source": "synth seeds 900:908", "scenes": 8,
+            "window_frames": 12, "arms": {"full": {"all": summary(0.41, 300), "outside_window": summary(0.37, 90)},
+                                          "blind": {"all": summary(0.22, 300), "outside_window": summary(0.2, 90)}}}
+
+
+def test_training_and_evaluation_lines_appear_only_with_their_files(tmp_path):
+    import json
+
+    for name in RESULT_FILES:
+        (tmp_path / name).write_text((RESULTS / name).read_text())
+    absent = readme_results.block(readme_results.load(tmp_path, tmp_path / "eval.json"))
+    assert readme_results.TRAIN_HEADING not in absent and readme_results.EVAL_HEADING not in absent
+    assert "MFU" not in absent and "| arm |" not in absent
+    (tmp_path / "train_2b.json").write_text(json.dumps(_train_result()))
+    (tmp_path / "eval.json").write_text(json.dumps(_eval_result()))
+    text = readme_results.block(readme_results.load(tmp_path, tmp_path / "eval.json"))
+    assert text.startswith(absent[:-len(readme_results.END)])  # the other parts unchanged
+    assert "| single | on | off | 11,000 | 2.00 | 5,500 | 40.2 | 12.3 % |" in text
+    assert "| fsdp2 | on | on | OOM |" in text
+    assert "NVIDIA H100 80GB HBM3, torch t, transformers x, commit abc1234, 2026-12-06 17:00 UTC" in text
+    assert "| full | 0.410 [0.36, 0.46] | 300 | 0.370 [0.32, 0.42] | 90 |" in text
+    assert "| blind | 0.220 [0.17, 0.27] | 300 | 0.200 [0.15, 0.25] | 90 |" in text
+    assert "commit def5678, 2026-12-06 17:10 UTC: `spatial-ttt train eval --preset demo`" in text
