@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -22,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 
+from benchmarks.stamp import stamp
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 SCALED = {"tiny_text": {"vocab_size": 320, "hidden_size": 1024, "intermediate_size": 256, "num_hidden_layers": 4,
@@ -31,14 +30,6 @@ SCALED = {"tiny_text": {"vocab_size": 320, "hidden_size": 1024, "intermediate_si
                         "max_position_embeddings": 1000000, "rms_norm_eps": 1.0e-6, "rope_theta": 5000000.0,
                         "mrope_section": [24, 20, 20]},
           "frame_height": 352, "frame_width": 480}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _ingest(engine: StreamingEngine, frames: list[np.ndarray], t0: float) -> list[float]:
@@ -97,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     blocking_s = time.perf_counter() - start
     path.unlink()
     result = {
-        "command": " ".join(["python -m benchmarks.memory_save", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": _commit(), "device": "cpu", "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+        **stamp(" ".join(["python -m benchmarks.memory_save", *(argv if argv is not None else sys.argv[1:])]), "cpu"),
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "model": "tiny scaled: 8 KV heads x 128, hidden 1024, 4 layers (3 TTT, 1 anchor), fp32, 352x480 frames",
         "budget_tokens": args.budget, "frames": engine.frames_in_memory, "anchor_tokens": c.anchor_tokens,
         "evicted_groups": c.evicted_groups, "memory_bytes": sum(c.bytes_by_part.values()),

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -39,23 +38,15 @@ def rss_bytes() -> int:
     return 0
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(args: argparse.Namespace) -> dict:
     import rclpy
     import torch
-    import transformers
     from geometry_msgs.msg import PoseStamped
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
+    from benchmarks.stamp import stamp
     from spatial_ttt_ros.ros.conversions import seconds_to_sec_nanosec
     from spatial_ttt_ros.ros.hosting import hosted_perception_node, wait_for
     from spatial_ttt_ros.srv import SpatialQuery
@@ -66,10 +57,8 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {
-        "command": " ".join(["python -m benchmarks.soak", *args.argv]), "commit": _commit(), "device": "cpu",
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "preset": "tiny",
+        **stamp(" ".join(["python -m benchmarks.soak", *args.argv]), "cpu"),
+        "cpu": platform.processor() or platform.machine(), "preset": "tiny",
         "anchor_kv_budget_tokens": args.budget, "frames_target": args.frames, "stream_hz": 2.0,
         "node_params": params, "samples": [], "queries": [],
         "republished": 0, "complete": False,
