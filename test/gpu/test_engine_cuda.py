@@ -42,7 +42,9 @@ def test_bf16_fast_weight_route_on_cuda(batch):
     bf16 copies carried in the state, FastWeightState.w_low), the reference the PyTorch kernels on the
     same bf16 q/k/v in fp32 GEMMs. The difference is the bf16 rounding of the weights inside the GEMMs
     (2^-9 relative per element, ~3e-3 on a GEMM: test_kernels_triton) carried through a few chunk
-    updates; 1e-2 of the logit scale leaves room for it and still fails on any real indexing or state
+    updates. Measured on an H100 (2026-12-06): 1.00e-2 and 1.03e-2 at a logit scale of 0.56 (batch 1, 3),
+    since the reference runs fp32 GEMMs rather than the Triton bf16 ones it shared before; 2e-2 of the
+    logit scale leaves room for that and still fails on any real indexing or state
     error."""
     engine = StreamingEngine.from_preset("tiny", device="cuda", overrides={
         "fw_precision": "bf16", "chunk_size": 40, "ingest_batch_groups": batch})
@@ -60,4 +62,4 @@ def test_bf16_fast_weight_route_on_cuda(batch):
     ids = engine.tokenizer.encode(question, add_special_tokens=False) + list(engine.layout.suffix)
     ref = one_pass_logits(engine, [frames], ids + answer.token_ids[:-1])[-len(answer.token_ids):]
     err = (ref - answer.logits).abs().max().item()
-    assert err <= 1e-2 * max(1.0, ref.abs().max().item()), err
+    assert err <= 2e-2 * max(1.0, ref.abs().max().item()), err
