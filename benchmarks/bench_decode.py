@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import transformers
 
 from benchmarks.bench_engine import QUESTION, bench_config, test_frames
+from benchmarks.stamp import stamp, stamp_line
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 
@@ -84,9 +83,7 @@ def main() -> None:
     def median(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in rows[mode])
 
-    result = {"command": f"python -m benchmarks.bench_decode --frames {args.frames}",
-              "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
-              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    result = {**stamp(f"python -m benchmarks.bench_decode --frames {args.frames}", "cuda"),
               "frames": args.frames, "ingest_frames_per_s": args.frames / ingest_s, "answer_tokens": tokens,
               "decode_ms_per_token": {m: 1000 * median(m, "decode_s") / (tokens - 1) for m in rows},
               "first_token_ms": {m: 1000 * median(m, "first_token_s") for m in rows},
@@ -97,8 +94,7 @@ def main() -> None:
     (out / "decode_graph.json").write_text(json.dumps(result, indent=2) + "\n")
     d = result["decode_ms_per_token"]
     md = [f"# Answer decoding at {args.frames} frames: CUDA graph vs eager", "",
-          f"{result['gpu']}, torch {result['torch']}, transformers {result['transformers']}, {result['date']}: "
-          f"`{result['command']}`", "",
+          stamp_line(result), "",
           "| | ms per answer token (after the first) |", "|---|---:|",
           f"| eager (layer by layer from Python) | {d['eager']:.1f} |",
           f"| CUDA graph, per ask (incl. setting up the ask: {result['graph_begin_ms']:.1f} ms) | {d['graph']:.1f} |",

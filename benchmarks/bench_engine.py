@@ -1,7 +1,8 @@
-"""GPU: streaming ingest, memory and query latency of the engine vs stock Qwen3-VL-2B on the whole video.
+"""GPU: streaming ingest, memory and query latency of the engine vs the stock Qwen3-VL-2B peers.
 
     python -m benchmarks.bench_engine ingest --batch-groups 8 --out benchmarks/results    # ~2 min
     python -m benchmarks.bench_engine baseline --out benchmarks/results                   # ~1.5 min
+    python -m benchmarks.bench_engine compare --fw-precision bf16 --batch-groups 32 --frames 1024 4096
     python -m benchmarks.plot                                                             # on any machine
 
 Uses the real Qwen3-VL-2B architecture (its dimensions, REFERENCE_SPEC §1.1) built locally with
@@ -16,6 +17,11 @@ random weights: quality is irrelevant for speed and memory. Frames are 352x480.
 * baseline: stock HF Qwen3VLForConditionalGeneration (full causal attention, SDPA), one forward
   over the same frames + question (prefill only: a lower bound of re-running the video for a
   question), until it runs out of memory.
+* compare: in one process, at each of `--frames`, our engine (ingest, peak memory with and without
+  questions, count answer cold and prepared), the fair peer (benchmarks/kv_peer.py: stock
+  Qwen3-VL-2B streamed into its KV cache with `--batch-groups` pairs per pass, the count answer from
+  the cache, cropped back after each) and the one-pass baseline; ratios against both peers.
+Every phase warms up before it is timed; every result is stamped (benchmarks/stamp.py).
 TFLOPs are counted, not measured: 2 * (non-embedding decoder parameters) per token, plus attention
 4 * d * (keys attended) per token per layer (full causal: N/2 on average; SWA: min(W, N)), plus the
 fast weights 18 * D * Dh per token per fast head per TTT layer (spec §10.4); the vision tower is
@@ -25,8 +31,8 @@ excluded from both sides (it is identical).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import platform
 import statistics
 import sys
 import time
@@ -34,11 +40,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 
+from benchmarks.kv_peer import KVCachePeer
+from benchmarks.stamp import stamp, stamp_line
 from spatial_ttt_ros.runtime.config import SpatialTTTConfig, load_config
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.runtime.tokens import patchify_pair
+from spatial_ttt_ros.runtime.model import tiny_qwen3_vl_config
+from spatial_ttt_ros.runtime.tokens import ChatLayout, build_byte_tokenizer, patchify_pair
 
 QWEN3_VL_2B_TEXT = {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
                     "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
@@ -48,6 +56,7 @@ QWEN3_VL_2B_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 409
                       "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]}
 QUESTION = "These are frames of a video.\nHow many chair(s) are in this room?\nPlease answer the question using a single word or phrase."
 COUNT_ANSWER_TOKENS = 3
+DEVICE = "cuda"  # every part runs here (a CPU smoke run of the code paths may point it elsewhere)
 FRAMES = [128, 256, 512, 1024, 2048, 4096]
 
 
@@ -114,15 +123,16 @@ def time_query(engine: StreamingEngine) -> dict:
             "prepared_count_answer_s": warm_total, "prepared_first_token_s": warm_first}
 
 
-def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
+def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig, query_frames: tuple[int, ...] = ()) -> dict:
     frames = test_frames(config)
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device=DEVICE, overrides={
         k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
                                       "ingest_batch_groups")})
     for i in range(4 * config.ingest_batch_groups + 2):  # warm-up: CUDA/cuBLAS set-up, Triton compiles
         engine.push_frame(frames[i % len(frames)], i / 16.0)
     engine.ask(QUESTION, max_new_tokens=2)
-    rows, query = [], {}
+    rows, queries = [], []
+    query_frames = query_frames or (args.query_at,)
     for n in args.frames:
         engine.reset()
         torch.cuda.synchronize()
@@ -139,24 +149,86 @@ def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
                      "ttt_state_mib": sum(v for k, v in parts.items() if k not in ("anchor_kv", "frame_buffer")) / 2**20,
                      "anchor_kv_mib": parts["anchor_kv"] / 2**20, **counted_tflop(config, engine.counters.tokens)})
         print(json.dumps(rows[-1]), flush=True)
-        if n == args.query_at:
-            query = time_query(engine)
-            print(json.dumps({"query": query}), flush=True)
+        if n in query_frames:
+            queries.append(time_query(engine))
+            rows[-1]["peak_after_questions_gib"] = gpu_peak_gib()
+            print(json.dumps({"query": queries[-1]}), flush=True)
     engine.close()
-    return {"ingest": rows, "query": query}
+    return {"ingest": rows, "query": queries[0] if queries else {}, "queries": queries}
+
+
+def stock_model(config: SpatialTTTConfig) -> tuple[torch.nn.Module, object]:
+    """Stock HF Qwen3VLForConditionalGeneration of the config's shape (random weights, bf16, SDPA) on
+    the GPU, and the byte tokenizer of the same vocabulary."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    hf_config = tiny_qwen3_vl_config(config)
+    hf_config._attn_implementation = "sdpa"
+    with torch.device(DEVICE):
+        model = Qwen3VLForConditionalGeneration(hf_config).to(torch.bfloat16).eval()
+    return model, build_byte_tokenizer(hf_config.text_config.vocab_size)
+
+
+def run_peer(args: argparse.Namespace, config: SpatialTTTConfig) -> list[dict]:
+    """The fair peer (benchmarks/kv_peer.py) over the same frames: ingest rate, peak memory, count
+    answer from the cache (medians of 3; the cache is cropped back after each)."""
+    model, tokenizer = stock_model(config)
+    layout = ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
+    question = tokenizer.encode(QUESTION, add_special_tokens=False)
+    frames = test_frames(config)
+
+    def new_peer() -> KVCachePeer:
+        return KVCachePeer(model, tokenizer, layout, (config.frame_height, config.frame_width), args.batch_groups)
+
+    peer = new_peer()
+    for i in range(2 * args.batch_groups + 2):  # warm-up: cuBLAS/SDPA set-up, a pass, a question
+        peer.push_frame(frames[i % len(frames)], i / 16.0)
+    peer.ask(question, 2)
+
+    def timed(peer: KVCachePeer, max_new: int) -> float:
+        times = []
+        for _ in range(3):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            peer.ask(question, max_new)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    rows = []
+    for n in args.frames:
+        peer = None
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        peer = new_peer()
+        start = time.perf_counter()
+        for i in range(n):
+            peer.push_frame(frames[i % len(frames)], i / 16.0)
+        peer.flush()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        row = {"frames": n, "tokens": len(peer.ids), "seconds": elapsed, "frames_per_s": n / elapsed,
+               "peak_gib": gpu_peak_gib(), "kv_cache_gib": sum(t.numel() * t.element_size() for layer in peer.cache.layers
+                                                               for t in (layer.keys, layer.values)) / 2**30}
+        row["first_token_s"] = timed(peer, 1)
+        row["count_answer_s"] = timed(peer, COUNT_ANSWER_TOKENS)
+        row["count_answer_tokens"] = COUNT_ANSWER_TOKENS
+        row["peak_after_questions_gib"] = gpu_peak_gib()
+        rows.append(row)
+        print(json.dumps({"peer": row}), flush=True)
+    peer = model = None
+    gc.collect()
+    torch.cuda.empty_cache()
+    return rows
 
 
 def run_baseline(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
-    from transformers import Qwen3VLForConditionalGeneration
-
-    from spatial_ttt_ros.runtime.model import tiny_qwen3_vl_config
-
     frames = test_frames(config)
     dtype = torch.bfloat16
-    hf_config = tiny_qwen3_vl_config(config)
-    hf_config._attn_implementation = "sdpa"
-    with torch.device("cuda"):
-        model = Qwen3VLForConditionalGeneration(hf_config).to(dtype).eval()
+    model, _ = stock_model(config)
+    hf_config = model.config
     pairs = [patchify_pair(np.stack([frames[(2 * g) % len(frames)], frames[(2 * g + 1) % len(frames)]]))[0]
              for g in range(len(frames) // 2)]
     gh, gw = config.frame_height // 16, config.frame_width // 16
@@ -169,10 +241,10 @@ def run_baseline(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
             ids += [2] * 6 + [hf_config.vision_start_token_id] + [hf_config.video_token_id] * per_group
             ids += [hf_config.vision_end_token_id]
         ids += [3] * 40
-        input_ids = torch.tensor([ids], device="cuda")
+        input_ids = torch.tensor([ids], device=DEVICE)
         token_type = (input_ids == hf_config.video_token_id).int() * 2
-        pixels = torch.cat([pairs[g % len(pairs)] for g in range(groups)]).to("cuda", dtype)
-        grid = torch.tensor([[groups, gh, gw]], device="cuda")
+        pixels = torch.cat([pairs[g % len(pairs)] for g in range(groups)]).to(DEVICE, dtype)
+        grid = torch.tensor([[groups, gh, gw]], device=DEVICE)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -198,14 +270,14 @@ def run_baseline(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
 def write(out: Path, stem: str, result: dict, table: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    head = [f"{result['gpu']}, torch {result['torch']}, transformers {result['transformers']}, `{result['command']}`", ""]
+    head = [stamp_line(result), ""]
     (out / f"{stem}.md").write_text("\n".join(head + table) + "\n")
     print("\n".join(head + table))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("ingest", "baseline"))
+    parser.add_argument("part", choices=("ingest", "baseline", "compare"))
     parser.add_argument("--frames", type=int, nargs="+", default=FRAMES)
     parser.add_argument("--fw-precision", choices=("fp32", "bf16"), default="fp32",
                         help="fast-weight activations: fp32 = reference numerics, bf16 = fast route")
@@ -218,10 +290,18 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_engine needs a CUDA GPU", file=sys.stderr)
         return 2
     config = bench_config(args)
-    meta = {"command": " ".join(["python -m benchmarks.bench_engine", *(argv if argv is not None else sys.argv[1:])]),
-            "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    meta = {**stamp(" ".join(["python -m benchmarks.bench_engine", *(argv if argv is not None else sys.argv[1:])]), "cuda"),
             "frame": f"{config.frame_height}x{config.frame_width}", "flops_formula": __doc__.split("TFLOPs are counted")[1].strip()}
+    if args.part == "compare":
+        from benchmarks.compare_table import compare_table
+
+        result = {**meta, "kernel_backend": config.kernel_backend, "fw_precision": config.fw_precision,
+                  "ingest_batch_groups": config.ingest_batch_groups, "decode_graph": config.decode_graph,
+                  "ours": run_ingest(args, config, tuple(args.frames)), "peer": run_peer(args, config),
+                  **run_baseline(args, config)}
+        write(Path(args.out), f"engine_compare_{config.fw_precision}_b{config.ingest_batch_groups}", result,
+              compare_table(result))
+        return 0
     if args.part == "baseline":
         result = {**meta, **run_baseline(args, config)}
         table = ["| frames | tokens | prefill s | peak GiB | decoder TFLOP (counted) |", "|---:|---:|---:|---:|---:|"]

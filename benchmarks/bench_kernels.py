@@ -11,8 +11,8 @@ the keys/values, for
   * triton_bf16          Triton kernels, bf16 GEMM inputs, fp32 accumulation and fp32 state;
   * triton_fp32          Triton backend, fp32 tokens, default route: cuBLAS fp32 GEMMs (the
                          reference's numerics) plus the fused update step;
-  * triton_fp32_ieee     Triton kernels with exact fp32 products (FP32_DOT = "ieee");
-  * triton_fp32_tf32x3   Triton kernels with three tf32 products per product (FP32_DOT = "tf32x3");
+  * triton_fp32_ieee     Triton kernels with exact fp32 products (fp32_dot="ieee");
+  * triton_fp32_tf32x3   Triton kernels with three tf32 products per product (fp32_dot="tf32x3");
 in the released inference configuration (momentum, no Muon, post-norm) and the training one
 (momentum, Muon, pre-norm). FLOPs: 18 * D * Dh per token and head for apply + update directions
 (spec 10.4), plus 3 * H * 5 * (4 m^2 n + 2 m^3) for Newton-Schulz with Muon. It also times the parts,
@@ -23,7 +23,7 @@ Writes kernels.json and kernels.md into --out-dir.
 from __future__ import annotations
 
 import argparse
-import datetime
+import dataclasses
 import functools
 import json
 import shlex
@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.stamp import stamp  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16, SXM datasheets
 MODES = {  # path -> (token dtype, backend, autocast, fp32 dot precision)
@@ -103,43 +105,37 @@ def make_inputs(H, L, D, seed=0):
 
 
 class Precision:
-    """Context for one path: autocast and the Triton fp32 dot precision."""
+    """Context for one path: autocast on or off; its fp32_dot (an argument of the ops) and whether
+    the path's states carry bf16 copies of their weights (bf16 tokens on the Triton backend)."""
 
     def __init__(self, mode):
-        self.dtype, self.backend, self.autocast, self.fp32_dot = MODES[mode]
+        self.dtype, self.backend, self.autocast, fp32_dot = MODES[mode]
+        self.fp32_dot = fp32_dot or "cublas"
+        self.keep_bf16 = self.backend == "triton" and self.dtype == torch.bfloat16
 
     def __enter__(self):
-        from spatial_ttt_ros.kernels import triton_common
-
-        self._saved = triton_common.FP32_DOT
-        if self.fp32_dot:
-            triton_common.FP32_DOT = self.fp32_dot
         self._ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast, cache_enabled=False)
         self._ac.__enter__()
         return self
 
     def __exit__(self, *exc):
-        from spatial_ttt_ros.kernels import triton_common
-
         self._ac.__exit__(*exc)
-        triton_common.FP32_DOT = self._saved
 
 
-def steady_state(state):
+def steady_state(state, p):
     """In a stream every state comes from the previous Triton update, which also wrote its bf16 copies
-    for the GEMMs; the benchmark reuses one state, so hand those copies over before each chunk."""
-    from spatial_ttt_ros.kernels.swiglu_fw import triton as sw
+    (FastWeightState.w_low) when the path's GEMMs run in bf16: the benchmark's reused state gets them."""
+    if not p.keep_bf16:
+        return state
+    return dataclasses.replace(state, w_low=tuple(t.to(torch.bfloat16) for t in state.w))
 
-    low = tuple(t.to(torch.bfloat16) for t in state.w)
-    return lambda: sw.remember_gemm_weights(state.w, low)
 
-
-def chunk_step(K, state, q, k, v, lr, mu, backend, flags, prepare=None):
+def chunk_step(K, state, q, k, v, lr, mu, backend, flags, p=None):
     """What a TTT layer does per chunk: apply the current state to the queries, then update it."""
-    if prepare is not None:
-        prepare()
-    o = K.fw_apply(*state.w, q, backend=backend)
-    return o, K.fw_update(state, k, v, lr, mu, backend=backend, **flags)
+    kw = {} if p is None else dict(fp32_dot=p.fp32_dot)
+    o = K.fw_apply(*state.w, q, backend=backend, bf16_weights=state.w_low, **kw)
+    keep = {} if p is None else dict(keep_bf16_weights=p.keep_bf16)
+    return o, K.fw_update(state, k, v, lr, mu, backend=backend, **flags, **kw, **keep)
 
 
 def rel(got, want):
@@ -164,8 +160,8 @@ def time_chunks(K, inputs, modes, H, L, D):
         for mode in modes:
             with Precision(mode) as p:
                 qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
-                prep = steady_state(state) if p.backend == "triton" else None
-                steps[mode] = functools.partial(chunk_step, K, state, qm, km, vm, lr, mu, p.backend, flags, prep)
+                steps[mode] = functools.partial(chunk_step, K, steady_state(state, p), qm, km, vm, lr, mu, p.backend,
+                                                flags, p)
                 try:
                     graph[mode] = bench_graph(steps[mode])
                 except Exception as e:  # noqa: BLE001  (a path that cannot be captured is a result)
@@ -200,9 +196,8 @@ def profile_paths(K, inputs):
     for mode in ("torch_fp32", "triton_bf16"):
         with Precision(mode) as p:
             qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
-            prep = steady_state(state) if p.backend == "triton" else None
             out[mode] = profile_kernels(
-                functools.partial(chunk_step, K, state, qm, km, vm, lr, mu, p.backend, flags, prep)
+                functools.partial(chunk_step, K, steady_state(state, p), qm, km, vm, lr, mu, p.backend, flags, p)
             )
         print(f"  profile {mode}: " + "; ".join(f"{n} {t:.3f}" for n, t in out[mode]), flush=True)
     return out
@@ -221,11 +216,11 @@ def time_parts(K, inputs, modes):
         with Precision(mode) as p:
             qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
             # steady state: the bf16 copies of the weights exist (written by the previous update)
-            steady_state(state)()
-            parts[f"fw_apply/{mode}"] = bench(lambda p=p, qm=qm: K.fw_apply(*state.w, qm, backend=p.backend))
-            parts[f"fw_grad/{mode}"] = bench(
-                lambda p=p, km=km, vm=vm: K.fw_grad(*state.w, km, vm, lr, backend=p.backend)
-            )
+            st = steady_state(state, p)
+            parts[f"fw_apply/{mode}"] = bench(lambda p=p, qm=qm, st=st: K.fw_apply(
+                *st.w, qm, backend=p.backend, bf16_weights=st.w_low, fp32_dot=p.fp32_dot))
+            parts[f"fw_grad/{mode}"] = bench(lambda p=p, km=km, vm=vm, st=st: K.fw_grad(
+                *st.w, km, vm, lr, backend=p.backend, bf16_weights=st.w_low, fp32_dot=p.fp32_dot))
     from spatial_ttt_ros.kernels.state_update import naive as upd_naive
     from spatial_ttt_ros.kernels.state_update import triton as upd_triton
 
@@ -261,12 +256,12 @@ def sweep_tilings(K, inputs):
     bmm_cands = [(64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 64, 64, 4, 4),
                  (128, 256, 64, 8, 3)]  # fmt: skip
     out = {}
-    saved = {key: list(v_) for key, v_ in sw.HIDDEN_CONFIGS.items()}
-    saved_bmm = {key: list(v_) for key, v_ in triton_common.BMM_CONFIGS.items()}
+    saved = dict(sw.HIDDEN_CONFIGS)
+    saved_bmm = dict(triton_common.BMM_CONFIGS)
     try:
         for key, cs in cands.items():
             for c in cs:
-                sw.HIDDEN_CONFIGS[key] = [c]
+                sw.HIDDEN_CONFIGS[key] = (c,)
                 triton_common._FITTED.clear()
                 fn = (lambda: K.fw_grad(*ws, k, v, lr, backend="triton")) if key[1] else (
                     lambda: K.fw_apply(*ws, q, backend="triton"))  # fmt: skip
@@ -277,8 +272,8 @@ def sweep_tilings(K, inputs):
                     out[name] = f"failed: {type(e).__name__}"
             sw.HIDDEN_CONFIGS[key] = saved[key]
         for c in bmm_cands:
-            triton_common.BMM_CONFIGS["bf16_small"] = [c]
-            triton_common.BMM_CONFIGS["bf16_large"] = [c]
+            triton_common.BMM_CONFIGS["bf16_small"] = (c,)
+            triton_common.BMM_CONFIGS["bf16_large"] = (c,)
             triton_common._FITTED.clear()
             name = f"bmm[fw_grad+fw_apply]{c}"
             try:
@@ -312,8 +307,8 @@ def accuracy(K, inputs, modes):
         for mode in modes:
             with Precision(mode) as p:
                 qm, km, vm = (t.to(p.dtype) for t in (q, k, v))
-                o, new = chunk_step(K, s32, qm, km, vm, lr, mu, p.backend, flags)
-                dw = K.fw_grad(*s32.w, km, vm, lr, backend=p.backend)
+                o, new = chunk_step(K, s32, qm, km, vm, lr, mu, p.backend, flags, p)
+                dw = K.fw_grad(*s32.w, km, vm, lr, backend=p.backend, fp32_dot=p.fp32_dot)
             out[cfg][mode] = {
                 "apply_out": rel(o, o64),
                 **{f"dW{j}": rel(dw[j], dw64[j]) for j in range(3)},
@@ -448,12 +443,9 @@ def main():
     peak_sheet = next((v for n, v in BF16_PEAK_TFLOPS.items() if n in gpu), None)
     res = {
         "meta": {
-            "gpu": gpu,
-            "torch": torch.__version__,
+            **stamp("python " + " ".join(shlex.quote(a) for a in sys.argv), "cuda"),
             "triton": triton.__version__,
             "cuda": torch.version.cuda,
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
             "chunk": L,
             "heads": H,
             "dim": D,

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 
+from benchmarks.stamp import stamp
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup:
         engine.ask("How many chairs are in this room?", max_new_tokens=2)
     engine.reset()
+    load_before = os.getloadavg()[0]  # other processes on the machine slow a CPU run down: say how busy it was
     checkpoints = {32, 64, 128, 256, args.frames}
     rows, times = [], []
     for i in range(args.frames):
@@ -59,20 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     answer = engine.ask("How many chairs are in this room?", max_new_tokens=8)
     ask_s = time.perf_counter() - t0
-    result = {"command": " ".join(["python -m benchmarks.cpu_ingest", *(argv if argv is not None else sys.argv[1:])]),
-              "commit": _commit(), "preset": args.preset, "device": "cpu", "warmup_frames": args.warmup,
+    result = {**stamp(" ".join(["python -m benchmarks.cpu_ingest", *(argv if argv is not None else sys.argv[1:])]), "cpu"),
+              "preset": args.preset, "warmup_frames": args.warmup,
               "mean_ms_per_frame": 1000 * float(np.mean(times)), "keyframes_per_s": float(len(times) / np.sum(times)),
               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "transformers": transformers.__version__,
               "input_frame": "240x320 RGB, resized to the preset's frame size", "rows": rows,
-              "ask_s_at_end": ask_s, "answer_tokens": len(answer.token_ids)}
+              "ask_s_at_end": ask_s, "answer_tokens": len(answer.token_ids),
+              "load_average_1min": {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "cpu_ingest" if args.preset == "tiny" else f"cpu_ingest_{Path(args.preset).stem}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"CPU ingest, preset `{args.preset}`, torch {torch.__version__}, transformers {transformers.__version__}, "
+    lines = [f"CPU ingest, preset `{args.preset}`, torch {torch.__version__}, transformers {result['transformers']}, "
              f"{torch.get_num_threads()} threads, {result['cpu']}, commit {result['commit']}, "
-             f"`{result['command']}` ({args.warmup} warm-up frames, not timed)", "",
+             f"`{result['command']}` ({args.warmup} warm-up frames, not timed; load average "
+             f"{load_before:.1f} -> {result['load_average_1min']['after']:.1f} on {os.cpu_count()} CPUs)", "",
              "| frames | ms/frame (last 32) | keyframes/s (last 32) | tokens | chunk updates | TTT-layer bytes | anchor KV bytes |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['frames']} | {r['ms_per_frame_last32']:.2f} | {r['keyframes_per_s_last32']:.1f} | {r['tokens']} | "
@@ -83,14 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

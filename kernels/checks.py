@@ -50,3 +50,24 @@ def check_tokens(
     if t.device != device:
         raise ValueError(f"{name} must be on the device of the weights ({device}), got {t.device}")
     return t.shape[1]
+
+
+FP32_DOTS = ("cublas", "ieee", "tf32x3")  # the fp32 GEMM routes of the Triton fast-weight ops (triton_common)
+
+
+def check_fp32_dot(fp32_dot: str) -> None:
+    if fp32_dot not in FP32_DOTS:
+        raise ValueError(f"fp32_dot must be one of {FP32_DOTS}, got {fp32_dot!r}")
+
+
+def check_bf16_weights(low: tuple[torch.Tensor, ...] | None, ws: tuple[torch.Tensor, ...]) -> None:
+    """``low``: None, or bf16 tensors shaped and placed like the weights ``ws`` (their GEMM copies)."""
+    if low is None:
+        return
+    if not isinstance(low, tuple | list) or len(low) != len(ws):
+        raise ValueError(f"bf16_weights must be None or {len(ws)} tensors (w0, w1, w2 in bf16), got {low!r:.80}")
+    for i, (t, w) in enumerate(zip(low, ws)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.bfloat16 or t.shape != w.shape or t.device != w.device:
+            got = (tuple(t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"bf16_weights[{i}] must be a bf16 tensor of shape {tuple(w.shape)} on {w.device}, "
+                             f"got {got}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,26 +21,39 @@ _UPDATE_WEIGHTS = {
 }
 
 
+DERIVED = "derived"  # field metadata key: recomputable from the other fields, never saved or digested
+
+
 @dataclass
 class FastWeightState:
-    """Everything one TTT layer's fast-weight memory is, as tensors (fp32 by default)."""
+    """Everything one TTT layer's fast-weight memory is, as tensors (fp32 by default).
+
+    ``w_low`` is derived data carried with the weights instead of in a cache of the kernels: the
+    weights in use rounded to bf16, written by the Triton update step (``fw_update(...,
+    keep_bf16_weights=True)``) for the next chunk's bf16 GEMMs, so that apply and gradient need no
+    casts. Valid because states are never edited in place (every update returns a new state).
+    """
 
     w: Weights  # weights in use for apply and gradient (normalised)
     w_main: Weights | None  # pre-norm un-normalised accumulator; None for post-norm
     momentum: Weights | None  # momentum buffers M (start at zero); None when momentum is off
     norms: Weights  # row norms r_X of the initial weights: [H, Dh, 1], [H, D, 1], [H, Dh, 1]
+    w_low: Weights | None = field(default=None, metadata={DERIVED: True})  # w in bf16, or None
 
     def tensors(self) -> list[torch.Tensor]:
+        """The state proper (w_low, derived from w, excluded)."""
         return [t for group in (self.w, self.w_main, self.momentum, self.norms) if group for t in group]
 
     def clone(self) -> FastWeightState:
         def copy(group: Weights | None) -> Weights | None:
             return None if group is None else tuple(t.clone() for t in group)
 
-        return FastWeightState(copy(self.w), copy(self.w_main), copy(self.momentum), copy(self.norms))
+        return FastWeightState(copy(self.w), copy(self.w_main), copy(self.momentum), copy(self.norms),
+                               copy(self.w_low))
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors())
+        """Bytes held, the bf16 copies included."""
+        return sum(t.numel() * t.element_size() for t in (*self.tensors(), *(self.w_low or ())))
 
 
 def init_fast_weight_state(
@@ -94,9 +107,14 @@ def fw_update(
     prenorm: bool,
     ns_dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
+    keep_bf16_weights: bool = False,
+    fp32_dot: str = "cublas",
 ) -> FastWeightState:
     """One Update(S, B) of spec 3.5a for one chunk; returns a new state and leaves ``state`` untouched.
-    ``ns_dtype``: the precision of Muon's Newton-Schulz (bf16 as the official code, or fp32)."""
+    ``ns_dtype``: the precision of Muon's Newton-Schulz (bf16 as the official code, or fp32).
+    ``keep_bf16_weights``: the caller's next GEMMs run in bf16 (bf16 tokens): the Triton step also
+    returns the new weights rounded to bf16 as ``w_low`` (written in the same pass); the reference
+    leaves it None. ``fp32_dot``: the fp32 GEMM route (kernels.ops.fw_grad)."""
     _check_state(state, use_momentum=use_momentum, prenorm=prenorm)
     w0 = state.w[0]
     H, _, D = w0.shape
@@ -106,12 +124,12 @@ def fw_update(
     check_tokens("mu", mu, "[H, L, 1]", H, 1, L=L, device=w0.device)
 
     # 1. closed-form directions with the weights in use (fw_grad validates v and lr)
-    dw = fw_grad(*state.w, k, v, lr, backend=backend)
+    dw = fw_grad(*state.w, k, v, lr, backend=backend, bf16_weights=state.w_low, fp32_dot=fp32_dot)
     # 2-4. momentum (beta = chunk mean of mu), Muon, post- or pre-norm renormalisation
     beta = mu.to(w0.dtype).mean(dim=1, keepdim=True) if use_momentum else None  # [H, 1, 1]
     update = pick_impl("fw_update", _UPDATE_WEIGHTS, w0.device, backend)
-    w, w_main, momentum = update(
+    w, w_main, momentum, w_low = update(
         state.w, state.w_main, state.momentum, state.norms, dw, beta, use_muon=use_muon, ns_dtype=ns_dtype,
-        backend=backend,
+        backend=backend, bf16_copies=keep_bf16_weights,
     )
-    return FastWeightState(w=w, w_main=w_main, momentum=momentum, norms=state.norms)
+    return FastWeightState(w=w, w_main=w_main, momentum=momentum, norms=state.norms, w_low=w_low)

@@ -10,7 +10,7 @@ import math
 import torch
 
 from .backend import lazy_impl, pick_impl
-from .checks import _shape, check_tokens, check_weights
+from .checks import _shape, check_bf16_weights, check_fp32_dot, check_tokens, check_weights
 from .elementwise import naive as ew_naive
 from .newton_schulz import naive as ns_naive
 from .sp_conv import naive as sp_naive
@@ -39,15 +39,23 @@ def fw_apply(
     x: torch.Tensor,  # [H, L, D], cast to w0.dtype
     *,
     backend: str = "auto",
+    bf16_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    fp32_dot: str = "cublas",
 ) -> torch.Tensor:  # [H, L, D] in w0.dtype
     """o = W1 (silu(W0 x) * (W2 x)) per head and token.
 
     "torch" computes in the dtype of the weights. "triton" uses bf16 GEMM inputs when x is bf16/fp16
-    (or the weights are bf16) and exact fp32 otherwise; it accumulates in fp32 and returns w0.dtype.
+    (or the weights are bf16) and fp32 products otherwise (``fp32_dot``: "cublas" = the reference's
+    matmuls, "ieee" or "tf32x3" = Triton kernels); it accumulates in fp32 and returns w0.dtype.
+    ``bf16_weights``: the weights rounded to bf16 (FastWeightState.w_low), used as the bf16 GEMM
+    inputs instead of casting; the caller vouches that they are exactly that rounding.
     """
     H, _, D = check_weights(w0, w1, w2)
     check_tokens("x", x, "[H, L, D]", H, D, device=w0.device)
-    return pick_impl("fw_apply", _FW_APPLY, w0.device, backend)(w0, w1, w2, x)
+    check_bf16_weights(bf16_weights, (w0, w1, w2))
+    check_fp32_dot(fp32_dot)
+    impl = pick_impl("fw_apply", _FW_APPLY, w0.device, backend)
+    return impl(w0, w1, w2, x, bf16_weights=bf16_weights, fp32_dot=fp32_dot)
 
 
 def fw_grad(
@@ -59,17 +67,22 @@ def fw_grad(
     lr: torch.Tensor,  # [H, L, 3] fp32; lr[..., j] is the step of W_j (0 gate, 1 output, 2 value)
     *,
     backend: str = "auto",
+    bf16_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    fp32_dot: str = "cublas",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dW0 [H, Dh, D], dW1 [H, D, Dh], dW2 [H, Dh, D]
     """Update directions of spec 3.2: negative gradients of the lr-weighted loss -sum_t <v_t, f_S(k_t)>.
 
     Precision as in :func:`fw_apply`, chosen by k and v: "triton" runs bf16 GEMM inputs when both are
-    bf16/fp16 (or the weights are bf16), exact fp32 otherwise.
+    bf16/fp16 (or the weights are bf16), fp32 products as ``fp32_dot`` says otherwise.
     """
     H, _, D = check_weights(w0, w1, w2)
     L = check_tokens("k", k, "[H, L, D]", H, D, device=w0.device)
     check_tokens("v", v, "[H, L, D]", H, D, L=L, device=w0.device)
     check_tokens("lr", lr, "[H, L, 3]", H, 3, L=L, device=w0.device)
-    return pick_impl("fw_grad", _FW_GRAD, w0.device, backend)(w0, w1, w2, k, v, lr)
+    check_bf16_weights(bf16_weights, (w0, w1, w2))
+    check_fp32_dot(fp32_dot)
+    impl = pick_impl("fw_grad", _FW_GRAD, w0.device, backend)
+    return impl(w0, w1, w2, k, v, lr, bf16_weights=bf16_weights, fp32_dot=fp32_dot)
 
 
 def newton_schulz5(

@@ -10,6 +10,7 @@ CPU machines without triton never load this file.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,19 +18,23 @@ import triton
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
-# Tests set this to True: every buffer a kernel is meant to fill completely then starts as NaN, so a
-# tile that is never written shows up as NaN instead of as stale memory.
-POISON_OUTPUTS = False
+# The GPU tests set this environment variable to 1: every buffer a kernel is meant to fill completely
+# then starts as NaN, so a tile that is never written shows up as NaN instead of as stale memory. (An
+# environment variable of the process, read per allocation, not a module flag: see test_no_module_state.)
+POISON_ENV = "SPATIAL_TTT_POISON_OUTPUTS"
 
 
 def new_output(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """torch.empty, or a NaN-filled tensor while POISON_OUTPUTS is set."""
-    if POISON_OUTPUTS:
+    """torch.empty, or a NaN-filled tensor while $SPATIAL_TTT_POISON_OUTPUTS is 1."""
+    if os.environ.get(POISON_ENV) == "1":
         return torch.full(tuple(shape), float("nan"), dtype=dtype, device=device)
     return torch.empty(tuple(shape), dtype=dtype, device=device)
 
 
-# Per launch site, the index of the first config that fitted the chip.
+# Per (device index, launch site), the index of the first config whose shared memory fitted that
+# chip. A fact about the hardware (the same for every layer, engine and input), remembered so a chip
+# with less shared memory than an H100 does not fail its way down the list at every launch; the one
+# module-level memo test_no_module_state allows.
 _FITTED: dict[tuple, int] = {}
 
 
@@ -46,34 +51,35 @@ def launch(
     A config is a dict of block-size constexprs plus ``num_warps`` and ``num_stages``; the first one is
     the tuned choice for an H100, the later ones are smaller fallbacks for chips with less shared memory.
     """
-    for i in range(_FITTED.get(site, 0), len(configs)):
+    key = (torch.cuda.current_device(), *site)
+    for i in range(_FITTED.get(key, 0), len(configs)):
         meta = {**consts, **configs[i]}
         try:
             kernel[grid(meta)](*args, **meta)
         except OutOfResources:
             continue
-        _FITTED[site] = i
+        _FITTED[key] = i
         return
     raise RuntimeError(f"no config of {kernel.fn.__name__} fits this GPU: {list(configs)}")
 
 
-# How the all-fp32 mode runs its GEMMs:
+# How the all-fp32 mode runs its GEMMs (the ``fp32_dot`` argument of the fast-weight ops, checks.FP32_DOTS):
 #   "cublas": the reference's own fp32 matmuls (tf32 off unless torch.backends says otherwise), so
 #             the results equal the "torch" backend's; the default, because on an H100 cuBLAS fp32
 #             is 1.8x faster than Triton's exact fp32 dot (benchmarks/results/kernels.md);
 #   "ieee":   Triton kernels with exact fp32 products on the CUDA cores;
 #   "tf32x3": Triton kernels with three tf32 tensor-core products per product (error ~2e-7, fp32-like).
-FP32_DOT = "cublas"
+DEFAULT_FP32_DOT = "cublas"
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """The PREC constexpr for GEMM operands of ``dtype``: FP32_DOT for fp32, the tensor-core default else."""
-    return FP32_DOT if dtype == torch.float32 else "default"
+def dot_precision(dtype: torch.dtype, fp32_dot: str) -> str:
+    """The PREC constexpr for GEMM operands of ``dtype``: ``fp32_dot`` for fp32, the tensor-core default else."""
+    return fp32_dot if dtype == torch.float32 else "default"
 
 
-def fp32_via_cublas(dtype: torch.dtype) -> bool:
-    """True when GEMMs on operands of ``dtype`` should go to the PyTorch reference (see FP32_DOT)."""
-    return dtype == torch.float32 and FP32_DOT == "cublas"
+def fp32_via_cublas(dtype: torch.dtype, fp32_dot: str) -> bool:
+    """True when GEMMs on operands of ``dtype`` should go to the PyTorch reference (``fp32_dot`` "cublas")."""
+    return dtype == torch.float32 and fp32_dot == "cublas"
 
 
 @triton.jit
@@ -138,24 +144,19 @@ def _bmm_kernel(
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); first = preferred on an H100.
 BMM_CONFIGS = {
-    "bf16_large": [(128, 128, 64, 8, 3), (128, 128, 64, 8, 2), (64, 64, 64, 4, 2)],
-    "bf16_small": [(64, 128, 64, 4, 4), (64, 128, 64, 4, 3), (64, 64, 64, 4, 2)],
-    "fp32": [(64, 64, 32, 4, 2), (32, 32, 32, 4, 1)],
+    "bf16_large": ((128, 128, 64, 8, 3), (128, 128, 64, 8, 2), (64, 64, 64, 4, 2)),
+    "bf16_small": ((64, 128, 64, 4, 4), (64, 128, 64, 4, 3), (64, 64, 64, 4, 2)),
+    "fp32": ((64, 64, 32, 4, 2), (32, 32, 32, 4, 1)),
 }
 
 
-def config_dicts(configs: Sequence[tuple], names: tuple[str, ...], **extra: int) -> list[dict]:
-    """[(blocks..., num_warps, num_stages)] -> launch() configs; memoised on the (mutable) list's content."""
-    key = (tuple(configs), names, tuple(sorted(extra.items())))
-    hit = _CONFIG_DICTS.get(key)
-    if hit is None:
-        hit = _CONFIG_DICTS[key] = [
-            {**dict(zip(names, c[:-2])), **extra, "num_warps": c[-2], "num_stages": c[-1]} for c in configs
-        ]
-    return hit
-
-
-_CONFIG_DICTS: dict[tuple, list[dict]] = {}
+@functools.cache
+def config_dicts(configs: tuple[tuple, ...], names: tuple[str, ...], extra: tuple[tuple[str, int], ...] = ()
+                 ) -> tuple[dict, ...]:
+    """((blocks..., num_warps, num_stages), ...) -> launch() configs (a pure function, memoised; the
+    dicts are only read: launch() builds its own)."""
+    return tuple({**dict(zip(names, c[:-2])), **dict(extra), "num_warps": c[-2], "num_stages": c[-1]}
+                 for c in configs)
 
 
 @functools.cache
@@ -171,18 +172,22 @@ def bmm(
     alpha: float = 1.0,
     add: torch.Tensor | None = None,  # [Z, M, N]; out = alpha * a @ b + beta * add
     beta: float = 0.0,
+    fp32_dot: str = "ieee",
 ) -> torch.Tensor:
     """Batched GEMM with fp32 accumulation; operand z of the output uses a[z % Za] and b[z % Zb].
 
-    Operands must share a dtype: bf16 (tensor cores) or fp32 (products as FP32_DOT says).
+    Operands must share a dtype: bf16 (tensor cores) or fp32 (products as ``fp32_dot`` says: "ieee"
+    or "tf32x3"; "cublas" is not a Triton product and is refused here).
     """
+    if a.dtype == torch.float32 and fp32_dot not in ("ieee", "tf32x3"):
+        raise ValueError(f"bmm fp32_dot must be 'ieee' or 'tf32x3' for fp32 operands, got {fp32_dot!r}")
     Z, M, N = out.shape
     K = a.shape[2]
     if a.dtype != b.dtype or a.dtype not in (torch.bfloat16, torch.float32):
         raise ValueError(f"bmm operands must both be bf16 or fp32, got {a.dtype} and {b.dtype}")
     if a.shape[1:] != (M, K) or b.shape[1:] != (K, N) or Z % a.shape[0] or Z % b.shape[0]:
         raise ValueError(f"bmm shapes do not chain: {tuple(a.shape)} @ {tuple(b.shape)} -> {tuple(out.shape)}")
-    prec = dot_precision(a.dtype)
+    prec = dot_precision(a.dtype, fp32_dot)
     if a.dtype == torch.float32:
         kind = "fp32"
     else:
@@ -196,7 +201,7 @@ def bmm(
         (a, b, out, d, M, N, K, a.shape[0], b.shape[0], *a.stride(), *b.stride(), *out.stride(), *d.stride(),
          float(alpha), float(beta)),
         dict(HAS_ADD=add is not None, PREC=prec),
-        config_dicts(BMM_CONFIGS[kind], ("BLOCK_M", "BLOCK_N", "BLOCK_K"), GROUP_M=8),
+        config_dicts(BMM_CONFIGS[kind], ("BLOCK_M", "BLOCK_N", "BLOCK_K"), (("GROUP_M", 8),)),
         ("bmm", kind, prec, add is not None),
     )
     return out

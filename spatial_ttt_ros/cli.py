@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("spatial_ttt_ros.data.synth", "cli_synth", "render synthetic scenes into training bags"),
     "annotate": ("spatial_ttt_ros.data.annotate", "cli_annotate", "dense descriptions + spatial QA for a bag"),
     "bag": ("spatial_ttt_ros.data.bags", "cli_bag", "bag tools (recover, info)"),
+    "train": ("spatial_ttt_ros.train.cli", "cli_train", "training from bags: bake, run a recipe, export a checkpoint"),
 }
 
 

@@ -108,6 +108,13 @@ if [ "$MODE" = system ]; then
 else
   export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
   {
+    # rosidl turns msg/ and srv/ into .idl at configure time: an edited .msg/.srv is only rebuilt
+    # after a configure. Configure from scratch then: a re-run of CMake in an existing build dir
+    # stops at generate time ("prefixed in the source directory": the venv's NumPy include dir lies
+    # inside the tree), while a first configure reports it and still writes a working build.
+    if [ -f "$BUILD/CMakeCache.txt" ] && [ -n "$(find "$ROOT/msg" "$ROOT/srv" -newer "$BUILD/CMakeCache.txt")" ]; then
+      rm -rf "$BUILD"
+    fi
     if [ ! -f "$BUILD/CMakeCache.txt" ]; then
       cmake -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_PREFIX_PATH="$VENV" \
         -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite against the installed package (what `make test` and CI run).
-#   bash tools/run_tests.sh [pytest args]    default tiers: unit + ros (-m or test paths override)
+#   bash tools/run_tests.sh [pytest args]    default tiers: unit + ros, not slow (-m or test paths override)
 # ROS traffic is kept to this machine and to this run: LOCALHOST discovery and a per-run
 # ROS_DOMAIN_ID (override by exporting ROS_DOMAIN_ID). pytest's exit 5 (no test ran) is a failure.
 set -uo pipefail
@@ -14,7 +14,7 @@ cd "$ROOT"
 args=("$@")
 # the default tiers unless the caller picks tiers (-m) or names test files
 if [[ " $* " != *" -m "* ]] && [[ "$*" != *test/* ]]; then
-  args=(-m "unit or ros" "${args[@]}")
+  args=(-m "(unit or ros) and not slow" "${args[@]}")
 fi
 echo "[tests] ROS_DOMAIN_ID=$ROS_DOMAIN_ID  pytest ${args[*]}"
 "$VIRTUAL_ENV/bin/pytest" "${args[@]}"

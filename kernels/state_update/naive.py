@@ -41,9 +41,11 @@ def update_weights(
     use_muon: bool,
     ns_dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
-) -> tuple[Weights, Weights | None, Weights | None]:  # new (w, w_main, momentum)
+    bf16_copies: bool = False,  # noqa: ARG001 - the reference's GEMMs run in the state dtype: no copies
+) -> tuple[Weights, Weights | None, Weights | None, Weights | None]:  # new (w, w_main, momentum, w_low)
     """Momentum mix, optional Newton-Schulz (in ``ns_dtype``), then post-norm (w_main None) or pre-norm
-    renormalisation."""
+    renormalisation. ``w_low`` (bf16 copies of the new w, asked for by ``bf16_copies``) is always None
+    here: only the Triton step writes them, in the same pass."""
     if momentum is not None:
         # the buffer keeps the post-momentum, pre-orthogonalisation update
         dw = tuple(d + beta * m for d, m in zip(dw, momentum))
@@ -56,4 +58,4 @@ def update_weights(
         w = tuple(row_renorm(m, r) for m, r in zip(w_main, norms))
     else:
         w = tuple(row_renorm(x + u, r) for x, u, r in zip(w, dw, norms))
-    return w, w_main, momentum
+    return w, w_main, momentum, None

@@ -16,7 +16,6 @@ import triton
 import triton.language as tl
 
 from ..ops import newton_schulz5
-from ..swiglu_fw import triton as swiglu_triton
 from ..triton_common import new_output
 from . import naive
 from .naive import Weights
@@ -149,9 +148,11 @@ def update_weights(
     use_muon: bool,
     ns_dtype: torch.dtype = torch.bfloat16,
     backend: str = "auto",
-) -> tuple[Weights, Weights | None, Weights | None]:  # new (w, w_main, momentum)
+    bf16_copies: bool = False,
+) -> tuple[Weights, Weights | None, Weights | None, Weights | None]:  # new (w, w_main, momentum, w_low)
     """Steps 2-4 of spec 3.5a with one fused kernel per matrix (see the module docstring). Newton-Schulz
-    in another dtype than bf16 runs the reference step."""
+    in another dtype than bf16 runs the reference step. ``bf16_copies`` (the caller's next GEMMs run
+    in bf16 on an fp32 state): the kernel also writes the new weights rounded to bf16 (w_low)."""
     if not (w[0].is_cuda and w[0].dtype in (torch.float32, torch.bfloat16)) or (use_muon and ns_dtype != torch.bfloat16):
         return naive.update_weights(w, w_main, momentum, norms, dw, beta, use_muon=use_muon, ns_dtype=ns_dtype,
                                     backend=backend)
@@ -166,9 +167,7 @@ def update_weights(
         else:
             dw = tuple(newton_schulz5(d, backend=backend) for d in dw)
     bases = w_main if w_main is not None else w
-    # bf16 copies of the new weights for the next chunk, when the GEMMs run in bf16 on an fp32 state
-    emit_low = w[0].dtype == torch.float32 and swiglu_triton.last_gemm_dtype == torch.bfloat16
+    # bf16 copies of the new weights for the next chunk, when its GEMMs run in bf16 on an fp32 state
+    emit_low = bf16_copies and w[0].dtype == torch.float32
     new_w, new_main, mixed, low = _update_rows(dw, mix, beta_h, bases, norms, w_main is not None, emit_low)
-    if low is not None:
-        swiglu_triton.remember_gemm_weights(new_w, low)
-    return new_w, new_main, mixed if mix is not None else momentum
+    return new_w, new_main, mixed if mix is not None else momentum, low

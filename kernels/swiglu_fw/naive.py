@@ -1,7 +1,8 @@
 """Plain PyTorch reference of the SwiGLU fast-weight network (spec 3.1-3.2).
 
 Inputs are assumed validated (see ``kernels.ops``). Everything is computed in the dtype of the
-weights: the fp32 state at inference, float64 in the tests.
+weights: the fp32 state at inference, float64 in the tests. The keyword arguments of the Triton
+versions (``bf16_weights``, ``fp32_dot``) are accepted and have no effect here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ def fw_apply(
     w1: torch.Tensor,  # [H, D, Dh] output
     w2: torch.Tensor,  # [H, Dh, D] value
     x: torch.Tensor,  # [H, L, D], any float dtype
+    *,
+    bf16_weights: tuple[torch.Tensor, ...] | None = None,  # noqa: ARG001 - Triton's GEMM inputs only
+    fp32_dot: str = "cublas",  # noqa: ARG001
 ) -> torch.Tensor:  # [H, L, D] in w0.dtype
     """o_t = W1 (silu(W0 x_t) * (W2 x_t)) for every head and token."""
     x = x.to(w0.dtype)
@@ -30,6 +34,9 @@ def fw_grad(
     k: torch.Tensor,  # [H, L, D]
     v: torch.Tensor,  # [H, L, D]
     lr: torch.Tensor,  # [H, L, 3]: step of W0, W1, W2 per token
+    *,
+    bf16_weights: tuple[torch.Tensor, ...] | None = None,  # noqa: ARG001 - Triton's GEMM inputs only
+    fp32_dot: str = "cublas",  # noqa: ARG001
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dW0 [H, Dh, D], dW1 [H, D, Dh], dW2 [H, Dh, D]
     """Negative gradients of L = -sum_t <v_t, f_S(k_t)>, each matrix weighted per token by its own lr.
 

@@ -1,10 +1,13 @@
 """Triton fast-weight apply and update directions (spec 3.1-3.2); same signatures as naive.py.
 
-Precision (README "Triton backend"): the GEMM inputs are bf16 when the token inputs (x, or k and v)
-are 16-bit floats or the state itself is bf16; accumulation, the gating maths and the outputs are
-fp32 (the outputs come back in the state dtype). Otherwise the all-fp32 mode runs as
-``triton_common.FP32_DOT`` says: by default the reference itself (cuBLAS fp32, faster than Triton's
-exact fp32 dot), else these kernels with "ieee" or "tf32x3" products. Float64 states use the reference.
+Precision (README "Triton backend"), decided by the arguments alone: the GEMM inputs are bf16 when
+the token inputs (x, or k and v) are 16-bit floats or the state itself is bf16; accumulation, the
+gating maths and the outputs are fp32 (the outputs come back in the state dtype). The bf16 GEMM
+inputs of an fp32 state are ``bf16_weights`` when the caller has them (FastWeightState.w_low, written
+by the Triton update step in the same pass), else casts made here. Otherwise the all-fp32 mode runs
+as the ``fp32_dot`` argument says: "cublas" (default) the reference itself (cuBLAS fp32, faster than
+Triton's exact fp32 dot), "ieee" or "tf32x3" these kernels with such products. Float64 states use
+the reference. Nothing is remembered between calls.
 """
 
 # Triton kernel arguments are pointers and scalars that Triton types itself; they take no annotations.
@@ -16,8 +19,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import triton_common
-from ..triton_common import bmm, config_dicts, dot, dot_precision, launch, new_output
+from ..triton_common import (
+    DEFAULT_FP32_DOT,
+    bmm,
+    config_dicts,
+    dot,
+    dot_precision,
+    fp32_via_cublas,
+    launch,
+    new_output,
+)
 from . import naive
 
 _LOW = (torch.bfloat16, torch.float16)
@@ -90,10 +101,10 @@ def _hidden_kernel(
 # (BLOCK_L, BLOCK_N, BLOCK_K, num_warps, num_stages) per (precision, GRAD); first = preferred on an
 # H100, later ones fall back on less shared memory. The benchmark can swap these to compare tilings.
 HIDDEN_CONFIGS = {
-    ("bf16", False): [(128, 128, 64, 8, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 2)],
-    ("bf16", True): [(64, 128, 64, 8, 3), (64, 128, 64, 8, 2), (64, 64, 32, 4, 2)],
-    ("fp32", False): [(64, 64, 32, 4, 2), (32, 64, 32, 4, 1)],
-    ("fp32", True): [(64, 64, 32, 4, 2), (32, 32, 32, 4, 1)],
+    ("bf16", False): ((128, 128, 64, 8, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 2)),
+    ("bf16", True): ((64, 128, 64, 8, 3), (64, 128, 64, 8, 2), (64, 64, 32, 4, 2)),
+    ("fp32", False): ((64, 64, 32, 4, 2), (32, 64, 32, 4, 1)),
+    ("fp32", True): ((64, 64, 32, 4, 2), (32, 32, 32, 4, 1)),
 }
 
 
@@ -107,38 +118,15 @@ def _supported(w0: torch.Tensor) -> bool:
     return w0.is_cuda and w0.dtype in (torch.float32, torch.bfloat16)
 
 
-# bf16 copies of the last weights used for bf16 GEMMs. Within a chunk apply and update use the same
-# state, and the Triton update step writes the copies of the state it produces (remember_gemm_weights),
-# so the casts are normally free. A hit needs the very same tensor objects (held here, so their memory
-# cannot be reused by other tensors) with unchanged version counters (no in-place edits since).
-_CAST_CACHE: tuple = ()
-# Whether the last GEMMs ran in bf16: tells the update step whether writing bf16 copies pays.
-last_gemm_dtype: torch.dtype | None = None
-
-
-def remember_gemm_weights(ws: tuple[torch.Tensor, ...], low: tuple[torch.Tensor, ...]) -> None:
-    """Record ``low`` (bf16) as the GEMM copies of the weights ``ws``."""
-    global _CAST_CACHE
-    _CAST_CACHE = (ws, tuple(w._version for w in ws), low[0].dtype, low)
-
-
-def _note_fp32() -> None:
-    global last_gemm_dtype
-    last_gemm_dtype = torch.float32
-
-
-def _gemm_weights(ws: tuple[torch.Tensor, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    global last_gemm_dtype
-    last_gemm_dtype = dtype
+def _gemm_weights(ws: tuple[torch.Tensor, ...], dtype: torch.dtype,
+                  low: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...]:
+    """The GEMM operands of the weights ``ws`` in ``dtype``: themselves, the caller's bf16 copies
+    ``low`` (validated by kernels.ops), or casts."""
     if all(w.dtype == dtype for w in ws):
         return tuple(w.contiguous() for w in ws)
-    cached = _CAST_CACHE
-    if cached and cached[2] == dtype and all(a is b for a, b in zip(cached[0], ws)):
-        if cached[1] == tuple(w._version for w in ws):
-            return cached[3]
-    out = tuple(w.to(dtype).contiguous() for w in ws)
-    remember_gemm_weights(ws, out)
-    return out
+    if low is not None and dtype == torch.bfloat16:
+        return tuple(t.contiguous() for t in low)
+    return tuple(w.to(dtype).contiguous() for w in ws)
 
 
 def _hidden(
@@ -147,6 +135,7 @@ def _hidden(
     w2: torch.Tensor,  # [H, Dh, D]
     outs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],  # P0, P1, P2 [H, L, Dh] (apply writes P1 only)
     grad: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (v, w1, lr fp32) for the update
+    fp32_dot: str = DEFAULT_FP32_DOT,
 ) -> None:
     H, L, D = x.shape
     Dh = w0.shape[1]
@@ -157,9 +146,9 @@ def _hidden(
         _hidden_kernel,
         lambda meta: (triton.cdiv(L, meta["BLOCK_L"]), triton.cdiv(Dh, meta["BLOCK_N"]), H),
         (x, v, w0, w1, w2, lr, *outs, L, D, Dh),
-        dict(GRAD=grad is not None, PREC=dot_precision(x.dtype)),
+        dict(GRAD=grad is not None, PREC=dot_precision(x.dtype, fp32_dot)),
         configs,
-        ("hidden", dot_precision(x.dtype), grad is not None),
+        ("hidden", dot_precision(x.dtype, fp32_dot), grad is not None),
     )
 
 
@@ -168,6 +157,9 @@ def fw_apply(
     w1: torch.Tensor,  # [H, D, Dh] output
     w2: torch.Tensor,  # [H, Dh, D] value
     x: torch.Tensor,  # [H, L, D]; bf16/fp16 selects bf16 GEMM inputs
+    *,
+    bf16_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (w0, w1, w2) in bf16
+    fp32_dot: str = DEFAULT_FP32_DOT,
 ) -> torch.Tensor:  # [H, L, D] in w0.dtype
     """o_t = W1 (silu(W0 x_t) * (W2 x_t)): one fused kernel for the hidden layer, one GEMM for W1."""
     if not _supported(w0):
@@ -177,14 +169,13 @@ def fw_apply(
     if L == 0:
         return out
     cdt = compute_dtype(w0, x)
-    if triton_common.fp32_via_cublas(cdt):
-        _note_fp32()
+    if fp32_via_cublas(cdt, fp32_dot):
         return naive.fw_apply(w0, w1, w2, x)
     xc = x.to(cdt).contiguous()
-    w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt)
+    w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt, bf16_weights)
     hidden = new_output((H, L, w0.shape[1]), cdt, w0.device)  # silu(X W0^T) * (X W2^T)
-    _hidden(xc, w0c, w2c, (hidden, hidden, hidden))
-    return bmm(hidden, w1c.mT, out)  # [H, L, Dh] @ [H, Dh, D]
+    _hidden(xc, w0c, w2c, (hidden, hidden, hidden), fp32_dot=fp32_dot)
+    return bmm(hidden, w1c.mT, out, fp32_dot=fp32_dot)  # [H, L, Dh] @ [H, Dh, D]
 
 
 def fw_grad(
@@ -194,6 +185,9 @@ def fw_grad(
     k: torch.Tensor,  # [H, L, D]
     v: torch.Tensor,  # [H, L, D]
     lr: torch.Tensor,  # [H, L, 3]: step of W0, W1, W2 per token
+    *,
+    bf16_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (w0, w1, w2) in bf16
+    fp32_dot: str = DEFAULT_FP32_DOT,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dW0 [H, Dh, D], dW1 [H, D, Dh], dW2 [H, Dh, D]
     """The three lr-weighted outer-product sums: one fused kernel for a, b, g and the gated, lr-scaled
     hidden quantities, then two GEMMs over the tokens (dW0 and dW2 share K and run as one launch)."""
@@ -205,17 +199,16 @@ def fw_grad(
     if L == 0:
         return torch.zeros_like(w0), torch.zeros_like(w1), torch.zeros_like(w2)
     cdt = compute_dtype(w0, k, v)
-    if triton_common.fp32_via_cublas(cdt):
-        _note_fp32()
+    if fp32_via_cublas(cdt, fp32_dot):
         return naive.fw_grad(w0, w1, w2, k, v, lr)
     kc, vc = (t.to(cdt).contiguous() for t in (k, v))
-    w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt)
+    w0c, w1c, w2c = _gemm_weights((w0, w1, w2), cdt, bf16_weights)
     lr32 = lr.to(torch.float32).contiguous()
     # P0 and P2 live in one buffer so that dW0 and dW2 = [P0; P2]^T K are one batched GEMM.
     p02 = new_output((2, H, L, Dh), cdt, dev)
     p1 = new_output((H, L, Dh), cdt, dev)
-    _hidden(kc, w0c, w2c, (p02[0], p1, p02[1]), grad=(vc, w1c, lr32))
+    _hidden(kc, w0c, w2c, (p02[0], p1, p02[1]), grad=(vc, w1c, lr32), fp32_dot=fp32_dot)
     dw02 = new_output((2, H, Dh, D), dt, dev)
-    bmm(p02.view(2 * H, L, Dh).mT, kc, dw02.view(2 * H, Dh, D))  # z = j*H + h uses K[h]
-    dw1 = bmm(vc.mT, p1, new_output((H, D, Dh), dt, dev))  # [H, D, L] @ [H, L, Dh]
+    bmm(p02.view(2 * H, L, Dh).mT, kc, dw02.view(2 * H, Dh, D), fp32_dot=fp32_dot)  # z = j*H + h uses K[h]
+    dw1 = bmm(vc.mT, p1, new_output((H, D, Dh), dt, dev), fp32_dot=fp32_dot)  # [H, D, L] @ [H, L, Dh]
     return dw02[0], dw1, dw02[1]

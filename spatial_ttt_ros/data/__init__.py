@@ -3,7 +3,7 @@
 Modules (lower ones never import higher ones):
   msgs.py        topic names, CDR for Image/CompressedImage/CameraInfo/PoseStamped/String (rosbags)
   bags.py        crash-safe rosbag2 MCAP writer (BagWriter), metadata.yaml, `bag` CLI
-  bag_reader.py  BagReader: raw and decoded messages of a bag (rosbags)
+  bag_reader.py  BagReader: every readable topic of any rosbag2 bag, what cannot be read per topic; `bag info`
   recover.py     salvage a bag whose writer was killed (recover_bag, `bag recover` CLI)
   shapes.py      object categories built from boxes and cylinders; walls and doorways of rooms
   render.py      z-buffered numpy/OpenCV rasteriser: image, depth, object-index buffer

@@ -14,7 +14,9 @@ walls as occluders, doorways open, as the renderer draws them), then items:
 
 * "episode_description": describe_episode over the whole episode;
 * "chunk_description": describe_chunks, one per `chunk_frames` frames (the Stage-1 supervision);
-* "qa": generate_qa items of the eight VSI-Bench kinds, answers from the geometry.
+* "qa": generate_qa items of the eight VSI-Bench kinds, answers from the geometry, and the
+  robot-relative kinds (locate, robot_distance, robot_direction) from the frames' camera poses,
+  asked after the episode's last frame (spatial/qa.py).
 
 Every item carries type, episode, file (the episode's .mcap), frame_range [first, last]
 (inclusive; what it depends on), stamp_ns (the header stamp of frame `last`) and its payload.
@@ -214,7 +216,8 @@ def annotate_episode(scene: Scene, episode: Episode, index: int, *, chunk_frames
     items += [item("chunk_description", c.frame_range, {"text": c.text})
               for c in describe_chunks(scene, table, chunk_frames)]
     rng = np.random.default_rng([seed, index])
-    items += [item("qa", qa["frame_range"], qa) for qa in generate_qa(scene, table, seed=rng, max_per_kind=max_per_kind)]
+    qa_items = generate_qa(scene, table, seed=rng, max_per_kind=max_per_kind, poses=episode.poses)
+    items += [item("qa", qa["frame_range"], qa) for qa in qa_items]
     return items
 
 

@@ -16,6 +16,8 @@ What any bag rosbag2 wrote can hold, and how it is read (test/data/rosbag2_test_
   bag's own definition decodes that topic. A service-event topic whose stored definition is the
   .srv text (what rosbag2 of Iron/Jazzy writes) gets its real `<srv>_Event` type rebuilt from it.
   Old two-part type names (`test_msgs/BasicTypes`) are read as `test_msgs/msg/BasicTypes`.
+* Compressed bags (rosbag2's zstd, per file or per message) are decompressed on the fly (a
+  whole file into a temporary directory while the reader is open).
 * Whatever still cannot be read (a definition that does not parse, an unknown type without a
   definition, a non-CDR serialisation, a missing or unreadable file) is named per topic in
   `problems`; every other topic is read in full, never refused with it. `raw()` still yields the
@@ -30,11 +32,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
 import yaml
+import zstandard
 from rosbags.interfaces import MessageDefinitionFormat, Nodetype
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
@@ -124,7 +128,9 @@ class BagReader:
         self.file_problems: dict[str, str] = {}
         self.skipped: dict[str, int] = {}  # topic -> messages decoded() skipped (skip_undecodable)
         self.storage = ""
-        self.compression = ""
+        self.compression = ""  # "<mode>/<format>" of a compressed bag, e.g. "file/zstd"
+        self._message_zstd = False
+        self._tmp: tempfile.TemporaryDirectory | None = None
         try:
             if self.path.is_dir():
                 self._open_dir()
@@ -162,19 +168,24 @@ class BagReader:
                                 str(meta.get("serialization_format", "cdr")), int(entry.get("message_count", 0)))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"bag {self.path}: bad topic entry in metadata.yaml: {_short(exc)}") from None
-        if self.compression:
-            # rosbag2 compresses whole files or each message with zstd; neither is read here yet.
-            for topic in self._topics:
-                self._problems[topic] = (f"the bag is compressed ({self.compression}); "
-                                         "decompress it first (`ros2 bag convert`)")
+        fmt = str(info.get("compression_format") or "")
+        if self.compression and (fmt != "zstd" or mode not in ("file", "message")):
+            for topic in self._topics:  # rosbag2 writes zstd per file or per message only
+                self._problems[topic] = f"the bag is compressed as {self.compression!r}; only file/zstd and message/zstd are read"
             return
+        self._message_zstd = mode == "message"
         paths = []
         for name in files:
             p = self.path / PurePath(name).name
-            if p.is_file():
-                paths.append(p)
-            else:
+            if not p.is_file():
                 self.file_problems[PurePath(name).name] = "listed in metadata.yaml but missing"
+            elif mode == "file":
+                try:
+                    paths.append(self._decompress(p))
+                except (OSError, zstandard.ZstdError) as exc:
+                    self.file_problems[p.name] = f"cannot decompress: {_short(exc)}"
+            else:
+                paths.append(p)
         self._open_files(paths)
         seen = {conn.topic for _, r in self._readers for conn in r.connections}
         for topic, info_ in self._topics.items():
@@ -187,6 +198,15 @@ class BagReader:
                 if conn.topic not in self._topics:
                     self._add_topic(conn.topic, normalize_type(conn.msgtype),
                                     getattr(conn.ext, "serialization_format", "cdr"), conn.msgcount)
+
+    def _decompress(self, path: Path) -> Path:
+        """A file-compressed (`<file>.zstd`) data file, decompressed into a temporary directory."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bag_reader_")
+        out = Path(self._tmp.name) / (path.name[:-5] if path.name.endswith(".zstd") else path.name)
+        with open(path, "rb") as src, open(out, "wb") as dst:
+            zstandard.ZstdDecompressor().copy_stream(src, dst)
+        return out
 
     def _open_files(self, paths: list[Path]) -> None:
         for p in paths:
@@ -281,6 +301,9 @@ class BagReader:
                 reader.close()
             except Exception:  # noqa: BLE001,S110  closing a half-open reader
                 pass
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            tmp.cleanup()
 
     @property
     def topics(self) -> dict[str, str]:
@@ -315,6 +338,12 @@ class BagReader:
             if not conns:
                 continue
             for conn, stamp, data in reader.messages(connections=conns):
+                if self._message_zstd:
+                    try:
+                        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+                    except zstandard.ZstdError as exc:
+                        raise ValueError(f"bag {self.path}: message on {conn.topic} at {stamp} ns is not valid "
+                                         f"zstd: {_short(exc)}") from None
                 yield RawMessage(conn.topic, self._topics[conn.topic].msgtype, stamp, data)
 
     def decoded(self, topics: Iterable[str] | None = None, *,

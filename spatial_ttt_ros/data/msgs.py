@@ -15,6 +15,8 @@ import numpy as np
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from spatial_ttt_ros.data import image_encodings
+
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_IMAGE_COMPRESSED = "/camera/image_raw/compressed"
 TOPIC_CAMERA_INFO = "/camera/camera_info"
@@ -146,23 +148,15 @@ def decode(data: bytes | memoryview, msgtype: str, store: Typestore | None = Non
 
 
 def image_from_msg(msg: Any) -> np.ndarray:
-    """RGB array [H, W, 3] uint8 from a decoded Image (rgb8, bgr8, mono8) or CompressedImage."""
+    """RGB array [H, W, 3] uint8 from a decoded Image (any camera encoding of image_encodings.py,
+    the node's own conversion) or CompressedImage."""
     if msg.__msgtype__ == COMPRESSED_IMAGE:
         bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"cannot decode CompressedImage with format {msg.format!r}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}
-    if msg.encoding not in channels:
-        raise ValueError(f"image encoding must be one of {sorted(channels)}, got {msg.encoding!r}")
-    c = channels[msg.encoding]
-    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    img = rows[:, : msg.width * c].reshape(msg.height, msg.width, c)
-    if msg.encoding == "bgr8":
-        return img[..., ::-1].copy()
-    if msg.encoding == "mono8":
-        return np.repeat(img, 3, axis=2)
-    return img
+    return image_encodings.image_to_rgb(msg.data, msg.encoding, msg.height, msg.width, msg.step,
+                                        bool(msg.is_bigendian))
 
 
 def k_from_camera_info(msg: Any) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -42,13 +43,16 @@ def rendered_stream(n_frames: int, seed: int, preset: str = "tiny") -> Stream:
     from spatial_ttt_ros.data.synth import START_NS, generate_scene, stream_frames
     from spatial_ttt_ros.runtime.config import load_config
     from spatial_ttt_ros.spatial.camera import CameraIntrinsics
+    from spatial_ttt_ros.spatial.prompts import ROBOT_KINDS
 
     config = load_config(preset, weights="")
     scene = generate_scene(seed)
     intr = CameraIntrinsics.from_fov(config.frame_width, config.frame_height, 70.0)
     shots = list(stream_frames(scene, seed, n_frames * STRIDE, intr, stride=STRIDE, tour="oneway"))
     episode = Episode("bag_0.mcap", [f.stamp_ns for f in shots], [f.pose for f in shots], [intr] * len(shots))
-    items = [a for a in annotate_episode(scene, episode, 0, chunk_frames=16, seed=0) if a["type"] == "qa"]
+    # The robot-relative kinds need a pose-aware model (pose_text); the demo's presets are not.
+    items = [a for a in annotate_episode(scene, episode, 0, chunk_frames=16, seed=0)
+             if a["type"] == "qa" and a["kind"] not in {k.value for k in ROBOT_KINDS}]
     firsts = tuple({it["kind"]: it for it in reversed(items)}.values())[::-1]  # the first item of each kind
     labels = [o.label for o in scene.objects]
     kinds = sorted(set(labels), key=labels.index)
@@ -102,6 +106,8 @@ def truth_text(item: dict) -> str:
     """The ground truth of a generated item as the demo prints it."""
     if item["options"]:
         return f"{item['answer']} = {item['answer_text']!r}"
+    if item["kind"] == "locate":
+        return f"x y = {item['answer'][0]:g} {item['answer'][1]:g} m"
     unit = {"count": "", "m": " m", "cm": " cm", "m^2": " m^2"}.get(item["unit"], "")
     return f"{item['answer']:g}{unit}"
 
@@ -113,6 +119,9 @@ def format_answer(kind: str, response: Any) -> str:
         typed = f"{response.value:g} {response.unit}" if math.isfinite(response.value) else f"(no number) {response.unit}"
     elif response.choice:
         typed = f"{response.choice} = {response.choice_text!r}"
+    elif kind == "locate":
+        p = response.position
+        typed = f"x y = {p.x:g} {p.y:g} m ({response.frame_id})" if response.position_set else "(no position)"
     elif kind == "free_form":
         typed = "(free text)"
     else:
@@ -216,6 +225,16 @@ def print_status(s: Any) -> None:
           f"  ingest {s.ingest_fps:.1f} frames/s, device {s.device}, model {s.model_id}, last error {s.last_error or '-'}")
 
 
+def isolate_ros(env: Any = os.environ) -> str:
+    """Keep the demo's ROS traffic to this machine and a domain of its own (two demos, or a demo
+    and the tests, must not talk to each other or to a robot on domain 0). A ROS_DOMAIN_ID or
+    discovery range the caller exported is kept. Call before rclpy.init; returns a description."""
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if not env.get("ROS_DOMAIN_ID", "").strip():
+        env["ROS_DOMAIN_ID"] = str(os.getpid() % 100 + 1)  # 1..100: valid, never the default 0
+    return f"ROS domain {env['ROS_DOMAIN_ID']}, discovery {env['ROS_AUTOMATIC_DISCOVERY_RANGE'].lower()}"
+
+
 def cli_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="spatial-ttt demo", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60,
@@ -226,6 +245,7 @@ def cli_demo(argv: list[str]) -> int:
     parser.add_argument("--base-model", default="", help="local Qwen3-VL directory for a real preset")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    where = isolate_ros()
 
     import rclpy
     from rclpy.context import Context
@@ -235,7 +255,7 @@ def cli_demo(argv: list[str]) -> int:
     from spatial_ttt_ros.srv import SpatialQuery
 
     t_start = time.monotonic()
-    print(f"spatial-ttt demo: the perception node on model preset {args.preset!r}")
+    print(f"spatial-ttt demo: the perception node on model preset {args.preset!r} ({where})")
     if args.preset == "tiny":
         print("NOTE: tiny random model: answers are not meaningful. This shows the pipeline and the typed\n"
               "      fields a planner gets back, not spatial accuracy.")

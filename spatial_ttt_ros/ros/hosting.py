@@ -19,15 +19,18 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from spatial_ttt_ros.ros.perception_node import PerceptionNode, spin_resilient
+from spatial_ttt_ros.ros.perception_node import PerceptionNode
+from spatial_ttt_ros.ros.spinning import spin_resilient
 
 
 class NodeHost:
-    def __init__(self, context: Context, num_threads: int = 4) -> None:
+    def __init__(self, context: Context, num_threads: int = 4,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         self.executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
         self.logger = rclpy.logging.get_logger("node_host")
         self._thread = threading.Thread(target=self._spin, name="node_host", daemon=True)
         self.error: BaseException | None = None
+        self.on_error = on_error
 
     def add(self, node: Node) -> None:
         self.executor.add_node(node)
@@ -37,7 +40,7 @@ class NodeHost:
 
     def _spin(self) -> None:
         try:
-            spin_resilient(self.executor, self.logger)
+            spin_resilient(self.executor, self.logger, self.on_error)
         except BaseException as exc:  # reported by the owner; a shut-down context ends spin normally
             if rclpy.ok(context=self.executor.context):
                 self.error = exc
@@ -69,7 +72,7 @@ def hosted_perception_node(parameters: dict[str, Any] | None = None, *, ros_args
         node = PerceptionNode(
             context=context, cli_args=["--ros-args", *ros_args] if ros_args else None,
             parameter_overrides=[Parameter(k, value=v) for k, v in (parameters or {}).items()])
-        host = NodeHost(context, num_threads=node.executor_threads())
+        host = NodeHost(context, num_threads=node.executor_threads(), on_error=node.record_callback_error)
         host.add(node)
         host.start()
         if node.settings.autostart:

@@ -1,9 +1,12 @@
-"""The node's camera / pose / camera_info subscriptions, wired to a FrameIngest.
+"""Input subscriptions of the perception and recorder nodes: a camera plus synced inputs, wired
+to a FrameIngest (or any set callback).
 
 Pairing uses message_filters.ApproximateTimeSynchronizer where it is importable (every ROS 2
 install) and the package's own synchroniser with the same semantics elsewhere (the PyPI-only
-stack, ROS_TOOLCHAIN.md §5). All inputs use sensor-data QoS (best effort; a reliable publisher
-matches too).
+stack, ROS_TOOLCHAIN.md §5). Either way the node owns the subscriptions and feeds the
+synchroniser itself, so a message whose header stamp is negative is rejected with that reason
+before it reaches message_filters (whose rclpy Time raises on it, inside the callback). All inputs
+use sensor-data QoS (best effort; a reliable publisher matches too).
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from spatial_ttt_ros.ros.conversions import stamp_to_ns
+from spatial_ttt_ros.ros.conversions import stamp_problem, stamp_to_ns
 from spatial_ttt_ros.ros.ingest import FrameIngest
-from spatial_ttt_ros.ros.params import NodeSettings
 from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
 
 try:
@@ -31,48 +33,66 @@ except ImportError:
 POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry, "none": None}
 
 
-def image_input(node: Node, settings: NodeSettings) -> tuple[type, str]:
+def image_input(node: Node, image_transport: str) -> tuple[type, str]:
     """(message type, topic) of the camera input. image_transport's convention: the compressed stream
     of `image` is `<resolved image>/compressed`, so a remap of `image` carries over."""
-    if settings.image_transport == "raw":
+    if image_transport == "raw":
         return Image, "image"
     return CompressedImage, node.resolve_topic_name("image") + "/compressed"
 
 
-def subscribe_inputs(node: Node, settings: NodeSettings, ingest: FrameIngest, group: CallbackGroup,
-                     on_camera_info: Callable[[CameraInfo], None]) -> tuple[list[Any], Any]:
-    """Create the input subscriptions; returns (subscriptions to destroy later, the synchroniser)."""
+def synced_inputs(node: Node, inputs: list[tuple[type, str]], queue_size: int, slop_s: float,
+                  on_set: Callable[..., Any], on_first: Callable[[Any], Any], on_reject: Callable[[str], Any],
+                  group: CallbackGroup) -> tuple[list[Any], Any]:
+    """Subscribe `inputs` [(type, topic)] and pass each synced set to `on_set(*messages)`; every
+    message of the first input goes to `on_first` before pairing, a negatively stamped one to
+    `on_reject(reason)` instead of the synchroniser. Returns (subscriptions, synchroniser)."""
     qos = qos_profile_sensor_data
-    image_type, image_topic = image_input(node, settings)
-    pose_type = POSE_TYPES[settings.pose_type]
-    subs: list[Any] = []
     sync: Any = None
-    if pose_type is None:
-        def on_image_alone(msg: Any) -> None:
-            ingest.on_image(msg)
-            ingest.on_pair(msg, None)
-        subs.append(node.create_subscription(image_type, image_topic, on_image_alone, qos, callback_group=group))
+    if len(inputs) == 1:
+        def feed(index: int, msg: Any) -> None:
+            on_set(msg)
     elif message_filters is not None:
-        image_sub = message_filters.Subscriber(node, image_type, image_topic, qos_profile=qos, callback_group=group)
-        pose_sub = message_filters.Subscriber(node, pose_type, "pose", qos_profile=qos, callback_group=group)
-        image_sub.registerCallback(ingest.on_image)  # before the synchroniser's: counts every image
-        sync = message_filters.ApproximateTimeSynchronizer([image_sub, pose_sub], settings.sync_queue_size,
-                                                           settings.sync_slop_s)
-        sync.registerCallback(ingest.on_pair)
-        subs += [image_sub.sub, pose_sub.sub]
+        filters = [message_filters.SimpleFilter() for _ in inputs]
+        sync = message_filters.ApproximateTimeSynchronizer(filters, queue_size, slop_s)
+        sync.registerCallback(on_set)
+
+        def feed(index: int, msg: Any) -> None:
+            filters[index].signalMessage(msg)
     else:
-        own = sync = ApproximateTimeSynchronizer(2, settings.sync_queue_size, settings.sync_slop_s)
-        own.register_callback(ingest.on_pair)
+        own = sync = ApproximateTimeSynchronizer(len(inputs), queue_size, slop_s)
+        own.register_callback(on_set)
 
-        def on_image(msg: Any) -> None:
-            ingest.on_image(msg)
-            own.add(0, stamp_to_ns(msg.header.stamp), msg)
+        def feed(index: int, msg: Any) -> None:
+            own.add(index, stamp_to_ns(msg.header.stamp), msg)
 
-        def on_pose(msg: Any) -> None:
-            own.add(1, stamp_to_ns(msg.header.stamp), msg)
+    def subscriber(index: int, topic: str) -> Callable[[Any], None]:
+        def on_msg(msg: Any) -> None:
+            if index == 0:
+                on_first(msg)
+            problem = stamp_problem(msg.header.stamp)
+            if problem:
+                on_reject(f"{topic}: {problem}")
+                return
+            feed(index, msg)
+        return on_msg
 
-        subs.append(node.create_subscription(image_type, image_topic, on_image, qos, callback_group=group))
-        subs.append(node.create_subscription(pose_type, "pose", on_pose, qos, callback_group=group))
-    if settings.use_camera_info:
-        subs.append(node.create_subscription(CameraInfo, "camera_info", on_camera_info, qos, callback_group=group))
+    subs = [node.create_subscription(msg_type, topic, subscriber(i, topic), qos, callback_group=group)
+            for i, (msg_type, topic) in enumerate(inputs)]
+    return subs, sync
+
+
+def subscribe_inputs(node: Node, settings: Any, ingest: FrameIngest, group: CallbackGroup,
+                     on_camera_info: Callable[[CameraInfo], None]) -> tuple[list[Any], Any]:
+    """The perception node's inputs; returns (subscriptions to destroy later, the synchroniser)."""
+    inputs = [image_input(node, settings.image_transport)]
+    pose_type = POSE_TYPES[settings.pose_type]
+    if pose_type is not None:
+        inputs.append((pose_type, "pose"))
+    subs, sync = synced_inputs(node, inputs, settings.sync_queue_size, settings.sync_slop_s,
+                               on_set=lambda image, pose=None: ingest.on_pair(image, pose),
+                               on_first=ingest.on_image, on_reject=ingest.reject, group=group)
+    if settings.use_camera_info or settings.rectify != "none":
+        subs.append(node.create_subscription(CameraInfo, "camera_info", on_camera_info, qos_profile_sensor_data,
+                                             callback_group=group))
     return subs, sync

@@ -59,6 +59,11 @@ class KeyframeGate:
         self._last_stamp: float | None = None
         self._last_pose: Pose | None = None
 
+    @property
+    def last_stamp(self) -> float | None:
+        """The reference keyframe's stamp [s] (None before the first)."""
+        return self._last_stamp
+
     def reset(self) -> None:
         """Forget the reference keyframe: the next frame passes (after a memory reset or load)."""
         self._last_stamp = None

@@ -67,15 +67,15 @@ def check_changes(settings_cls: Any, current: dict[str, Any], changes: dict[str,
     checked = {}
     for name, value in changes.items():
         spec = specs[name]
+        try:
+            checked[name] = spec.check(value)
+        except ValueError as exc:
+            return clip(str(exc), 300), None
         if spec.applies == START:
             return f"{name} is read at start-up only; restart the node to change it", None
         if spec.applies == CONFIGURE and state != "unconfigured":
             return (f"{name} takes effect at configure: deactivate and clean up the node, set it, then "
                     f"configure again (the node is {state})"), None
-        try:
-            checked[name] = spec.check(value)
-        except ValueError as exc:
-            return clip(str(exc), 300), None
     try:
         return "", settings_cls.from_values({**current, **checked})
     except ValueError as exc:

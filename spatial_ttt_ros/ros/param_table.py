@@ -30,9 +30,12 @@ MAX_ECHO = 200  # characters of a bad value quoted back in an error message
 
 
 def clip(text: str, limit: int = MAX_ECHO) -> str:
-    """`text` cut to `limit` characters (error messages never echo unbounded input)."""
+    """`text` cut to at most `limit` characters (error messages never echo unbounded input)."""
     text = str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    if len(text) <= limit:
+        return text
+    suffix = f"... ({len(text)} characters)"
+    return text[:max(limit - len(suffix), 0)] + suffix
 
 
 def require(condition: bool, message: str) -> None:

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spatial_ttt_ros.data.rectify import MODES as RECTIFY_MODES
 from spatial_ttt_ros.ros.keyframe_gate import GateConfig
 from spatial_ttt_ros.ros.param_table import (
     LIVE,
@@ -49,6 +50,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               section=_MODEL),
     ParamSpec("base_model", "", str, "local Qwen3-VL-2B-Instruct directory; empty for the preset's", section=_MODEL),
     ParamSpec("device", "auto", str, "torch device: auto, cpu, cuda, cuda:N", section=_MODEL),
+    ParamSpec("anchor_kv_budget_tokens", 0, int, "anchor-KV budget per anchor layer [tokens]: the anchors keep "
+              "the chat prefix and the newest whole frame groups that fit and evict older groups (the TTT "
+              "layers' fast weights keep the past; config/profiles/ has values per device); 0 = unbounded",
+              minimum=0, maximum=1 << 40, section=_MODEL),
     ParamSpec("autostart", True, bool, "configure and activate at start-up (no lifecycle manager needed)",
               applies=START, section=_MODEL),
     ParamSpec("image_transport", "raw", str, "camera input: raw (sensor_msgs/Image on `image`) or compressed "
@@ -56,6 +61,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("pose_type", "pose_stamped", str, "pose input on `pose`", choices=POSE_TYPES, section=_INPUTS),
     ParamSpec("use_camera_info", False, bool, "subscribe sensor_msgs/CameraInfo on `camera_info` (intrinsics "
               "reported in diagnostics)", section=_INPUTS),
+    ParamSpec("rectify", "none", str, "undistort frames before they enter the memory, with K, D, R, P of "
+              "CameraInfo on `camera_info` (subscribed whenever this is not none): pinhole (plumb_bob, "
+              "rational_polynomial), fisheye (equidistant), auto (from distortion_model; an uncalibrated "
+              "camera passes unrectified) or none; frames wait for the first CameraInfo",
+              choices=RECTIFY_MODES, section=_INPUTS),
     ParamSpec("sync_queue_size", 10, int, "approximate-time synchroniser: messages kept per input",
               minimum=1, maximum=1000, section=_INPUTS),
     ParamSpec("sync_slop_s", 0.05, float, "approximate-time synchroniser: max stamp difference of a pair [s]",
@@ -89,6 +99,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_new_tokens_limit", 256, int, "largest max_new_tokens a request may ask for",
               minimum=1, maximum=MAX_TOKENS, applies=LIVE, section=_QUERIES),
     ParamSpec("append_many_rooms", True, bool, "append the evaluation wrapper's many-rooms sentence to prompts",
+              applies=LIVE, section=_QUERIES),
+    ParamSpec("map_frame", "map", str, "frame_id reported with locate positions when the pose messages carry "
+              "none (otherwise theirs: positions are in the frame of the poses the memory was built from)",
               applies=LIVE, section=_QUERIES),
     ParamSpec("status_rate_hz", 1.0, float, "memory_status and /diagnostics publishing rate [Hz]",
               minimum=0.01, maximum=100.0, applies=LIVE, section=_FILES),
@@ -153,7 +166,8 @@ class _NodeRules(SettingsBase):
     def engine_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `StreamingEngine.from_preset` (empty paths -> None)."""
         return {"preset": self.model_preset, "checkpoint": self.checkpoint or None,
-                "base_model": self.base_model or None, "device": self.device}
+                "base_model": self.base_model or None, "device": self.device,
+                "overrides": {"anchor_kv_budget_tokens": self.anchor_kv_budget_tokens}}
 
     def memory_root(self) -> Path:
         """The directory memory files are confined to (memory_dir, or the per-user default)."""

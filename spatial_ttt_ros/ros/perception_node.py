@@ -31,21 +31,24 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidHandle
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 
+from spatial_ttt_ros.data.rectify import Rectifier
 from spatial_ttt_ros.msg import MemoryStatus
 from spatial_ttt_ros.ros import memory_jobs, node_params, status
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, seconds_to_time_msg
-from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts
+from spatial_ttt_ros.ros.conversions import make_decoder, seconds_to_time_msg
+from spatial_ttt_ros.ros.ingest import FrameIngest, IngestCounts, StampPolicy
 from spatial_ttt_ros.ros.inputs import subscribe_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.lost_responses import LostResponses
+from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
+from spatial_ttt_ros.ros.spinning import spin_resilient
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
 
@@ -64,7 +67,10 @@ def load_engine(settings: NodeSettings) -> Any:
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
+        self.responses_lost = LostResponses()
         super().__init__(NODE_NAME, **kwargs)
+        self.responses_lost.logger = self.get_logger()
+        self.responses_lost.watch_node(self)  # parameter and lifecycle services
         # A start-up value its descriptor refuses is replaced by the default; configure reports it.
         self._refused_params = node_params.declare_table(self, PARAMETERS)
         self.settings = NodeSettings.lenient(self._parameter_values())
@@ -86,10 +92,14 @@ class PerceptionNode(LifecycleNode):
         self._autosave_timer: Any = None
         self._autosave: memory_jobs.Autosave | None = None
         self._camera_k: tuple[float, ...] = ()
+        self._rectifier: Rectifier | None = None
         self._configure_error = ""
         self._last_error = ""
         self._seen_errors: tuple[str, str] = ("", "")
         self._health = status.Health()
+        self._callback_errors = 0
+        self._last_callback_exc: BaseException | None = None
+        self._seen_callback_error = ""
         self._previous_tick = (time.monotonic(), 0)
         self._fps = 0.0
         self.device, self.model_id = self.settings.device, self.settings.model_preset
@@ -100,6 +110,10 @@ class PerceptionNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
 
     # -------------------------------------------------------------- settings and lifecycle
+    def create_service(self, *args: Any, **kwargs: Any) -> Any:
+        """Every service of the node counts the responses it could not deliver."""
+        return self.responses_lost.watch(super().create_service(*args, **kwargs))
+
     def _parameter_values(self) -> dict[str, Any]:
         return node_params.table_values(self, PARAMETERS)
 
@@ -158,16 +172,33 @@ class PerceptionNode(LifecycleNode):
             return self._configure_failed(FAILURE, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             return self._configure_failed(ERROR, f"unexpected {type(exc).__name__}: {exc}")
+        if engine.config.pose_text and settings.pose_type == "none":
+            engine.close()
+            return self._configure_failed(FAILURE, f"model {settings.model_preset!r} has pose_text on (every frame "
+                                                   "needs its camera pose) but pose_type is none")
         self.settings, self._engine = settings, engine
         self.device, self.model_id = str(engine.device), str(engine.model_id)
         self._configure_error = self._last_error = ""
+        try:
+            settings.memory_root().mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            self._last_error = f"memory directory {settings.memory_root()} cannot be created: {exc}"
+            self.get_logger().warning(self._last_error)
         if settings.load_on_start and settings.memory_path:
-            self._load_on_start(Path(settings.memory_path))
-        self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle)
+            self._load_on_start(settings)
+        self._worker = EngineWorker(engine, settings.ingest_queue_size, prepare_when_idle=settings.prepare_when_idle,
+                                    rewind_s=settings.stamp_rewind_s)
         self._worker.start()
         self._bound = AdmissionBound(settings.max_concurrent_queries)
-        decode = image_to_rgb if settings.image_transport == "raw" else compressed_to_rgb
-        self._ingest = FrameIngest(decode, KeyframeGate(settings.gate_config()), self._worker.push)
+        decoder = make_decoder(settings.image_transport, max_pixels=settings.max_image_pixels)
+        if decoder.bridge_problem:
+            self.get_logger().info(f"image conversion: {decoder.bridge_problem}; using the package's own")
+        # Rectification: the camera_info callback keeps the calibration, the engine worker remaps.
+        self._rectifier = None if settings.rectify == "none" else Rectifier(settings.rectify)
+        stamps = StampPolicy(max_ahead_s=settings.max_stamp_ahead_s, rewind_s=settings.stamp_rewind_s,
+                             now_s=lambda: self.get_clock().now().nanoseconds * 1e-9)
+        self._ingest = FrameIngest(decoder, KeyframeGate(settings.gate_config()), self._worker.push,
+                                   describe=decoder.describe, rectifier=self._rectifier, stamps=stamps)
         self.get_logger().info(f"engine ready: {self.model_id} on {self.device}, "
                                f"{engine.frames_in_memory} frames in memory")
         return SUCCESS
@@ -177,15 +208,18 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().error(self._configure_error)
         return code
 
-    def _load_on_start(self, path: Path) -> None:
-        if not path.exists():
-            self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
-            return
+    def _load_on_start(self, settings: NodeSettings) -> None:
+        """Load memory_path (same confinement and checks as a load_memory request); a missing file
+        or a bad one leaves an empty memory and says why."""
         try:
-            self._engine.load(str(path))
+            path = memory_jobs.confined_path("", settings.memory_path, settings.memory_root())
+            if not path.exists():
+                self.get_logger().info(f"load_on_start: {path} does not exist yet; starting with an empty memory")
+                return
+            memory_jobs.load(self._engine, path)
             self.get_logger().info(f"loaded memory from {path}: {self._engine.frames_in_memory} frames")
         except (ValueError, OSError) as exc:
-            self._last_error = f"load_on_start failed, starting empty: {exc}"
+            self._last_error = clip(f"load_on_start failed, starting empty: {exc}", memory_jobs.MAX_MESSAGE)
             self.get_logger().warning(self._last_error)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -207,7 +241,17 @@ class PerceptionNode(LifecycleNode):
             self.create_service(Trigger, "reset_memory", self._counted(self._on_reset), callback_group=group),
         ]
         if self.settings.autosave_period_s > 0:
-            self._autosave = memory_jobs.Autosave(self._worker, self.settings.memory_path, self.get_logger())
+            try:
+                path = memory_jobs.confined_path("", self.settings.memory_path, self.settings.memory_root())
+            except ValueError as exc:
+                self._last_error = f"activate failed: autosave: {exc}"
+                self.get_logger().error(self._last_error)
+                self._destroy_inputs()
+                for service in self._services_active:
+                    self.destroy_service(service)
+                self._services_active = []
+                return FAILURE
+            self._autosave = memory_jobs.Autosave(self._worker, path, self.get_logger())
             self._autosave_timer = self.create_timer(self.settings.autosave_period_s, self._autosave.tick,
                                                      callback_group=self._status_group)
         self.get_logger().info("active: ingesting and answering")
@@ -275,6 +319,9 @@ class PerceptionNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         k = list(msg.k)
         self._camera_k = (k[0], k[4], k[2], k[5])
+        rectifier = self._rectifier
+        if rectifier is not None:
+            rectifier.on_camera_info(msg)
 
     # -------------------------------------------------------------- services
     def _counted(self, callback: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -300,6 +347,10 @@ class PerceptionNode(LifecycleNode):
         for name in ("success", "message", "answer", "value", "unit", "choice", "choice_text", "prompt"):
             setattr(response, name, getattr(result, name))
         response.frames_in_memory = result.frames_in_memory
+        response.position_set = result.position is not None
+        if result.position is not None:
+            response.position.x, response.position.y = float(result.position[0]), float(result.position[1])
+        response.frame_id = result.frame_id
         response.memory_stamp = seconds_to_time_msg(result.memory_stamp_s)
         response.latency_s = time.monotonic() - start
         return response
@@ -336,19 +387,21 @@ class PerceptionNode(LifecycleNode):
             return failure(str(exc), prompt, snap.frames_in_memory)
         except Exception as exc:
             return failure(f"engine error: {type(exc).__name__}: {exc}", prompt, snap.frames_in_memory)
-        return answer_result(prompt, answer)
+        ingest = self._ingest
+        frame_id = (ingest.counts().pose_frame_id if ingest is not None else "") or s.map_frame
+        return answer_result(prompt, answer, frame_id)
 
     def _file_job(self, response: Any, requested_path: str | None, what: str,
                   job: Callable[[Any, str], int], reopen_gate: bool = False) -> Any:
         """Run a memory job on the worker and fill a MemoryFile / Trigger response. reopen_gate: the
         memory was replaced, so the next frame is a keyframe again."""
         try:
-            path = None if requested_path is None else memory_jobs.resolve_path(requested_path,
-                                                                               self.settings.memory_path)
             if self._worker is None:
                 raise ValueError(f"node is not configured (state: {self.state})")
+            path = None if requested_path is None else memory_jobs.confined_path(
+                requested_path, self.settings.memory_path, self.settings.memory_root())
         except ValueError as exc:
-            response.success, response.message = False, str(exc)
+            response.success, response.message = False, clip(str(exc), memory_jobs.MAX_MESSAGE)
             return response
         worker, ingest = self._worker, self._ingest
         label = what if path is None else f"{what} {path}"
@@ -377,6 +430,16 @@ class PerceptionNode(LifecycleNode):
                               reopen_gate=True)
 
     # -------------------------------------------------------------- status
+    def record_callback_error(self, exc: BaseException) -> None:
+        """A callback raised (spin_resilient caught it): count it, report it, go on."""
+        with self._lock:
+            if exc is self._last_callback_exc:  # rclpy can raise one callback's exception twice
+                return
+            self._last_callback_exc = exc
+            self._callback_errors += 1
+            self._last_error = clip(f"callback failed: {type(exc).__name__}: {exc}", 400)
+            self._seen_callback_error = self._last_error
+
     def status_view(self) -> status.StatusView:
         """The counters as the next memory_status would report them (ingest_fps: last period's)."""
         worker, ingest = self._worker, self._ingest
@@ -385,7 +448,11 @@ class PerceptionNode(LifecycleNode):
         self._track_last_error(counts.last_reject, snap.last_error if snap else "")
         return status.StatusView(state=self.state, ingest=counts, worker=snap, device=self.device,
                                  model_id=self.model_id, last_error=self._last_error, ingest_fps=self._fps,
-                                 camera_k=self._camera_k)
+                                 camera_k=self._camera_k, callback_errors=self._callback_errors,
+                                 last_callback_error=self._seen_callback_error,
+                                 responses_lost=self.responses_lost.count,
+                                 requests_taken=self.responses_lost.taken,
+                                 rectification=self._rectifier.state() if self._rectifier is not None else "off")
 
     def _publish_status(self) -> None:
         if not self.context.ok():  # shutting down (SIGINT): nothing can be published any more
@@ -423,17 +490,6 @@ class PerceptionNode(LifecycleNode):
             self._seen_errors = (reject, worker_error)
 
 
-def spin_resilient(executor: Executor, logger: Any) -> None:
-    """executor.spin() that survives a response sent on a service destroyed by a transition meanwhile
-    (rclpy raises InvalidHandle out of spin); shutdown and interrupts still end it."""
-    while True:
-        try:
-            executor.spin()
-            return
-        except InvalidHandle as exc:
-            logger.warning(f"a callback outlived its service or subscription (lifecycle transition): {exc}")
-
-
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
@@ -441,7 +497,7 @@ def main(args: list[str] | None = None) -> int:
         node = PerceptionNode()
         executor = MultiThreadedExecutor(num_threads=node.executor_threads())
         executor.add_node(node)
-        spin_resilient(executor, node.get_logger())
+        spin_resilient(executor, node.get_logger(), node.record_callback_error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

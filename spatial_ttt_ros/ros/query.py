@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spatial_ttt_ros.ros.param_table import clip
+from spatial_ttt_ros.ros.params import MAX_TIMEOUT_S
 from spatial_ttt_ros.spatial.answers import parse_answer
 from spatial_ttt_ros.spatial.prompts import Prompt, build_prompt, parse_kind
 
 MAX_OBJECTS = 32
+MAX_MESSAGE = 400  # characters of a response message
 MAX_OPTIONS = 26
 
 
@@ -43,8 +46,9 @@ def prepare_query(kind: str, objects: Sequence[str], question: str, options: Seq
     if not 1 <= tokens <= max_new_tokens_limit:
         raise ValueError(f"max_new_tokens must be 1..{max_new_tokens_limit} (0 = default), got {max_new_tokens}")
     timeout = float(timeout_s)
-    if not math.isfinite(timeout) or timeout < 0:
-        raise ValueError(f"timeout_s must be a finite number >= 0 (0 = default), got {timeout_s}")
+    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s must be a number of seconds in 0..{MAX_TIMEOUT_S:g} (0 = default), "
+                         f"got {timeout_s:g}")
     prompt = build_prompt(kind, list(objects), question, list(options), append_many_rooms=append_many_rooms)
     return PreparedQuery(prompt=prompt, max_new_tokens=tokens, timeout_s=timeout or default_timeout_s)
 
@@ -63,20 +67,26 @@ class QueryResult:
     prompt: str = ""
     memory_stamp_s: float | None = None
     frames_in_memory: int = 0
+    position: tuple[float, float] | None = None  # locate: (x, y) in frame_id, only when read from the answer
+    frame_id: str = ""  # locate: the frame of position
 
 
 def failure(message: str, prompt: Prompt | None = None, frames_in_memory: int = 0) -> QueryResult:
-    return QueryResult(success=False, message=message, prompt="" if prompt is None else prompt.text,
+    """A refused or failed query; the message is cut to MAX_MESSAGE characters (it may quote input)."""
+    return QueryResult(success=False, message=clip(message, MAX_MESSAGE), prompt="" if prompt is None else prompt.text,
                        frames_in_memory=frames_in_memory)
 
 
-def answer_result(prompt: Prompt, answer: Any) -> QueryResult:
+def answer_result(prompt: Prompt, answer: Any, frame_id: str = "") -> QueryResult:
     """Typed fields from an engine `Answer` (text, frames_seen, last_stamp_s).
 
     The model answered, so success is true even when its text cannot be read as the kind's type;
-    then value stays NaN (numeric kinds keep their unit) and message says why.
+    then value stays NaN (numeric kinds keep their unit), position stays unset (locate) and
+    message says why. A locate position is only ever what the answer says, in `frame_id` (the
+    frame of the poses the memory was built from).
     """
     parsed = parse_answer(prompt, answer.text)
+    located = prompt.expects == "position"
     numeric = prompt.expects == "number"
     if parsed.ok:
         message = "ok"
@@ -87,7 +97,8 @@ def answer_result(prompt: Prompt, answer: Any) -> QueryResult:
         value=float(parsed.value) if numeric and parsed.ok and parsed.value is not None else math.nan,
         unit=prompt.unit if numeric else "",
         choice=parsed.choice if parsed.ok else "", choice_text=parsed.choice_text if parsed.ok else "",
-        prompt=prompt.text, memory_stamp_s=answer.last_stamp_s, frames_in_memory=int(answer.frames_seen))
+        prompt=prompt.text, memory_stamp_s=answer.last_stamp_s, frames_in_memory=int(answer.frames_seen),
+        position=parsed.position if located and parsed.ok else None, frame_id=frame_id if located else "")
 
 
 class AdmissionBound:

@@ -45,17 +45,20 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import serialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header, String
 
 from spatial_ttt_ros.data import msgs
 from spatial_ttt_ros.data.recording import Recording, description_json
 from spatial_ttt_ros.ros import node_params
-from spatial_ttt_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_to_ns
-from spatial_ttt_ros.ros.ingest import FrameIngest
+from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
+from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
+from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.lost_responses import LostResponses
+from spatial_ttt_ros.ros.param_table import clip
+from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
 from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for callers)
     DEFAULTS,
     DESCRIPTION_PARAM,
@@ -63,19 +66,20 @@ from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for
     PARAMETERS,
     RecorderSettings,
 )
-from spatial_ttt_ros.ros.sync import ApproximateTimeSynchronizer
-
-try:  # every ROS 2 install has it; the PyPI-only stack does not (ROS_TOOLCHAIN.md §5)
-    import message_filters
-except ImportError:
-    message_filters = None
+from spatial_ttt_ros.ros.spinning import spin_resilient
 
 POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
 
 class RecorderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
+        self.responses_lost = LostResponses()
         super().__init__(NODE_NAME, **kwargs)
+        self.responses_lost.logger = self.get_logger()
+        self.responses_lost.watch_node(self)  # the parameter services (`description`)
+        self.callback_errors = self._reported_callback_errors = 0
+        self._callback_error = ""
+        self._last_callback_exc: BaseException | None = None
         refused = node_params.declare_table(self, PARAMETERS)
         if refused:
             raise ValueError("; ".join(refused))
@@ -84,9 +88,14 @@ class RecorderNode(Node):
         self.settings = RecorderSettings.from_values(node_params.table_values(self, PARAMETERS))
         s = self.settings
         self.recording = Recording(s.recording_options(), self.get_logger())
-        decode = image_to_rgb if s.image_transport == "raw" else compressed_to_rgb
-        # The gate's verdict decides; the pushed frame itself is not needed here.
-        self.ingest = FrameIngest(decode, KeyframeGate(s.gate_config()), lambda frame: True)
+        decoder = make_decoder(s.image_transport)
+        # The gate's verdict decides; the pushed frame itself is not needed here (images are stored raw,
+        # as received: a bag is rectified, if at all, when it is baked for training).
+        stamps = StampPolicy(max_ahead_s=PERCEPTION_DEFAULTS["max_stamp_ahead_s"],
+                             rewind_s=PERCEPTION_DEFAULTS["stamp_rewind_s"],
+                             now_s=lambda: self.get_clock().now().nanoseconds * 1e-9)
+        self.ingest = FrameIngest(decoder, KeyframeGate(s.gate_config()), lambda frame: True,
+                                  describe=decoder.describe, stamps=stamps)
         self._ingest_group = MutuallyExclusiveCallbackGroup()
         self._notes_group = MutuallyExclusiveCallbackGroup()
         self._sync: Any = None
@@ -98,37 +107,20 @@ class RecorderNode(Node):
         self.create_timer(1.0 / s.status_rate_hz, self._publish_status, callback_group=self._notes_group)
 
     def _create_inputs(self) -> list[Any]:
-        s, qos, group = self.settings, qos_profile_sensor_data, self._ingest_group
-        raw = s.image_transport == "raw"
-        inputs: list[tuple[type, str]] = [(Image if raw else CompressedImage,
-                                           "image" if raw else self.resolve_topic_name("image") + "/compressed")]
+        s = self.settings
+        inputs = [image_input(self, s.image_transport)]
         if s.pose_type != "none":
             inputs.append((POSE_MSG_TYPES[s.pose_type], "pose"))
         if s.use_camera_info:
             inputs.append((CameraInfo, "camera_info"))
-        if len(inputs) == 1:
-            def on_image(msg: Any) -> None:
-                self.ingest.on_image(msg)
-                self._on_synced(msg)
-            return [self.create_subscription(inputs[0][0], inputs[0][1], on_image, qos, callback_group=group)]
-        if message_filters is not None:
-            subs = [message_filters.Subscriber(self, t, name, qos_profile=qos, callback_group=group)
-                    for t, name in inputs]
-            subs[0].registerCallback(self.ingest.on_image)
-            self._sync = message_filters.ApproximateTimeSynchronizer(subs, s.sync_queue_size, s.sync_slop_s)
-            self._sync.registerCallback(self._on_synced)
-            return [sub.sub for sub in subs]
-        sync = self._sync = ApproximateTimeSynchronizer(len(inputs), s.sync_queue_size, s.sync_slop_s)
-        sync.register_callback(self._on_synced)
+        subs, self._sync = synced_inputs(self, inputs, s.sync_queue_size, s.sync_slop_s, on_set=self._on_synced,
+                                         on_first=self.ingest.on_image, on_reject=self._on_rejected,
+                                         group=self._ingest_group)
+        return subs
 
-        def feeder(index: int) -> Any:
-            def on_msg(msg: Any) -> None:
-                if index == 0:
-                    self.ingest.on_image(msg)
-                sync.add(index, stamp_to_ns(msg.header.stamp), msg)
-            return on_msg
-        return [self.create_subscription(t, name, feeder(i), qos, callback_group=group)
-                for i, (t, name) in enumerate(inputs)]
+    def _on_rejected(self, reason: str) -> None:
+        self.ingest.reject(reason)
+        self.get_logger().warning(f"message rejected: {reason}", throttle_duration_sec=5.0)
 
     def _on_synced(self, image: Any, *rest: Any) -> None:
         """One synced set (image[, pose][, camera info]): through the gate, then into the bag."""
@@ -183,14 +175,29 @@ class RecorderNode(Node):
     def status_values(self) -> dict[str, str]:
         """The recorder's counters as /diagnostics reports them."""
         rec, counts = self.recording.status(), self.ingest.counts()
-        values = {k: str(v) for k, v in dataclasses.asdict(counts).items()}
+        values = {k: str(v) for k, v in dataclasses.asdict(counts).items() if k != "encodings"}
+        for name, c in sorted(counts.encodings.items()):
+            values[f"encoding {name}"] = f"{c.status or 'received'}; {c.frames} received, {c.rejected} rejected"
         values.update({k: str(v) for k, v in dataclasses.asdict(rec).items() if k != "failed_files"})
         values["failed_files"] = ", ".join(rec.failed_files)
+        values["responses_lost"] = str(self.responses_lost.count)
+        values["callback_errors"] = str(self.callback_errors)
+        values["requests_taken"] = str(self.responses_lost.taken)
         return values
+
+    def record_callback_error(self, exc: BaseException) -> None:
+        """A callback raised (spin_resilient caught it): counted, reported as ERROR, the node goes on."""
+        if exc is not self._last_callback_exc:  # rclpy can raise one callback's exception twice
+            self._last_callback_exc = exc
+            self.callback_errors += 1
+            self._callback_error = clip(f"callback failed: {type(exc).__name__}: {exc}", 300)
 
     def _publish_status(self) -> None:
         rec, counts = self.recording.status(), self.ingest.counts()
-        if rec.broken:
+        if self.callback_errors > self._reported_callback_errors:
+            self._reported_callback_errors = self.callback_errors
+            level, message = DiagnosticStatus.ERROR, f"{self._callback_error} ({self.callback_errors} in all)"
+        elif rec.broken:
             level, message = DiagnosticStatus.ERROR, f"not recording: {rec.error}"
         elif rec.error:
             level, message = DiagnosticStatus.WARN, f"recording to {rec.bag}; {rec.error}"
@@ -228,7 +235,7 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     try:
-        executor.spin()
+        spin_resilient(executor, node.get_logger(), node.record_callback_error)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

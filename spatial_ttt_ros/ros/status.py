@@ -26,10 +26,15 @@ class StatusView:
     last_error: str
     ingest_fps: float
     camera_k: tuple[float, ...] = ()  # fx, fy, cx, cy from the latest CameraInfo
+    callback_errors: int = 0  # callbacks that raised (caught by spin_resilient; the node went on)
+    last_callback_error: str = ""
+    responses_lost: int = 0  # service responses rmw could not deliver (ros/lost_responses.py)
+    requests_taken: int = 0  # service requests the node's callbacks took
+    rectification: str = "off"  # Rectifier.state()
 
     @property
     def rejected(self) -> int:
-        return self.ingest.rejected + (self.worker.frames_rejected if self.worker else 0)
+        return self.ingest.rejected + self.ingest.refused + (self.worker.frames_rejected if self.worker else 0)
 
     @property
     def dropped(self) -> int:
@@ -48,6 +53,13 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
     msg.device = view.device
     msg.model_id = view.model_id
     msg.last_error = view.last_error
+    msg.responses_lost = view.responses_lost
+    encodings = sorted(view.ingest.encodings.items())
+    msg.image_encodings = [name for name, _ in encodings]
+    msg.image_encoding_frames = [c.frames for _, c in encodings]
+    msg.image_encoding_rejected = [c.rejected for _, c in encodings]
+    msg.image_encoding_status = [c.status or "received, not decoded yet" for _, c in encodings]
+    msg.rectification = view.rectification
     w = view.worker
     if w is not None:
         msg.frames_in_memory = w.frames_in_memory
@@ -61,12 +73,15 @@ def memory_status(view: StatusView, stamp: object) -> MemoryStatus:
             msg.memory_bytes = [int(n) for _, n in parts]
             msg.memory_bytes_total = sum(msg.memory_bytes)
             msg.memory_stamp = seconds_to_time_msg(c.last_stamp_s)
+            msg.anchor_budget_tokens, msg.anchor_tokens = int(c.anchor_budget_tokens), int(c.anchor_tokens)
+            msg.anchor_evicted_tokens, msg.anchor_evicted_groups = int(c.evicted_tokens), int(c.evicted_groups)
     return msg
 
 
 class Health:
     """The diagnostic level over time: ERROR when the worker died (held for `hold_s` after its
-    restart so a 1 Hz aggregator sees it) or the engine failed to load; WARN while frames were
+    restart so a 1 Hz aggregator sees it), a callback raised (held as long) or the engine failed
+    to load; WARN while frames were
     dropped or rejected within `hold_s`, or the node is not active; OK otherwise."""
 
     def __init__(self, hold_s: float = 5.0) -> None:
@@ -84,6 +99,9 @@ class Health:
         if restarted:
             summary = restarted.strip().splitlines()[-1] if restarted.strip() else "unknown error"
             self._events["died"] = (now, f"engine worker died ({summary}); restarted")
+        if view.callback_errors > (prev.callback_errors if prev is not None else 0):
+            self._events["callback"] = (now, f"a callback failed ({view.callback_errors} in all): "
+                                             f"{view.last_callback_error}")
         if prev is not None and view.dropped > prev.dropped:
             self._events["drop"] = (now, f"dropping frames: {view.dropped - prev.dropped} in the last period "
                                          f"(ingest queue full, {view.dropped} in all)")
@@ -91,6 +109,8 @@ class Health:
             self._events["reject"] = (now, f"rejecting frames: {view.rejected} in all; last: {view.last_error}")
         if died := self._recent("died", now):
             return ERROR, died
+        if failed := self._recent("callback", now):
+            return ERROR, failed
         if view.worker is not None and not view.worker.alive:
             return ERROR, "engine worker is not running"
         if configure_error and view.worker is None:
@@ -102,6 +122,10 @@ class Health:
                 return WARN, message
         if view.worker is not None and view.worker.busy_s > 30.0:
             return WARN, f"engine busy on one item for {view.worker.busy_s:.0f} s"
+        counters = view.worker.counters if view.worker is not None else None
+        if counters is not None and counters.evicted_groups > 0:  # the budget at work: information
+            return OK, (f"ok; anchor-KV budget of {counters.anchor_budget_tokens} tokens reached: "
+                        f"{counters.evicted_groups} oldest frame groups evicted")
         return OK, "ok"
 
 
@@ -113,10 +137,20 @@ def diagnostics(view: StatusView, level: bytes, message: str, name: str, stamp: 
         "frames_gated": view.ingest.gated, "keyframes": view.ingest.keyframes,
         "frames_rejected": view.rejected, "frames_dropped": view.dropped,
         "ingest_fps": f"{view.ingest_fps:.2f}", "last_error": view.last_error,
+        "callback_errors": view.callback_errors, "responses_lost": view.responses_lost,
+        "requests_taken": view.requests_taken,
     }
     if w is not None:
         values.update(frames_in_memory=w.frames_in_memory, queue_depth=w.queue_depth, jobs_waiting=w.jobs_waiting,
                       worker_alive=w.alive, worker_restarts=w.restarts, worker_busy_s=f"{w.busy_s:.1f}")
+        if w.counters is not None:  # the anchor-KV budget: evictions are expected, information only
+            c = w.counters
+            values.update(anchor_budget_tokens=c.anchor_budget_tokens, anchor_tokens=c.anchor_tokens,
+                          anchor_evicted_tokens=c.evicted_tokens, anchor_evicted_groups=c.evicted_groups)
+    values["rectification"] = view.rectification
+    for name, c in sorted(view.ingest.encodings.items()):
+        values[f"encoding {name}"] = (f"{c.status or 'received, not decoded yet'}; {c.frames} received, "
+                                      f"{c.decoded} decoded, {c.rejected} rejected")
     if view.camera_k:
         values.update(dict(zip(("fx", "fy", "cx", "cy"), (f"{v:.2f}" for v in view.camera_k))))
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=view.device,

@@ -3,14 +3,15 @@
 The engine is not thread-safe and a frame can take far longer than a camera period, so ROS
 callbacks never touch it. They `push` keyframes into a bounded queue (full: the oldest waiting
 frame is dropped and counted) and `submit` jobs (queries, save, load, reset) that the worker runs
-between frames, ahead of waiting frames. A job is a function of the engine; its result or its
+between frames. While both wait, jobs get at most JOB_SHARE of the engine's recent time, so a flood
+of queries cannot starve ingest (nor a fast camera the queries). A job is a function of the engine; its result or its
 exception comes back through a `concurrent.futures.Future`, so a caller can wait with a timeout and
 `cancel()` a job that has not started.
 
-Failure policy: a ValueError from `push_frame` is bad input (counted as rejected, the frame is
-skipped); any exception from a job goes back to its caller; any other exception while ingesting
-kills the thread, which is then visible (`snapshot().alive`) until `ensure_alive` restarts it on
-the same engine and queues. Nothing stalls silently.
+Failure policy: a ValueError from a frame's `transform` (rectification) or from `push_frame` is bad
+input (counted as rejected, the frame is skipped); any exception from a job goes back to its caller;
+any other exception while ingesting kills the thread, which is then visible (`snapshot().alive`)
+until `ensure_alive` restarts it on the same engine and queues. Nothing stalls silently.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from spatial_ttt_ros.ros.param_table import clip
 
 
 class Engine(Protocol):
@@ -44,6 +47,8 @@ class Frame:
     image: np.ndarray  # [H, W, 3] uint8 RGB
     stamp_s: float  # camera stamp [s]
     pose: np.ndarray | None = None  # [4, 4] float64 camera-to-world, or None
+    # run on the worker thread before the engine sees the image (rectification); ValueError = bad frame
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class WorkerSnapshot:
     restarts: int
     death: str  # why the thread last died ("" if never)
     busy_s: float  # how long the current item has run [s]; 0 when idle
+    segments: int = 0  # new segments started by a stamp jumping back (a clock restart)
+    stamp_offset_s: float = 0.0  # added to frame stamps since the last such jump [s]
 
 
 @dataclass
@@ -69,13 +76,23 @@ class _Job:
 
 
 _PREPARE = object()  # idle work: engine.prepare()
+# While frames and jobs both wait, jobs (queries) get at most this share of the engine's recent time
+# (a decaying sum, half-life SHARE_HALF_LIFE_S), frames the rest: a query flood cannot starve ingest,
+# and frames arriving faster than the engine can take them cannot starve queries.
+JOB_SHARE = 0.2
+SHARE_HALF_LIFE_S = 10.0
+REWIND_GAP_S = 1.0  # the time put between a memory's newest frame and a segment after a rewind [s]
 
 
 class EngineWorker:
     def __init__(self, engine: Engine, queue_size: int, name: str = "spatial_ttt_engine", *,
-                 prepare_when_idle: bool = False) -> None:
+                 prepare_when_idle: bool = False, rewind_s: float = 0.0) -> None:
         """`prepare_when_idle`: when the queues run empty after work, call `engine.prepare()` (if
-        the engine has it) so the next question finds the memory ready to answer."""
+        the engine has it) so the next question finds the memory ready to answer.
+        `rewind_s` > 0: a frame stamped more than this before the memory's newest frame (a
+        restarted clock, also after loading a memory file) ends the memory's segment
+        (`engine.flush()`) and this and later stamps are shifted to follow the memory's by
+        REWIND_GAP_S; `new_timeline` (after a reset or load) drops the shift."""
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.engine = engine
@@ -92,6 +109,11 @@ class EngineWorker:
         self._ingested = self._rejected = self._dropped = self._restarts = 0
         self._last_error = self._death = ""
         self._death_traceback = ""
+        self._rewind_s = rewind_s
+        self._job_time = self._frame_time = 0.0  # decaying engine time spent on each [s]
+        self._decayed_at = time.monotonic()
+        self._stamp_offset = 0.0
+        self._segments = 0
         self._frames_in_memory = int(engine.frames_in_memory)
         self._counters = engine.counters
 
@@ -166,7 +188,8 @@ class EngineWorker:
                 frames_ingested=self._ingested, frames_rejected=self._rejected, frames_dropped=self._dropped,
                 queue_depth=len(self._frames), jobs_waiting=len(self._jobs),
                 frames_in_memory=self._frames_in_memory, counters=self._counters,
-                last_error=self._last_error, restarts=self._restarts, death=self._death, busy_s=busy)
+                last_error=self._last_error, restarts=self._restarts, death=self._death, busy_s=busy,
+                segments=self._segments, stamp_offset_s=self._stamp_offset)
 
     def _next(self) -> _Job | Frame | None:
         with self._cond:
@@ -180,17 +203,40 @@ class EngineWorker:
                 return None
             self._busy_since = time.monotonic()
             self._idle_work = self._prepare_when_idle
-            return self._jobs.popleft() if self._jobs else self._frames.popleft()
+            return self._jobs.popleft() if self._job_turn() else self._frames.popleft()
+
+    def _job_turn(self) -> bool:
+        """Whether the next item is a job (under the lock; something waits)."""
+        if not self._frames:
+            return True
+        if not self._jobs:
+            return False
+        return self._job_time <= JOB_SHARE / (1.0 - JOB_SHARE) * self._frame_time
+
+    def _account(self, is_job: bool, seconds: float) -> None:
+        now = time.monotonic()
+        with self._cond:
+            decay = 0.5 ** ((now - self._decayed_at) / SHARE_HALF_LIFE_S)
+            self._job_time *= decay
+            self._frame_time *= decay
+            self._decayed_at = now
+            if is_job:
+                self._job_time += seconds
+            else:
+                self._frame_time += seconds
 
     def _run(self) -> None:
         try:
             while (item := self._next()) is not None:
+                started = time.monotonic()
                 if item is _PREPARE:
                     self._prepare()
                 elif isinstance(item, _Job):
                     self._run_job(item)
+                    self._account(True, time.monotonic() - started)
                 else:
                     self._ingest(item)
+                    self._account(False, time.monotonic() - started)
         except BaseException as exc:  # the thread dies; ensure_alive restarts it and reports this
             with self._cond:
                 self._death = f"{type(exc).__name__}: {exc}"
@@ -206,7 +252,7 @@ class EngineWorker:
             result = job.fn(self.engine)
         except BaseException as exc:
             with self._cond:
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = clip(f"{type(exc).__name__}: {exc}", 400)
             outcome: tuple[Any, BaseException | None] = (None, exc)
         else:
             outcome = (result, None)
@@ -221,13 +267,32 @@ class EngineWorker:
         else:
             job.future.set_result(outcome[0])
 
+    def new_timeline(self) -> None:
+        """Drop the stamp shift (call from a job that replaced the memory: reset, load)."""
+        self._stamp_offset = 0.0
+
+    def _shifted_stamp(self, stamp_s: float) -> float:
+        """The frame's stamp on the memory's timeline; ends the segment on a rewind."""
+        stamp = stamp_s + self._stamp_offset
+        last = getattr(self.engine.counters, "last_stamp_s", None)
+        if self._rewind_s <= 0 or last is None or stamp >= last - self._rewind_s:
+            return stamp
+        self.engine.flush()
+        self._stamp_offset = last + REWIND_GAP_S - stamp_s
+        with self._cond:
+            self._segments += 1
+            self._last_error = (f"stamps jumped back from {last:.3f} s to {stamp_s:.3f} s (clock restart?): new "
+                                f"segment; later stamps are shifted by {self._stamp_offset:.3f} s")
+        return stamp_s + self._stamp_offset
+
     def _ingest(self, frame: Frame) -> None:
         try:
-            self.engine.push_frame(frame.image, frame.stamp_s, frame.pose)
+            image = frame.image if frame.transform is None else frame.transform(frame.image)
+            self.engine.push_frame(image, self._shifted_stamp(frame.stamp_s), frame.pose)
         except ValueError as exc:
             with self._cond:
                 self._rejected += 1
-                self._last_error = f"frame at {frame.stamp_s:.3f} s rejected: {exc}"
+                self._last_error = clip(f"frame at {frame.stamp_s:.3f} s rejected: {exc}", 400)
         else:
             with self._cond:
                 self._ingested += 1

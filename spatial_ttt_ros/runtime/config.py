@@ -73,9 +73,13 @@ class SpatialTTTConfig:
     max_new_tokens: int = 16
     # Answer tokens after the first: "graph" = one CUDA graph replay per token, "static" = the same
     # static-buffer step uncaptured (any device; for tests), "off" = layer by layer from Python,
-    # "auto" = graph on CUDA, off elsewhere (runtime/decode_graph.py). Off by default until the
-    # graph path's H100 speed is measured (the first version was no faster: README, Performance).
-    decode_graph: str = "off"
+    # "auto" (default) = graph on CUDA, off elsewhere (runtime/decode_graph.py): a CPU engine decodes
+    # eagerly as before (benchmarks/bench_decode.py measures the graph against eager on a GPU).
+    decode_graph: str = "auto"
+    # Anchor-KV budget (runtime/anchor_budget.py): tokens each anchor layer keeps at most, the chat
+    # prefix plus the most recent whole frame groups; older groups are evicted from the middle.
+    # 0 = unbounded (the anchor KV grows with the stream).
+    anchor_kv_budget_tokens: int = 0
     # Ablation and reference switches (the demo model's memory evaluation, train/evaluate.py):
     # ttt_updates False = fast weights stay at their trained initial values (apply only, no chunk
     # update ever happens); anchor_window_only True = anchor layers attend over the last
@@ -83,6 +87,11 @@ class SpatialTTTConfig:
     # (decode_graph is ignored).
     ttt_updates: bool = True
     anchor_window_only: bool = False
+    # The pose channel (runtime/tokens.py group_text): each frame group's timestamp line also
+    # carries the camera pose in the map frame, "<12.5 seconds x=1.2 y=-0.4 yaw=90>", the pose of
+    # the group's second frame. Every frame then needs a pose. Off for the released presets (their
+    # layout is the official one); on for a pose-aware model trained with it.
+    pose_text: bool = False
     # Fast-weight updates while answering: "block" = answer tokens join the pending chunk (an
     # update only when it reaches C tokens; engine.py); "official" = the reference implementation
     # (REFERENCE_SPEC §6.4, §10.3): a block ending exactly at the prompt's end is not updated in
@@ -108,6 +117,12 @@ class SpatialTTTConfig:
         for name in ("ingest_batch_groups", "window_size", "chunk_size", "num_fw_heads", "frame_height", "frame_width", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if isinstance(self.anchor_kv_budget_tokens, bool) or not isinstance(self.anchor_kv_budget_tokens, int) \
+                or self.anchor_kv_budget_tokens < 0:
+            raise ValueError(f"anchor_kv_budget_tokens must be a non-negative integer (0 = unbounded), "
+                             f"got {self.anchor_kv_budget_tokens!r}")
+        if not isinstance(self.pose_text, bool):
+            raise ValueError(f"pose_text must be true or false, got {self.pose_text!r}")
         if self.frame_height % 32 or self.frame_width % 32:
             raise ValueError(f"frame size must be a multiple of 32 (patch 16 x merge 2), "
                              f"got {self.frame_height}x{self.frame_width}")
@@ -128,7 +143,7 @@ class SpatialTTTConfig:
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
                 "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
                 "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only",
-                "decode_update_rule")
+                "decode_update_rule", "pose_text")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
 
 

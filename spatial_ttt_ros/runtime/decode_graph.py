@@ -119,11 +119,10 @@ class StaticDecode:
             self._step()
         return self.logits, self.token
 
-    @staticmethod
-    def _reserve(state: MemoryState, steps: int) -> None:
+    def _reserve(self, state: MemoryState, steps: int) -> None:
         for st in state.layers:
             if isinstance(st, AnchorLayerState):
-                st.reserve(st.length + steps)
+                st.reserve(st.length + steps, self.dec.anchor_limit)
 
     def _allocate(self, state: MemoryState) -> None:
         self._graph = None

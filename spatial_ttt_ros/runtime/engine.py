@@ -6,7 +6,7 @@
 
 Frames are paired (temporal patch 2), resized to the model's frame size and laid out exactly as
 the HF Qwen3-VL processor lays out the same video (tokens.py). Cost per frame is constant except
-for the anchor layers' KV cache. `ask` forks the memory, finishes the conv wavefront on the fork,
+for the anchor layers' KV cache, which `anchor_kv_budget_tokens` bounds (anchor_budget.py). `ask` forks the memory, finishes the conv wavefront on the fork,
 prefills the question and decodes greedily; the live memory is untouched. Not thread-safe: one
 worker owns an engine.
 
@@ -27,12 +27,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import anchor_budget
 from .config import SpatialTTTConfig, load_config
 from .decode_graph import StaticDecode, resolve_decode_mode
+from .memory_file import ModelShape, load_memory_file
 from .model import build_model, load_checkpoint, resolve_device
-from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit, load_state, save_state
+from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit, save_state
 from .streaming import Decoder
-from .tokens import ChatLayout, check_frame, patchify_pair, resize_frame, timestamp_text
+from .tokens import (
+    LONGEST_POSE,
+    ChatLayout,
+    check_frame,
+    group_text,
+    patchify_pair,
+    pose_xy_yaw,
+    resize_frame,
+)
+from .ttt_layer import TTTAttention
 
 MAX_QUESTION_CHARS = 8000
 
@@ -57,6 +68,23 @@ class EngineCounters:
     updates: int
     bytes_by_part: dict[str, int]
     last_stamp_s: float | None
+    anchor_budget_tokens: int = 0      # config anchor_kv_budget_tokens (0 = unbounded)
+    anchor_tokens: int = 0             # tokens held by the fullest anchor layer (budget in use)
+    evicted_tokens: int = 0            # tokens evicted from the anchor layers by the budget
+    evicted_groups: int = 0            # whole frame groups evicted
+    anchor_capacity_bytes: int = 0     # bytes allocated for the anchor caches (used + headroom)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A host copy of the memory and its file header (engine.snapshot()); `write` is atomic and
+    touches no engine state, so it can run on another thread while ingest goes on."""
+
+    state: MemoryState
+    header: dict
+
+    def write(self, path: str | os.PathLike) -> None:
+        save_state(self.state, path, self.header)
 
 
 class StreamingEngine:
@@ -68,6 +96,10 @@ class StreamingEngine:
         self.device = next(model.parameters()).device
         self.model_id = model_id or config.name
         self.layout = ChatLayout.from_tokenizer(tokenizer, config.system_prompt)
+        hw = (config.frame_height // 32) * (config.frame_width // 32)
+        widest = group_text(0.0, 2e6, 0.0, LONGEST_POSE if config.pose_text else None)
+        anchor_budget.check_budget(config.anchor_kv_budget_tokens, len(self.layout.prefix),
+                                   hw + 2 + len(tokenizer.encode(widest, add_special_tokens=False)))
         self.decoder = Decoder(model, config)
         self.state = self.decoder.new_state()
         # A fork of `state` with the conv wavefront and pending frames finished (see prepare());
@@ -99,8 +131,10 @@ class StreamingEngine:
     def push_frame(self, image: np.ndarray, stamp_s: float, pose: np.ndarray | None = None) -> None:
         """Add one HxWx3 uint8 RGB frame taken at `stamp_s` (seconds, non-decreasing).
 
-        `pose` (optional camera pose, 4x4 or 7 = xyz + quaternion xyzw) is validated; the model
-        itself is vision-only. Bad input raises ValueError and leaves the memory unchanged.
+        `pose` (optional camera pose of the optical frame in the map frame, 4x4 or 7 = xyz +
+        quaternion xyzw) is validated; with config.pose_text it is required and its (x, y, yaw)
+        enters the frame group's timestamp line (tokens.group_text); otherwise the model is
+        vision-only. Bad input raises ValueError and leaves the memory unchanged.
         """
         check_frame(image)
         if not isinstance(stamp_s, int | float) or not math.isfinite(stamp_s):
@@ -108,10 +142,16 @@ class StreamingEngine:
         last = self.state.last_stamp_s
         if last is not None and stamp_s < last:
             raise ValueError(f"stamp_s went backwards: {stamp_s} < previous {last}")
+        pose2d = None
         if pose is not None:
             pose = np.asarray(pose, dtype=np.float64)
             if pose.shape not in ((4, 4), (7,)) or not np.all(np.isfinite(pose)):
                 raise ValueError(f"pose must be a finite 4x4 matrix or 7-vector, got shape {pose.shape}")
+            if self.config.pose_text:
+                pose2d = pose_xy_yaw(pose)
+        elif self.config.pose_text:
+            raise ValueError("config.pose_text is on: every frame needs its camera pose (4x4 or x y z qx qy qz qw), "
+                             "got none")
         frame = torch.from_numpy(resize_frame(image, self.config.frame_height, self.config.frame_width))
         self._prepared = None
         state = self.state
@@ -121,8 +161,10 @@ class StreamingEngine:
         state.last_stamp_s = float(stamp_s)
         state.pending_frames.append(frame)
         state.pending_stamps.append(float(stamp_s))
-        if len(state.pending_frames) == 2 * self.config.ingest_batch_groups:
+        state.pending_poses.append(pose2d)
+        if len(state.pending_frames) >= 2 * self.config.ingest_batch_groups:
             self.decoder.run(state, self._take_pending(state))
+            self._enforce_budget()
 
     def flush(self) -> None:
         """End the current video segment: pair a lone frame with itself (as the processor pads odd
@@ -132,6 +174,11 @@ class StreamingEngine:
         state = self.state
         self.decoder.run(state, self._take_pending(state), drain=True)
         state.segment += 1
+        self._enforce_budget()
+
+    def _enforce_budget(self) -> None:
+        """Evict old frame groups from the live memory's anchor caches beyond the budget."""
+        anchor_budget.enforce(self.state, len(self.layout.prefix), self.config.anchor_kv_budget_tokens)
 
     def reset(self) -> None:
         self._prepared = None
@@ -230,22 +277,31 @@ class StreamingEngine:
                     other.layers[i].k, other.layers[i].v = grown.k, grown.v
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
+    def snapshot(self) -> Snapshot:
+        """The memory as a host copy plus its file header, sharing nothing with the live memory:
+        take it on the engine's thread (a copy, fast), write it anywhere (`Snapshot.write`)."""
         header = {"config": self.config.state_signature(), "model_id": self.model_id,
                   "frames": self.state.frames, "last_stamp_s": self.state.last_stamp_s}
-        save_state(self.state, path, header)
+        return Snapshot(state=self.state.snapshot(), header=header)
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.snapshot().write(path)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Replace the memory with a saved one; ValueError (memory untouched) if it does not fit."""
-        state, header = load_state(path, self.device)
-        mine, theirs = self.config.state_signature(), header.get("config", {})
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            raise ValueError(f"memory file {str(path)!r} was made with another config (differs in {diff})")
-        if len(state.layers) != len(self.state.layers):
-            raise ValueError(f"memory file {str(path)!r} has {len(state.layers)} layers, model has {len(self.state.layers)}")
+        """Replace the memory with a saved one. The file is checked whole against this engine
+        (memory_file.py) and the new memory built aside; ValueError naming the field, memory
+        untouched, if anything does not fit."""
+        state = load_memory_file(path, self.decoder.new_state(), self.config, self._model_shape(), self.device)
+        anchor_budget.enforce(state, len(self.layout.prefix), self.config.anchor_kv_budget_tokens)
         self._prepared = None
         self.state = state
+
+    def _model_shape(self) -> ModelShape:
+        text = self.model.config.text_config
+        ttt = [layer.self_attn for layer in self.decoder.layers if isinstance(layer.self_attn, TTTAttention)]
+        return ModelShape(hidden=text.hidden_size, channels=ttt[0].num_heads * ttt[0].head_dim if ttt else 0,
+                          head_dim=text.head_dim, deepstack=len(self.model.model.visual.deepstack_visual_indexes),
+                          dtype=self.decoder.param.dtype, sink=len(self.layout.prefix))
 
     # ------------------------------------------------------------ status
     @property
@@ -254,8 +310,12 @@ class StreamingEngine:
 
     @property
     def counters(self) -> EngineCounters:
-        return EngineCounters(frames=self.state.frames, tokens=self.state.tokens, updates=self.state.updates(),
-                              bytes_by_part=self.state.nbytes_by_part(), last_stamp_s=self.state.last_stamp_s)
+        state = self.state
+        return EngineCounters(frames=state.frames, tokens=state.tokens, updates=state.updates(),
+                              bytes_by_part=state.nbytes_by_part(), last_stamp_s=state.last_stamp_s,
+                              anchor_budget_tokens=self.config.anchor_kv_budget_tokens,
+                              anchor_tokens=anchor_budget.anchor_tokens(state), evicted_tokens=state.evicted_tokens,
+                              evicted_groups=state.evicted_groups, anchor_capacity_bytes=state.anchor_capacity_bytes())
 
     def close(self) -> None:
         """Drop the model and memory; frees GPU memory."""
@@ -281,15 +341,18 @@ class StreamingEngine:
     def _take_pending(self, state: MemoryState) -> list[Unit]:
         """Units for the frames waiting in `state` (a lone last frame is paired with itself, as the
         processor pads an odd frame count), which are then no longer pending."""
-        frames, stamps = state.pending_frames, state.pending_stamps
+        frames, stamps, poses = state.pending_frames, state.pending_stamps, state.pending_poses
         if not frames:
             return []
+        if len(poses) != len(frames):  # a memory loaded from before the pose channel
+            poses = [None] * len(frames)
         if len(frames) % 2:
-            frames, stamps = frames + frames[-1:], stamps + stamps[-1:]
-        state.pending_frames, state.pending_stamps = [], []
-        return self._frame_units(state, frames, stamps)
+            frames, stamps, poses = frames + frames[-1:], stamps + stamps[-1:], poses + poses[-1:]
+        state.pending_frames, state.pending_stamps, state.pending_poses = [], [], []
+        return self._frame_units(state, frames, stamps, poses)
 
-    def _frame_units(self, state: MemoryState, frames: list[torch.Tensor], stamps: list[float]) -> list[Unit]:
+    def _frame_units(self, state: MemoryState, frames: list[torch.Tensor], stamps: list[float],
+                     poses: list[tuple[float, float, float] | None]) -> list[Unit]:
         """The chat prefix (before the first group) and one unit holding len(frames) / 2 frame groups."""
         units = [] if state.tokens else [self._text_unit(state, list(self.layout.prefix))]
         pairs = [patchify_pair(torch.stack(frames[i:i + 2]).numpy()) for i in range(0, len(frames), 2)]
@@ -302,9 +365,12 @@ class StreamingEngine:
         starts: list[int] = []
         video_ranges = []
         for g in range(groups):
-            t_rel = ((stamps[2 * g] - state.first_stamp_s) + (stamps[2 * g + 1] - state.first_stamp_s)) / 2
+            pose = poses[2 * g + 1] if self.config.pose_text else None
+            if self.config.pose_text and pose is None:
+                raise ValueError("config.pose_text is on but a pending frame has no pose")
+            text = group_text(stamps[2 * g], stamps[2 * g + 1], state.first_stamp_s, pose)
             starts.append(len(ids))
-            ids += self.tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [self.layout.vision_start]
+            ids += self.tokenizer.encode(text, add_special_tokens=False) + [self.layout.vision_start]
             video_ranges.append((len(ids), len(ids) + h * w))
             ids += [self.layout.video_pad] * (h * w) + [self.layout.vision_end]
         hidden = self._embed(ids).clone()
@@ -328,6 +394,7 @@ class StreamingEngine:
         unit = Unit(hidden=hidden, position_ids=pos, start=state.tokens, video=video, hw=(h, w),
                     segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features],
                     group_starts=starts, video_index=video_index)
+        state.group_starts.extend(state.tokens + s for s in starts)
         state.tokens += len(ids)
         state.groups += groups
         return units + [unit]

@@ -160,18 +160,23 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, allow_unexpect
             "unexpected": len(unexpected)}
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the wrapped model's state dict in the released layout (one model.safetensors)."""
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write the wrapped model's state dict in the released layout (one model.safetensors).
+    `dtype` stores floating tensors in that dtype (load_checkpoint casts back to the model's);
+    `metadata` (str -> str) joins {"format": "pt"} in the file header."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path.mkdir(parents=True, exist_ok=True)
         path = path / "model.safetensors"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     # Tied embeddings share storage; safetensors refuses shared tensors, so store copies.
     seen: set[int] = set()
     for k, v in state.items():
         if v.data_ptr() in seen:
             state[k] = v.clone()
         seen.add(state[k].data_ptr())
-    save_file(state, str(path), metadata={"format": "pt"})
+    save_file(state, str(path), metadata={**(metadata or {}), "format": "pt"})
     return path

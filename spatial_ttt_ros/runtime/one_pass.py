@@ -51,7 +51,10 @@ class OnePass:
 
 
 def attention_masks(valid: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """valid [B, N] -> (causal, sliding window of `window` keys incl. the query) [B, 1, N, N] bool."""
+    """valid [B, N] -> (causal, sliding window of `window` keys incl. the query) [B, 1, N, N] bool
+    ([1, 1, N, N], broadcast over the rows, when nothing is padded)."""
+    if bool(valid.all()):
+        valid = valid[:1]
     n = valid.shape[1]
     qi = torch.arange(n, device=valid.device)[:, None]
     ki = torch.arange(n, device=valid.device)[None, :]

@@ -16,28 +16,34 @@ import torch
 
 from .engine import StreamingEngine
 from .one_pass import decoder_one_pass
-from .tokens import patchify_pair, resize_frame, timestamp_text
+from .tokens import group_poses, group_text, patchify_pair, resize_frame
+
+REFERENCE_BACKEND = "torch"  # the kernels of the one-pass reference (see one_pass_logits)
 
 
 def build_sequence(engine: StreamingEngine, segments: list[list[tuple[np.ndarray, float]]],
                    text_ids: list[int]) -> tuple:
-    """ids [N], inputs_embeds [N, d], video mask [N], per-video (T, h, w), deepstack, position_ids [3, N]."""
+    """ids [N], inputs_embeds [N, d], video mask [N], per-video (T, h, w), deepstack, position_ids [3, N].
+
+    A segment is a list of (frame, stamp) or, with config.pose_text, (frame, stamp, pose)."""
     cfg, tok, layout, model = engine.config, engine.tokenizer, engine.layout, engine.model
     ids: list[int] = list(layout.prefix)
     visual_rows, grids = [], []
     t0 = segments[0][0][1]
     for frames in segments:
-        imgs = [resize_frame(f, cfg.frame_height, cfg.frame_width) for f, _ in frames]
-        stamps = [s for _, s in frames]
+        imgs = [resize_frame(f[0], cfg.frame_height, cfg.frame_width) for f in frames]
+        stamps = [f[1] for f in frames]
+        poses = group_poses(cfg.pose_text, [f[2] if len(f) > 2 else None for f in frames], len(frames))
         if len(imgs) % 2:
             imgs.append(imgs[-1])
             stamps.append(stamps[-1])
+            poses.append(poses[-1])
         rows = []
         for g in range(len(imgs) // 2):
             pix, (_, gh, gw) = patchify_pair(np.stack(imgs[2 * g:2 * g + 2]))
             rows.append(pix)
-            t_rel = ((stamps[2 * g] - t0) + (stamps[2 * g + 1] - t0)) / 2
-            ids += tok.encode(timestamp_text(t_rel), add_special_tokens=False) + [layout.vision_start]
+            text = group_text(stamps[2 * g], stamps[2 * g + 1], t0, poses[2 * g + 1])
+            ids += tok.encode(text, add_special_tokens=False) + [layout.vision_start]
             ids += [layout.video_pad] * (gh * gw // 4) + [layout.vision_end]
         visual_rows.append(torch.cat(rows))
         grids.append((len(rows), gh, gw))
@@ -67,6 +73,8 @@ def one_pass_logits(engine: StreamingEngine, segments: list[list[tuple[np.ndarra
     cfg, model = engine.config, engine.model
     input_ids, hidden, video, grids, deepstack, pos = build_sequence(engine, segments, text_ids)
     valid = torch.ones_like(video)
+    # Always the PyTorch kernels, whatever config.kernel_backend says: on CUDA the engine runs Triton,
+    # and streaming == one pass then checks the Triton path against the reference maths.
     hidden = decoder_one_pass(model, cfg, hidden[None], pos[:, None], video[None], valid[None], [grids], deepstack,
-                              backend=cfg.kernel_backend)
+                              backend=REFERENCE_BACKEND)
     return model.lm_head(hidden[0]).float()

@@ -5,7 +5,7 @@ tokens of the next chunk update, the sliding-window KV of the last W positions, 
 carry (the previous frame group's raw q/k/v and the frame group waiting for its look-ahead).
 Per anchor layer: its full KV cache. Plus stream bookkeeping (frames, stamps, positions).
 It can be cloned (ask() forks it), measured per part, digested, and saved/loaded atomically
-(safetensors + a JSON header). Tensors only; no module holds hidden state between calls.
+(safetensors + a JSON header; memory_file.py reads them back, trusting nothing). Tensors only; no module holds hidden state between calls.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..kernels import FastWeightState
+from ..kernels.fast_weight import DERIVED
 
-STATE_FORMAT = "spatial_ttt_memory/1"
+STATE_FORMAT = "spatial_ttt_memory/2"  # /2: the anchor-KV budget fields
+STATE_FORMAT_FAMILY = "spatial_ttt_memory/"  # every version's prefix: files of ours (a save may replace them)
 
 
 @dataclass
@@ -85,15 +86,20 @@ class AnchorLayerState:
     v: torch.Tensor                 # [Hkv, capacity, hd]
     length: int = 0
     tokens_seen: int = 0
+    # Tokens dropped by the anchor-KV budget (anchor_budget.py): the cache holds the sink tokens
+    # [0, sink) and the recent ones [sink + evicted, tokens_seen), at the rope positions they had.
+    evicted: int = 0
 
-    def reserve(self, end: int) -> None:
+    def reserve(self, end: int, limit: int = 0) -> None:
         """Room for tokens up to `end`: a new buffer (amortised doubling) when the current one is
         too small. Forks sharing the old buffer keep it; the used part is copied over. The rest is
         zeroed, not left uninitialised: the graph decode attends over the whole buffer with a mask,
-        and a masked NaN still poisons the weighted sum (0 * NaN)."""
+        and a masked NaN still poisons the weighted sum (0 * NaN). `limit` > 0 (a bounded memory)
+        caps the doubling there, so the buffer settles at the budget plus headroom."""
         if end <= self.k.shape[1]:
             return
-        cap = max(end, 2 * self.k.shape[1], 256)
+        cap = max(2 * self.k.shape[1], 256)
+        cap = max(end, min(cap, limit) if limit > 0 else cap)
         grown_k = self.k.new_zeros(self.k.shape[0], cap, self.k.shape[2])
         grown_v = self.v.new_zeros(self.v.shape[0], cap, self.v.shape[2])
         grown_k[:, :self.length], grown_v[:, :self.length] = self.k[:, :self.length], self.v[:, :self.length]
@@ -101,7 +107,7 @@ class AnchorLayerState:
 
     def trimmed(self) -> AnchorLayerState:
         return AnchorLayerState(k=self.k[:, :self.length], v=self.v[:, :self.length], length=self.length,
-                                tokens_seen=self.tokens_seen)
+                                tokens_seen=self.tokens_seen, evicted=self.evicted)
 
 
 @dataclass
@@ -116,6 +122,11 @@ class MemoryState:
     last_stamp_s: float | None = None
     pending_frames: list[torch.Tensor] = field(default_factory=list)  # [H, W, 3] uint8 not yet fed
     pending_stamps: list[float] = field(default_factory=list)
+    # per pending frame its (x, y, yaw_deg) for the pose channel (config.pose_text), else None
+    pending_poses: list[tuple[float, float, float] | None] = field(default_factory=list)
+    group_starts: list[int] = field(default_factory=list)  # first token of each frame group not evicted everywhere
+    evicted_groups: int = 0         # frame groups the anchor-KV budget dropped from every anchor layer
+    evicted_tokens: int = 0         # their tokens
 
     # ------------------------------------------------------------ copying and measuring
     def clone(self) -> MemoryState:
@@ -136,6 +147,15 @@ class MemoryState:
     def updates(self) -> int:
         return sum(s.updates for s in self.layers if isinstance(s, TTTLayerState))
 
+    def snapshot(self) -> MemoryState:
+        """A host copy (trimmed) that shares nothing with this state: writing it to disk can run on
+        another thread while this one keeps ingesting (anchor caches are compacted in place)."""
+        return _map_tensors(self.trimmed(), lambda t: t.detach().to("cpu", copy=True))
+
+    def anchor_capacity_bytes(self) -> int:
+        """Bytes allocated for the anchor caches (used + headroom of the growing buffers)."""
+        return sum(_nbytes(s.k, s.v) for s in self.layers if isinstance(s, AnchorLayerState))
+
     def nbytes_by_part(self) -> dict[str, int]:
         parts = dict.fromkeys(("fast_weights", "momentum", "row_norms", "pending", "window_kv", "conv_carry",
                                "anchor_kv", "frame_buffer"), 0)
@@ -143,7 +163,7 @@ class MemoryState:
             if isinstance(s, AnchorLayerState):
                 parts["anchor_kv"] += _nbytes(s.k[:, :s.length], s.v[:, :s.length])
                 continue
-            parts["fast_weights"] += _nbytes(*s.fast.w, *(s.fast.w_main or ()))
+            parts["fast_weights"] += _nbytes(*s.fast.w, *(s.fast.w_main or ()), *(s.fast.w_low or ()))
             parts["momentum"] += _nbytes(*(s.fast.momentum or ()))
             parts["row_norms"] += _nbytes(*s.fast.norms)
             parts["pending"] += _nbytes(s.pending_k, s.pending_v, s.pending_lr, s.pending_mu,
@@ -185,6 +205,12 @@ def _map_tensors(obj: Any, fn: Any) -> Any:
 
 
 # ---------------------------------------------------------------- serialisation
+def stored_fields(obj: Any) -> list:
+    """The dataclass fields a saved (and digested) state holds: not the derived ones (FastWeightState.w_low,
+    the bf16 copies of its weights, recomputed when needed)."""
+    return [f for f in fields(obj) if not f.metadata.get(DERIVED)]
+
+
 def flatten_state(state: MemoryState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors by dotted name, and the JSON-able rest (counters, shapes of optional parts)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -199,33 +225,11 @@ def flatten_state(state: MemoryState) -> tuple[dict[str, torch.Tensor], dict[str
             return {"__seq__": type(obj).__name__, "items": [walk(o, f"{prefix}.{i}") for i, o in enumerate(obj)]}
         if hasattr(obj, "__dataclass_fields__"):
             return {"__type__": type(obj).__name__, **{f.name: walk(getattr(obj, f.name), f"{prefix}.{f.name}")
-                                                       for f in fields(obj)}}
+                                                       for f in stored_fields(obj)}}
         raise TypeError(f"cannot serialise {type(obj).__name__} at {prefix}")
 
     meta = walk(state, "state")
     return tensors, meta
-
-
-_TYPES = {cls.__name__: cls for cls in (MemoryState, TTTLayerState, AnchorLayerState, Unit, FastWeightState)}
-
-
-def unflatten_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryState:
-    def build(obj: Any) -> Any:
-        if isinstance(obj, dict) and "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if isinstance(obj, dict) and "__seq__" in obj:
-            items = [build(o) for o in obj["items"]]
-            return tuple(items) if obj["__seq__"] == "tuple" else items
-        if isinstance(obj, dict) and "__type__" in obj:
-            cls = _TYPES[obj["__type__"]]
-            return cls(**{k: build(v) for k, v in obj.items() if k != "__type__"})
-        return obj
-
-    state = build(meta)
-    for s in state.layers:
-        if isinstance(s, TTTLayerState) and s.held is not None:
-            s.held.hw = tuple(s.held.hw)
-    return state
 
 
 def save_state(state: MemoryState, path: str | os.PathLike, header: dict[str, Any]) -> Path:
@@ -251,21 +255,3 @@ def save_state(state: MemoryState, path: str | os.PathLike, header: dict[str, An
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def load_state(path: str | os.PathLike, device: torch.device) -> tuple[MemoryState, dict[str, Any]]:
-    """Read a memory file; ValueError for anything that is not a complete memory file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"memory file not found: {str(path)!r}")
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != STATE_FORMAT:
-                raise ValueError(f"format {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        header = json.loads(metadata["header"])
-        state = unflatten_state(tensors, json.loads(metadata["state"]))
-    except (ValueError, KeyError, OSError, RuntimeError, json.JSONDecodeError, Exception) as exc:
-        raise ValueError(f"not a valid memory file {str(path)!r}: {exc}") from exc
-    return state, header

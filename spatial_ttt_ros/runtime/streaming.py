@@ -8,7 +8,7 @@ Exactness rules (each checked against the one-pass reference in tests):
   until the next one has reached it; with k conv layers the top of the stack lags k groups behind
   (a wavefront). `drain` treats the newest group as the end of the video (replicate padding),
   exactly as a one-pass run over the same frames would.
-* Anchor layers keep a full KV cache.
+* Anchor layers keep a full KV cache (up to the anchor-KV budget: anchor_budget.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
+from .anchor_budget import capacity_limit
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
 from .ttt_layer import TTTAttention, muon_dtype
 
-_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
 class Decoder:
@@ -38,6 +39,7 @@ class Decoder:
         self.layers = list(self.text.layers)
         self.backend = config.kernel_backend
         self.param = next(model.parameters())
+        self.anchor_limit = capacity_limit(config.anchor_kv_budget_tokens)
         self.ops = FusedLayerOps(self.backend, torch.bfloat16 if config.fw_precision == "bf16" else torch.float32)
 
     # ------------------------------------------------------------ state
@@ -151,7 +153,7 @@ class Decoder:
             # head into rows, so no KV expansion and no mask.
             if window is not None:
                 k, v = k[:, -window:], v[:, -window:]
-            with sdpa_kernel(_SDPA_BACKENDS):
+            with sdpa_kernel(list(_SDPA_BACKENDS)):
                 out = F.scaled_dot_product_attention(q.view(hkv, hq // hkv, q.shape[2])[None], k[None], v[None],
                                                      scale=scaling)
             return out.reshape(1, -1)
@@ -181,7 +183,7 @@ class Decoder:
         # cache per unit. Writes land past `length`, which forks sharing the buffer never read
         # once the parent moves on (ask() discards its fork before the next push).
         end = st.length + n
-        st.reserve(end)
+        st.reserve(end, self.anchor_limit)
         st.k[:, st.length:end] = k
         st.v[:, st.length:end] = v.transpose(0, 1)
         st.length = end
@@ -246,7 +248,7 @@ class Decoder:
         i = 0
         while i < n:
             step = min(cfg.chunk_size - st.pending_k.shape[1], n - i)
-            outputs.append(fw_apply(*st.fast.w, q[:, i:i + step], backend=self.backend))
+            outputs.append(fw_apply(*st.fast.w, q[:, i:i + step], backend=self.backend, bf16_weights=st.fast.w_low))
             st.pending_k = torch.cat((st.pending_k, k[:, i:i + step]), dim=1)
             st.pending_v = torch.cat((st.pending_v, v_fw[:, i:i + step]), dim=1)
             st.pending_lr = torch.cat((st.pending_lr, lr[:, i:i + step]), dim=1)
@@ -261,7 +263,8 @@ class Decoder:
             elif st.pending_k.shape[1] == cfg.chunk_size:
                 st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
                                     use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
-                                    ns_dtype=muon_dtype(cfg), backend=self.backend)
+                                    ns_dtype=muon_dtype(cfg), backend=self.backend,
+                                    keep_bf16_weights=cfg.fw_precision == "bf16")
                 st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
                 st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
                 st.updates += 1
@@ -291,7 +294,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_sta
         mask = ((ki <= qi) & (ki > qi - window))[None, None]
     # No cuDNN: it rebuilds its execution plan for every new shape (~1.5 ms of host time per call,
     # measured on an H100), and the shapes here change with every unit.
-    with sdpa_kernel(_SDPA_BACKENDS):
+    with sdpa_kernel(list(_SDPA_BACKENDS)):
         out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling)
     return out[0].transpose(0, 1).reshape(n, -1)
 

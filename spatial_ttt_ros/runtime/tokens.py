@@ -20,6 +20,7 @@ layout. Frames are resized to the model's frame size, scaled to [-1, 1]
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,80 @@ class ChatLayout:
 
 def timestamp_text(t_s: float) -> str:
     return f"<{t_s:.1f} seconds>"
+
+
+# ---------------------------------------------------------------- the pose channel (config.pose_text)
+# With pose_text on, a frame group's timestamp line also carries the camera pose in the map frame:
+# "<12.5 seconds x=1.2 y=-0.4 yaw=90>". The pose is that of the group's SECOND (newer) frame, so the
+# last group before a question carries the pose of the newest frame (a lone last frame is paired
+# with itself): "now" for robot-relative questions. x, y in metres with one decimal (0.1 m, well
+# under the 0.5 m locate target), yaw = heading of the camera's viewing direction (optical +z)
+# projected onto the floor, whole degrees in [-179, 180], counter-clockwise from map +x. The form
+# is short and fixed: the byte tokenizer spends one token per character (about 20 more per group),
+# and Qwen's BPE splits every digit into its own token (its pre-tokenizer), so the digits line up
+# as in the timestamps; "=" and "-" are single tokens, and no value-dependent merges occur.
+LONGEST_POSE = (-9999.9, -9999.9, -179.0)  # the widest pose text (token budgets)
+
+
+def pose_xy_yaw(pose: object) -> tuple[float, float, float]:
+    """(x, y, yaw_deg) of a camera pose: a 4x4 camera-optical-to-map matrix or 7 numbers x y z qx qy qz qw.
+    ValueError naming the problem (shape, non-finite, zero quaternion, a camera looking straight
+    up or down has no heading)."""
+    p = np.asarray(pose, dtype=np.float64)
+    if p.shape not in ((4, 4), (7,)) or not np.all(np.isfinite(p)):
+        raise ValueError(f"pose must be a finite 4x4 matrix or 7-vector (x y z qx qy qz qw), got shape {p.shape}")
+    if p.shape == (4, 4):
+        x, y, fx, fy = p[0, 3], p[1, 3], p[0, 2], p[1, 2]
+    else:
+        q = p[3:]
+        n = float(np.linalg.norm(q))
+        if n < 1e-9:
+            raise ValueError(f"pose quaternion must be non-zero, got {q.tolist()}")
+        qx, qy, qz, qw = q / n
+        x, y = p[0], p[1]
+        fx, fy = 2 * (qx * qz + qy * qw), 2 * (qy * qz - qx * qw)  # third column of the rotation
+    if math.hypot(fx, fy) < 1e-6:
+        raise ValueError("camera pose looks straight up or down: its heading on the floor is undefined")
+    yaw = math.degrees(math.atan2(fy, fx))
+    return float(x), float(y), float(yaw)
+
+
+def _fixed(v: float) -> str:
+    text = f"{v:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def pose_text(pose2d: tuple[float, float, float]) -> str:
+    """"x=1.2 y=-0.4 yaw=90" for (x, y, yaw_deg) from pose_xy_yaw."""
+    x, y, yaw = pose2d
+    deg = int(round(yaw))
+    deg = deg - 360 if deg > 180 else deg + 360 if deg <= -180 else deg
+    return f"x={_fixed(x)} y={_fixed(y)} yaw={deg}"
+
+
+def group_text(stamp_a: float, stamp_b: float, first_stamp: float,
+               pose2d: tuple[float, float, float] | None = None) -> str:
+    """The text before a frame group's <|vision_start|>: its mean time relative to the first frame,
+    and, with the pose channel, the pose of its second frame (`pose2d`, pose_xy_yaw). Without a
+    pose it is exactly the released layout's timestamp."""
+    t = timestamp_text(((stamp_a - first_stamp) + (stamp_b - first_stamp)) / 2)
+    return t if pose2d is None else f"{t[:-1]} {pose_text(pose2d)}>"
+
+
+def group_poses(config_pose_text: bool, poses: list | None, n: int) -> list[tuple[float, float, float] | None]:
+    """Per frame its (x, y, yaw) when the pose channel is on, else None for each of the n frames.
+    ValueError when it is on and a frame has no pose."""
+    if not config_pose_text:
+        return [None] * n
+    if poses is None or len(poses) != n:
+        got = "none" if poses is None else f"{len(poses)}"
+        raise ValueError(f"config.pose_text is on: every frame needs its camera pose, got {got} for {n} frames")
+    out = []
+    for i, p in enumerate(poses):
+        if p is None:
+            raise ValueError(f"config.pose_text is on: frame {i} has no camera pose")
+        out.append(p if isinstance(p, tuple) and len(p) == 3 else pose_xy_yaw(p))
+    return out
 
 
 def check_frame(image: object) -> np.ndarray:

@@ -10,6 +10,9 @@ Two readers live here:
   idea but understands units ("3 meters", "120cm", "12 sq m"), number words for counts
   ("three"), and option letters written as "B", "B.", "(B)", "b" or as the option's exact text.
   It never guesses: anything it cannot read unambiguously gives ok=False and a reason.
+* `locate` answers are a map position "x y" in metres (`format_position` writes them: one
+  decimal); the reader takes exactly two numbers at the start, optionally "x=", "(", ",", a unit
+  "m" after each; anything else (one number, a word first, "1.2/3") gives ok=False.
 
 Units: values are returned in the kind's SI unit (prompts.KIND_SPECS): counts as plain numbers,
 distances and sizes in metres, areas in square metres. A number with no unit takes the unit the
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from spatial_ttt_ros.spatial.prompts import (
     LETTERS,
+    ROBOT_DIRECTION_OPTIONS,
     KindSpec,
     Prompt,
     QuestionKind,
@@ -41,6 +45,7 @@ class ParsedAnswer:
     choice_text: str = ""  # MC: the option's text when the prompt's options are known
     reason: str = ""  # why ok is False
     text: str = ""  # the answer text that was read (after removing reasoning wrappers)
+    position: tuple[float, float] | None = None  # locate: (x, y) metres in the map frame
 
 
 def vsi_extract(text: str) -> str:
@@ -91,7 +96,32 @@ _BARE_NUMBER_UNIT = {
     QuestionKind.ABS_DISTANCE: ("m", 1.0),
     QuestionKind.OBJECT_SIZE: ("cm", 0.01),
     QuestionKind.ROOM_SIZE: ("m^2", 1.0),
+    QuestionKind.ROBOT_DISTANCE: ("m", 1.0),
 }
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_POSITION = re.compile(
+    r"^\(?\s*(?:x\s*[=:]\s*)?(" + _NUM + r")(?:\s*m\b)?(?:\s*[,;]\s*|\s+)(?:y\s*[=:]\s*)?(" + _NUM
+    + r")\s*(?:m\b)?\s*\)?(?=$|[\s,;!?]|\.(?!\d))", re.IGNORECASE)
+
+
+def format_position(x: float, y: float) -> str:
+    """The locate answer text: "x y" in metres, one decimal ("1.2 -0.4"; never "-0.0")."""
+    def one(v: float) -> str:
+        if not math.isfinite(v):
+            raise ValueError(f"a position must be finite, got {v!r}")
+        text = f"{v:.1f}"
+        return "0.0" if text == "-0.0" else text
+    return f"{one(float(x))} {one(float(y))}"
+
+
+def _parse_position(text: str) -> ParsedAnswer:
+    m = _POSITION.match(text)
+    if not m:
+        return _fail(f"expected a position 'x y' in meters at the start of the answer, got {text[:40]!r}", text)
+    x, y = float(m.group(1)), float(m.group(2))
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return _fail(f"position is not finite: {m.group(0)!r}", text)
+    return ParsedAnswer(ok=True, unit="m", position=(x, y), text=text)
 
 
 def _clean(text: str) -> str:
@@ -205,4 +235,8 @@ def parse_answer(prompt_or_kind: Prompt | QuestionKind | str, text: str) -> Pars
         return _fail("empty answer", cleaned)
     if spec.answer_type == "NA":
         return _parse_number(spec, cleaned)
+    if spec.answer_type == "XY":
+        return _parse_position(cleaned)
+    if spec.kind is QuestionKind.ROBOT_DIRECTION and not options:
+        options = ROBOT_DIRECTION_OPTIONS
     return _parse_choice(options, cleaned)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from spatial_ttt_ros.spatial.answers import vsi_extract
+from spatial_ttt_ros.spatial.answers import parse_answer, vsi_extract
 from spatial_ttt_ros.spatial.prompts import (
     DIFFICULTIES,
     QuestionKind,
@@ -60,6 +60,10 @@ REPORTED_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 MRA_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # 0.50, 0.55, ..., 0.95
+# Robot-relative kinds (not VSI-Bench; prompts.ROBOT_KINDS): our own question types. They are kept
+# out of REPORTED_TASKS and the overall mean; `robot_scores` reports them.
+ROBOT_QUESTION_TYPES = ("robot_locate", "robot_distance", "robot_direction")
+LOCATE_TARGET_M = 0.5  # a locate answer within this many metres scores 1 in score_item
 
 
 def mean_relative_accuracy(pred: float, gt: float) -> float:
@@ -91,7 +95,8 @@ def _to_float(s: object) -> float | None:
 
 def _resolve_type(kind: QuestionKind | str, difficulty: str = "") -> str:
     """A raw VSI question type from either a raw type or a kind (+ difficulty)."""
-    if isinstance(kind, str) and (kind in MCA_QUESTION_TYPES or kind in NA_QUESTION_TYPES):
+    if isinstance(kind, str) and (kind in MCA_QUESTION_TYPES or kind in NA_QUESTION_TYPES
+                                  or kind in ROBOT_QUESTION_TYPES):
         return kind
     k = parse_kind(kind)
     if k is QuestionKind.REL_DIRECTION and not difficulty:
@@ -108,6 +113,9 @@ def score_item(kind: QuestionKind | str, prediction_text: str, ground_truth: str
     """
     qtype = _resolve_type(kind, difficulty)
     k, _ = kind_from_vsi_type(qtype)
+    if k is QuestionKind.LOCATE:
+        err = locate_error(prediction_text, ground_truth)
+        return 1.0 if err <= LOCATE_TARGET_M else 0.0
     pred = vsi_extract(prediction_text)
     if is_multiple_choice(k):
         if not isinstance(ground_truth, str) or not ground_truth.strip():
@@ -166,6 +174,56 @@ def aggregate(results: Iterable[Mapping[str, object]], *, missing_subtype_zero: 
     }
 
 
+# ---------------------------------------------------------------- robot-relative kinds
+def locate_error(prediction_text: str, ground_truth: object) -> float:
+    """Metres between the position read from the prediction (answers.parse_answer, "x y") and the
+    true (x, y); inf when the prediction is not a readable position (it counts as a miss)."""
+    try:
+        gx, gy = (float(v) for v in ground_truth)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"locate ground truth must be (x, y) in metres, got {ground_truth!r}") from None
+    if not (math.isfinite(gx) and math.isfinite(gy)):
+        raise ValueError(f"locate ground truth must be finite, got {ground_truth!r}")
+    parsed = parse_answer(QuestionKind.LOCATE, prediction_text)
+    if not parsed.ok or parsed.position is None:
+        return math.inf
+    return math.hypot(parsed.position[0] - gx, parsed.position[1] - gy)
+
+
+def robot_scores(rows: Iterable[Mapping[str, object]]) -> dict:
+    """The robot-relative kinds' metrics from rows with "kind" (or "vsi_type"), "prediction" (the
+    model's text) and "answer" (the item's: (x, y), metres, or the option letter):
+
+    {"locate": {"n", "unreadable", "median_m", "p90_m", "within_target"}, "robot_distance":
+    {"n", "mra"}, "robot_direction": {"n", "accuracy"}} for the kinds present. An unreadable locate
+    answer counts as an infinite error (so median / p90 are inf when more than half / a tenth are)."""
+    errors: list[float] = []
+    mra: list[float] = []
+    acc: list[float] = []
+    for r in rows:
+        kind = r.get("kind") or kind_from_vsi_type(str(r.get("vsi_type")))[0]
+        k = parse_kind(kind)  # type: ignore[arg-type]
+        text = str(r["prediction"])
+        if k is QuestionKind.LOCATE:
+            errors.append(locate_error(text, r["answer"]))
+        elif k is QuestionKind.ROBOT_DISTANCE:
+            mra.append(score_item("robot_distance", text, r["answer"]))  # type: ignore[arg-type]
+        elif k is QuestionKind.ROBOT_DIRECTION:
+            acc.append(score_item("robot_direction", text, r["answer"]))  # type: ignore[arg-type]
+    out: dict[str, dict] = {}
+    if errors:
+        e = np.asarray(errors)
+        out["locate"] = {"n": len(e), "unreadable": int(np.sum(~np.isfinite(e))),
+                         "median_m": float(np.quantile(e, 0.5, method="inverted_cdf")),
+                         "p90_m": float(np.quantile(e, 0.9, method="inverted_cdf")),
+                         "within_target": float(np.mean(e <= LOCATE_TARGET_M))}
+    if mra:
+        out["robot_distance"] = {"n": len(mra), "mra": float(np.mean(mra))}
+    if acc:
+        out["robot_direction"] = {"n": len(acc), "accuracy": float(np.mean(acc))}
+    return out
+
+
 # ---------------------------------------------------------------- answer priors
 def best_constant(values: Iterable[float]) -> float:
     """The constant answer with the highest mean MRA over `values` (positive ground truths); the
@@ -197,8 +255,11 @@ def fit_priors(items: Iterable[Mapping[str, object]]) -> dict[str, str]:
         by_type[_resolve_type(str(it["vsi_type"]))].append(it["answer"])
     out = {}
     for qtype, answers in sorted(by_type.items()):
-        if qtype in MCA_QUESTION_TYPES:
+        if qtype in MCA_QUESTION_TYPES or qtype == "robot_direction":
             out[qtype] = majority_letter(answers)
+        elif qtype == "robot_locate":
+            xy = np.median(np.asarray(answers, dtype=np.float64).reshape(-1, 2), axis=0)
+            out[qtype] = f"{xy[0]:.1f} {xy[1]:.1f}"
         else:
             out[qtype] = f"{best_constant(answers):g}"
     return out

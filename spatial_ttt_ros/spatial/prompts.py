@@ -52,6 +52,8 @@ REL_DIRECTION_OPTIONS: dict[str, tuple[str, ...]] = {
     "hard": ("front-left", "front-right", "back-left", "back-right"),
 }
 ROUTE_FILL_IN = "[please fill in]"
+# robot_direction: the quarter of the robot's current heading the object lies in (qa.py).
+ROBOT_DIRECTION_OPTIONS = ("front", "left", "behind", "right")
 
 
 class QuestionKind(StrEnum):
@@ -66,6 +68,10 @@ class QuestionKind(StrEnum):
     ROUTE_PLAN = "route_plan"
     APPEARANCE_ORDER = "appearance_order"
     FREE_FORM = "free_form"
+    # Robot-relative kinds (not VSI-Bench): answered from the pose channel (config.pose_text).
+    LOCATE = "locate"
+    ROBOT_DISTANCE = "robot_distance"
+    ROBOT_DIRECTION = "robot_direction"
 
 
 @dataclass(frozen=True)
@@ -75,13 +81,13 @@ class KindSpec:
     kind: QuestionKind
     min_objects: int
     max_objects: int
-    answer_type: str  # "NA" numerical, "MC" multiple choice, "text" free form
+    answer_type: str  # "NA" numerical, "MC" multiple choice, "XY" a map position, "text" free form
     unit: str  # SI unit of a numerical answer; "" for MC and free form
     options_from_caller: bool  # MC kinds whose options cannot be derived from the question
 
     @property
     def expects(self) -> str:
-        return {"NA": "number", "MC": "choice", "text": "text"}[self.answer_type]
+        return {"NA": "number", "MC": "choice", "XY": "position", "text": "text"}[self.answer_type]
 
 
 _K = QuestionKind
@@ -100,7 +106,13 @@ KIND_SPECS: dict[QuestionKind, KindSpec] = {
     # Categories in the order they are listed in the question (VSI-Bench lists four).
     _K.APPEARANCE_ORDER: KindSpec(_K.APPEARANCE_ORDER, 2, 8, "MC", "", True),
     _K.FREE_FORM: KindSpec(_K.FREE_FORM, 0, 0, "text", "", False),
+    # "x y" in metres in the map frame (the frame of the poses).
+    _K.LOCATE: KindSpec(_K.LOCATE, 1, 1, "XY", "m", False),
+    _K.ROBOT_DISTANCE: KindSpec(_K.ROBOT_DISTANCE, 1, 1, "NA", "m", False),
+    _K.ROBOT_DIRECTION: KindSpec(_K.ROBOT_DIRECTION, 1, 1, "MC", "", False),
 }
+VSI_KINDS = tuple(k for k in QuestionKind if k not in (_K.FREE_FORM, _K.LOCATE, _K.ROBOT_DISTANCE, _K.ROBOT_DIRECTION))
+ROBOT_KINDS = (_K.LOCATE, _K.ROBOT_DISTANCE, _K.ROBOT_DIRECTION)
 
 _VSI_TYPES: dict[QuestionKind, str] = {
     _K.COUNT: "object_counting",
@@ -110,6 +122,10 @@ _VSI_TYPES: dict[QuestionKind, str] = {
     _K.REL_DISTANCE: "object_rel_distance",
     _K.ROUTE_PLAN: "route_planning",
     _K.APPEARANCE_ORDER: "obj_appearance_order",
+    # Our own question types for the robot-relative kinds (metrics.py scores them).
+    _K.LOCATE: "robot_locate",
+    _K.ROBOT_DISTANCE: "robot_distance",
+    _K.ROBOT_DIRECTION: "robot_direction",
 }
 
 
@@ -155,7 +171,8 @@ def is_multiple_choice(kind: QuestionKind | str) -> bool:
 
 
 def vsi_question_type(kind: QuestionKind | str, difficulty: str = "") -> str:
-    """VSI-Bench's raw `question_type` for a kind (rel_direction needs its difficulty)."""
+    """VSI-Bench's raw `question_type` for a kind (rel_direction needs its difficulty); the robot
+    kinds have types of our own ("robot_locate", "robot_distance", "robot_direction")."""
     k = parse_kind(kind)
     if k is QuestionKind.REL_DIRECTION:
         return f"object_rel_direction_{_check_difficulty(difficulty)}"
@@ -242,6 +259,15 @@ def question_text(kind: QuestionKind | str, objects: Sequence[str], difficulty: 
                 "You have reached the final destination.")
     if k is QuestionKind.APPEARANCE_ORDER:
         return f"What will be the first-time appearance order of the following categories in the video: {', '.join(o)}?"
+    if k is QuestionKind.LOCATE:
+        return (f"Where is the {o[0]}? Give its position in the map frame as x y in meters.\n"
+                "If there are several, give the one nearest to me.")
+    if k is QuestionKind.ROBOT_DISTANCE:
+        return (f"How far is the {o[0]} from me now (in meters)?\n"
+                "Measure on the floor to its closest point; if there are several, to the nearest.")
+    if k is QuestionKind.ROBOT_DIRECTION:
+        return (f"Where is the {o[0]} relative to me now: in front of me, to my left, behind me, or to my right?\n"
+                "If there are several, answer for the nearest.")
     raise ValueError("free_form has no template; pass the question text")
 
 
@@ -324,7 +350,7 @@ def build_prompt(
             _check_objects(spec, objects, required=False)
         else:
             question = question_text(k, objects, difficulty)
-        if spec.answer_type == "NA":
+        if spec.answer_type in ("NA", "XY"):
             if options:
                 raise ValueError(f"{k.value} is numerical and takes no options, got {list(options)!r}")
             body = pre + "\n" + question + "\n" + NA_POST_PROMPT
@@ -332,7 +358,8 @@ def build_prompt(
             if not options:
                 if spec.options_from_caller:
                     raise ValueError(f"{k.value} is multiple choice and needs options, got none")
-                options = REL_DIRECTION_OPTIONS[difficulty]
+                options = (ROBOT_DIRECTION_OPTIONS if k is QuestionKind.ROBOT_DIRECTION
+                           else REL_DIRECTION_OPTIONS[difficulty])
             lettered = format_options(options)
             body = "\n".join([pre, question, "Options:\n" + "\n".join(lettered), MCA_POST_PROMPT])
     text = body + MANY_ROOMS_SENTENCE if append_many_rooms else body

@@ -15,6 +15,20 @@ Answers and their units follow the VSI-Bench questions (prompts.question_text):
 * route_plan: the turns (Turn Left/Right/Back) at the start and at each waypoint;
 * appearance_order: categories sorted by the first frame any of their instances was seen.
 
+Robot-relative kinds (given `poses`, the camera optical frame's pose per frame in the map frame;
+"now" = the last frame of the table, where the question is asked; position = the camera's x y,
+heading = its viewing direction projected onto the floor, as runtime/tokens.py pose_xy_yaw):
+
+* locate: box centre "x y" of the category's instance nearest to the robot now (floor distance to
+  its footprint), metres in the map frame, 2 decimals; skipped when two instances are within
+  `min_gap_m` of each other in that distance;
+* robot_distance: floor distance (metres, 2 decimals) from the robot now to the nearest instance's
+  footprint (0 inside it), skipped under 0.3 m;
+* robot_direction: front / left / behind / right = the quarter of the heading the nearest
+  instance's centre lies in (front |a| < 45, left 45..135, right -135..-45, behind |a| >= 135,
+  a = signed turn, positive = left), skipped within `margin_deg` of a boundary or under 0.3 m.
+Their frame_range is [first frame any instance was seen, the ask frame]: the clip must end there.
+
 Ambiguous cases are skipped rather than asked: directions within `margin_deg` of a boundary,
 nearest candidates closer together than `min_gap_m`, distances under 0.1 m, equal first frames.
 
@@ -36,81 +50,41 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from spatial_ttt_ros.spatial.camera import CameraPose
 from spatial_ttt_ros.spatial.geometry import box_distance, direction_from_angle, relative_angle, turn_action
-from spatial_ttt_ros.spatial.observations import check_table, first_seen, seen_ids
 from spatial_ttt_ros.spatial.prompts import (
-    LETTERS,
     REL_DIRECTION_OPTIONS,
+    ROBOT_KINDS,
+    VSI_KINDS,
     Prompt,
     QuestionKind,
     build_prompt,
-    format_options,
     parse_kind,
     question_text,
-    vsi_question_type,
+)
+from spatial_ttt_ros.spatial.qa_items import QAContext, mc_item, qa_item
+from spatial_ttt_ros.spatial.qa_robot import (
+    locate_items,
+    robot_direction_items,
+    robot_distance_items,
 )
 from spatial_ttt_ros.spatial.scene import Scene, SceneObject
 
-QA_KINDS = tuple(k for k in QuestionKind if k is not QuestionKind.FREE_FORM)
+QA_KINDS = VSI_KINDS + ROBOT_KINDS  # the robot kinds are generated only when poses are given
 ROUTE_TURNS = ("Turn Left", "Turn Right", "Turn Back")
 
 
-class _Context:
-    """The seen part of the scene, indexed the ways the generators need."""
-
-    def __init__(self, scene: Scene, table: Mapping[int, Iterable[str]]) -> None:
-        self.scene = scene
-        self.table = check_table(scene, table)
-        self.first = first_seen(self.table)
-        self.seen = scene.by_category(seen_ids(self.table))  # category -> seen objects
-        self.unique = {c: objs[0] for c, objs in self.seen.items() if len(objs) == 1}
-
-    def frame_range(self, ids: Iterable[str]) -> list[int]:
-        firsts = [self.first[i] for i in ids]
-        return [min(firsts), max(firsts)]
-
-    def category_first(self, category: str) -> int:
-        return min(self.first[o.id] for o in self.seen[category])
-
-
-def _item(kind: QuestionKind, question: str, answer: object, objects: Sequence[str], frame_range: list[int],
-          *, options: Sequence[str] = (), answer_text: str = "", unit: str = "", difficulty: str = "") -> dict:
-    return {
-        "kind": kind.value,
-        "vsi_type": vsi_question_type(kind, difficulty),
-        "difficulty": difficulty,
-        "question": question,
-        "options": list(options),
-        "answer": answer,
-        "answer_text": answer_text,
-        "unit": unit,
-        "objects": list(objects),
-        "frame_range": list(frame_range),
-    }
-
-
-def _mc(kind: QuestionKind, question: str, correct: str, distractors: Sequence[str], rng: np.random.Generator,
-        objects: Sequence[str], frame_range: list[int], difficulty: str = "") -> dict:
-    """An MC item with the correct text among shuffled distractors; the answer is its letter."""
-    texts = [correct, *distractors]
-    order = rng.permutation(len(texts))
-    texts = [texts[i] for i in order]
-    letter = LETTERS[texts.index(correct)]
-    return _item(kind, question, letter, objects, frame_range, options=format_options(texts),
-                 answer_text=correct, difficulty=difficulty)
-
-
-def _count(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _count(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     out, cats = [], sorted(ctx.seen)
     for cat in [cats[i] for i in rng.permutation(len(cats))[:n]]:
         objs = ctx.seen[cat]
         ids = [o.id for o in objs]
-        out.append(_item(QuestionKind.COUNT, question_text(QuestionKind.COUNT, [objs[0].label]), len(objs), ids,
+        out.append(qa_item(QuestionKind.COUNT, question_text(QuestionKind.COUNT, [objs[0].label]), len(objs), ids,
                          ctx.frame_range(ids), unit="count"))
     return out
 
 
-def _abs_distance(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _abs_distance(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     pairs = list(itertools.combinations(sorted(ctx.unique), 2))
     out = []
     for i in rng.permutation(len(pairs)):
@@ -121,33 +95,33 @@ def _abs_distance(ctx: _Context, rng: np.random.Generator, n: int, **_: object) 
         if d < 0.1:  # touching objects give a 0 ground truth, which MRA cannot score
             continue
         q = question_text(QuestionKind.ABS_DISTANCE, [a.label, b.label])
-        out.append(_item(QuestionKind.ABS_DISTANCE, q, round(d, 2), [a.id, b.id], ctx.frame_range([a.id, b.id]),
+        out.append(qa_item(QuestionKind.ABS_DISTANCE, q, round(d, 2), [a.id, b.id], ctx.frame_range([a.id, b.id]),
                          unit="m"))
     return out
 
 
-def _object_size(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _object_size(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     out, cats = [], sorted(ctx.unique)
     for cat in [cats[i] for i in rng.permutation(len(cats))[:n]]:
         o = ctx.unique[cat]
         q = question_text(QuestionKind.OBJECT_SIZE, [o.label])
-        out.append(_item(QuestionKind.OBJECT_SIZE, q, int(round(o.box.longest_dimension * 100)), [o.id],
+        out.append(qa_item(QuestionKind.OBJECT_SIZE, q, int(round(o.box.longest_dimension * 100)), [o.id],
                          ctx.frame_range([o.id]), unit="cm"))
     return out
 
 
-def _room_size(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _room_size(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     seen_objs = [o for objs in ctx.seen.values() for o in objs]
     rooms = [r for r in ctx.scene.rooms if seen_objs and r.contains(np.stack([o.box.center for o in seen_objs])).any()]
     if not rooms or n < 1:
         return []
     area = round(sum(r.area for r in rooms), 1)
     frames = sorted(ctx.table)
-    return [_item(QuestionKind.ROOM_SIZE, question_text(QuestionKind.ROOM_SIZE, []), area, [],
+    return [qa_item(QuestionKind.ROOM_SIZE, question_text(QuestionKind.ROOM_SIZE, []), area, [],
                   [frames[0], frames[-1]], unit="m^2")]
 
 
-def _rel_distance(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
+def _rel_distance(ctx: QAContext, rng: np.random.Generator, n: int, min_gap_m: float, **_: object) -> list[dict]:
     out, asked = [], set()
     targets = sorted(ctx.unique)
     for _attempt in range(40 * n):
@@ -171,7 +145,7 @@ def _rel_distance(ctx: _Context, rng: np.random.Generator, n: int, min_gap_m: fl
         labels = {c: ctx.seen[c][0].label for c in choices}
         q = question_text(QuestionKind.REL_DISTANCE, [t.label] + [labels[c] for c in choices])
         ids = [t.id] + [o.id for c in choices for o in ctx.seen[c]]
-        out.append(_mc(QuestionKind.REL_DISTANCE, q, labels[ranked[0]], [labels[c] for c in ranked[1:]], rng,
+        out.append(mc_item(QuestionKind.REL_DISTANCE, q, labels[ranked[0]], [labels[c] for c in ranked[1:]], rng,
                        ids, ctx.frame_range(ids)))
     return out
 
@@ -191,7 +165,7 @@ def _xy_dist(a: SceneObject, b: SceneObject) -> float:
     return float(np.linalg.norm(a.box.center[:2] - b.box.center[:2]))
 
 
-def _rel_direction(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
+def _rel_direction(ctx: QAContext, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
     cats = sorted(ctx.unique)
     out, asked = [], set()
     if len(cats) < 3:
@@ -211,12 +185,12 @@ def _rel_direction(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: 
         distractors = [d for d in REL_DIRECTION_OPTIONS[difficulty] if d != answer]
         text = question_text(QuestionKind.REL_DIRECTION, [p.label, o.label, q.label], difficulty)
         ids = [p.id, o.id, q.id]
-        out.append(_mc(QuestionKind.REL_DIRECTION, text, answer, distractors, rng, ids, ctx.frame_range(ids),
+        out.append(mc_item(QuestionKind.REL_DIRECTION, text, answer, distractors, rng, ids, ctx.frame_range(ids),
                        difficulty))
     return out
 
 
-def _route_plan(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
+def _route_plan(ctx: QAContext, rng: np.random.Generator, n: int, margin_deg: float, **_: object) -> list[dict]:
     cats = sorted(ctx.unique)
     out, asked = [], set()
     for _attempt in range(60 * n):
@@ -249,11 +223,11 @@ def _route_plan(ctx: _Context, rng: np.random.Generator, n: int, margin_deg: flo
         distractors = [others[i] for i in sorted(rng.choice(len(others), size=min(3, len(others)), replace=False))]
         q = question_text(QuestionKind.ROUTE_PLAN, [o.label for o in path])
         ids = [o.id for o in path]
-        out.append(_mc(QuestionKind.ROUTE_PLAN, q, correct, distractors, rng, ids, ctx.frame_range(ids)))
+        out.append(mc_item(QuestionKind.ROUTE_PLAN, q, correct, distractors, rng, ids, ctx.frame_range(ids)))
     return out
 
 
-def _appearance_order(ctx: _Context, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
+def _appearance_order(ctx: QAContext, rng: np.random.Generator, n: int, **_: object) -> list[dict]:
     cats = sorted(ctx.seen)
     out, asked = [], set()
     if len(cats) < 3:
@@ -274,7 +248,7 @@ def _appearance_order(ctx: _Context, rng: np.random.Generator, n: int, **_: obje
         distractors = [", ".join(labels[c] for c in perms[i]) for i in sorted(picks)]
         q = question_text(QuestionKind.APPEARANCE_ORDER, [labels[c] for c in chosen])
         ids = [min(ctx.seen[c], key=lambda o: (ctx.first[o.id], o.id)).id for c in correct_order]
-        out.append(_mc(QuestionKind.APPEARANCE_ORDER, q, ", ".join(labels[c] for c in correct_order), distractors,
+        out.append(mc_item(QuestionKind.APPEARANCE_ORDER, q, ", ".join(labels[c] for c in correct_order), distractors,
                        rng, ids, ctx.frame_range(ids)))
     return out
 
@@ -288,6 +262,9 @@ _GENERATORS = {
     QuestionKind.REL_DIRECTION: _rel_direction,
     QuestionKind.ROUTE_PLAN: _route_plan,
     QuestionKind.APPEARANCE_ORDER: _appearance_order,
+    QuestionKind.LOCATE: locate_items,
+    QuestionKind.ROBOT_DISTANCE: robot_distance_items,
+    QuestionKind.ROBOT_DIRECTION: robot_direction_items,
 }
 
 
@@ -300,8 +277,12 @@ def generate_qa(
     max_per_kind: int = 3,
     margin_deg: float = 15.0,
     min_gap_m: float = 0.15,
+    poses: Sequence[CameraPose] | Mapping[int, CameraPose] | None = None,
 ) -> list[dict]:
     """QA items for the requested kinds (at most max_per_kind each), in the order of `kinds`.
+
+    poses: the camera pose per frame of the table (a sequence indexed by frame, or a mapping);
+    without them the robot-relative kinds give no items (module doc).
 
     seed: an int or a numpy Generator (each kind draws from its own child stream, so asking for
     fewer kinds does not change the items of the others when an int seed is given).
@@ -310,7 +291,7 @@ def generate_qa(
         raise ValueError(f"max_per_kind must be >= 0, got {max_per_kind}")
     if not 0 <= margin_deg < 45:
         raise ValueError(f"margin_deg must be in [0, 45), got {margin_deg}")
-    ctx = _Context(scene, table)
+    ctx = QAContext(scene, table, poses)
     if not ctx.table:
         return []
     root = seed if isinstance(seed, np.random.Generator) else None

@@ -173,6 +173,9 @@ def bake_bag(bag: str | Path, out: str | Path, opts: BakeOptions, *,
     bag, out = Path(bag), Path(out)
     if not bag.exists():
         raise ValueError(f"bag {bag} does not exist")
+    if not bag.is_dir():
+        raise ValueError(f"bag {bag} is a file; give the bag directory (with metadata.yaml; "
+                         "`spatial-ttt bag recover DIR` writes one)")
     image_topic, posed, counts = _inspect(bag)
     side = bag.resolve().parent
     scene_file = Path(scene_path) if scene_path is not None else side / "scene.yaml"
@@ -217,10 +220,12 @@ def bake_bag(bag: str | Path, out: str | Path, opts: BakeOptions, *,
             visibility = {str(f): sorted(ids) for f, ids in table.items()}
         if annotations is not None and opts.stride == 1:
             mine = [it for it in annotations if it.get("episode") == index and it.get("file", ep.file) == ep.file]
-            too_far = [it["frame_range"] for it in mine if max(it["frame_range"]) >= len(sub.stamps_ns)]
-            if too_far:
-                raise ValueError(f"{jsonl}: items of episode {index} reach frame {max(too_far[0])} but the bag's "
-                                 f"episode has {len(sub.stamps_ns)} frames; annotate the bag again")
+            n = len(sub.stamps_ns)
+            spans = [it["frame_range"] for it in mine if max(it["frame_range"]) >= n or
+                     (it["type"] == "episode_description" and list(it["frame_range"]) != [0, n - 1])]
+            if spans:
+                raise ValueError(f"{jsonl}: items of episode {index} span frames {spans[0]} but the bag's "
+                                 f"episode has {n} frames; annotate the bag again")
             items, descs = split_items(mine)
             origin = JSONL_NAME
         elif scene is not None:

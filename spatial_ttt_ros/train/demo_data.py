@@ -33,7 +33,7 @@ from ..data.annotate import annotate_episode, episode_visibility
 from ..data.synth import generate_scene, stream_frames
 from ..data.trajectory import TOURS
 from ..runtime.config import SpatialTTTConfig, load_config
-from ..runtime.tokens import timestamp_text
+from ..runtime.tokens import group_text
 from ..spatial.camera import CameraIntrinsics
 from ..spatial.observations import evidence_outside_window, last_seen
 from ..spatial.scene import scene_to_dict
@@ -47,11 +47,13 @@ HFOV_DEG = 70.0
 
 def window_frames(config: SpatialTTTConfig, tokenizer) -> int:  # noqa: ANN001
     """Frames the sliding window of W tokens can hold before a question: whole frame groups of the
-    shortest kind (timestamp text "<0.0 seconds>", vision start/end, h*w visual tokens), rounded up,
+    shortest kind (timestamp text "<0.0 seconds>", with the pose channel "<0.0 seconds x=0.0 y=0.0
+    yaw=0>", vision start/end, h*w visual tokens), rounded up,
     times 2 frames per group. Conservative: an item is 'outside the window' only if no evidence
     frame is among these."""
     h, w = config.frame_height // 32, config.frame_width // 32
-    per_group = len(tokenizer.encode(timestamp_text(0.0), add_special_tokens=False)) + 2 + h * w
+    shortest = group_text(0.0, 0.0, 0.0, (0.0, 0.0, 0.0) if config.pose_text else None)
+    per_group = len(tokenizer.encode(shortest, add_special_tokens=False)) + 2 + h * w
     return 2 * math.ceil(config.window_size / per_group)
 
 

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spatial.metrics import REPORTED_TASKS, aggregate, fit_priors, score_item
+from ..spatial.metrics import REPORTED_TASKS, aggregate, fit_priors, robot_scores, score_item
+from ..spatial.prompts import ROBOT_KINDS
 from ..spatial.qa import item_prompt
 from .demo_data import parse_seeds
 
@@ -52,27 +53,28 @@ ARMS: dict[str, dict] = {
 }
 BLIND_GREY = 128
 BOOTSTRAP = 1000
+ROBOT_KIND_NAMES = {k.value for k in ROBOT_KINDS}  # locate error, robot_distance MRA, robot_direction accuracy
 
 
 # ---------------------------------------------------------------- streaming the scenes
 def _episodes(job: dict):  # noqa: ANN202
-    """(seed, frames, stamps, items) per scene of the job."""
+    """(seed, frames, stamps, poses or None, items) per scene of the job."""
     if job["shards"]:
         from .shards import read_episode
 
         for path in job["shards"]:
             ep = read_episode(path)
             seed = int(ep.source.split(":", 1)[1]) if ep.source.startswith("synth:") else -1
-            yield seed, ep.frames, ep.stamps, ep.items
+            yield seed, ep.frames, ep.stamps, ep.poses, ep.items
         return
     from ..runtime.config import load_config
     from .demo_data import synth_episode
 
     config = load_config(job["preset"], weights="")
     for seed in job["seeds"]:
-        rgb, stamps, _, info = synth_episode(seed, config, frames=job["frames"], stride=job["stride"],
+        rgb, stamps, poses, info = synth_episode(seed, config, frames=job["frames"], stride=job["stride"],
                                              tour=job["tour"], window=job["window"])
-        yield seed, rgb, stamps, info["items"]
+        yield seed, rgb, stamps, poses, info["items"]
 
 
 def _run_job(job: dict) -> list[dict]:
@@ -91,13 +93,16 @@ def _run_job(job: dict) -> list[dict]:
         else:
             engines[arm] = StreamingEngine.from_preset(job["preset"], device=job["device"], overrides=overrides)
     rows = []
-    for seed, frames, stamps, items in _episodes(job):
+    for seed, frames, stamps, poses, items in _episodes(job):
         for arm, engine in engines.items():
             engine.reset()
-            for f, t in zip(frames, stamps):
-                engine.push_frame(np.full_like(f, BLIND_GREY) if arm == "blind" else f, float(t))
+            for i, (f, t) in enumerate(zip(frames, stamps)):
+                pose = poses[i] if poses is not None and engine.config.pose_text else None  # the pose channel
+                engine.push_frame(np.full_like(f, BLIND_GREY) if arm == "blind" else f, float(t), pose)
             engine.prepare()
             for k, it in enumerate(items):
+                if it["kind"] in ROBOT_KIND_NAMES and not engine.config.pose_text:
+                    continue  # answers relative to the robot's map pose: only for a pose-channel model
                 text = item_prompt(it, append_many_rooms=engine.config.append_many_rooms).text
                 answer = engine.ask(text, max_new_tokens=job["max_new_tokens"])
                 rows.append({"seed": seed, "arm": arm, "item": k, "kind": it["kind"], "vsi_type": it["vsi_type"],
@@ -183,9 +188,10 @@ def report(rows: list[dict], meta: dict) -> dict:
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     out = {**meta, "arms": {}}
     for arm in arms:
-        mine = [r for r in rows if r["arm"] == arm]
+        mine = [r for r in rows if r["arm"] == arm and r["kind"] not in ROBOT_KIND_NAMES]  # the VSI kinds
         out["arms"][arm] = {"all": summarize(mine), "outside_window": summarize([r for r in mine if r["outside"]],
-                                                                                 strict=False)}
+                                                                                 strict=False),
+                            "robot": robot_scores([r for r in rows if r["arm"] == arm and r["kind"] in ROBOT_KIND_NAMES])}
     return out
 
 
@@ -220,6 +226,17 @@ def markdown(result: dict) -> str:
         lines.append("| **overall** | " + " | ".join(f"**{_fmt(a[subset]['overall'])}**{_ci(a[subset]['overall_ci95'])}"
                                                    for a in arms.values())
                      + f" | {_fmt(first['overall_prior'])} | {first['n']} |")
+        lines.append("")
+    robot = {name: a["robot"] for name, a in arms.items() if a.get("robot")}
+    if robot:
+        lines += ["### Robot-relative kinds (pose channel)", "",
+                  "| arm | locate median m | locate p90 m | within 0.5 m | unreadable | robot_distance MRA "
+                  "| robot_direction acc |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in robot.items():
+            loc, dist, dirn = r.get("locate", {}), r.get("robot_distance", {}), r.get("robot_direction", {})
+            lines.append(f"| {name} | {_fmt(loc.get('median_m'))} | {_fmt(loc.get('p90_m'))} | "
+                         f"{_fmt(loc.get('within_target'))} | {loc.get('unreadable', '-')}/{loc.get('n', 0)} | "
+                         f"{_fmt(dist.get('mra'))} | {_fmt(dirn.get('accuracy'))} |")
         lines.append("")
     return "\n".join(lines)
 

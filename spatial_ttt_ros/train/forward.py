@@ -55,6 +55,23 @@ def sample_loss(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[Tr
     return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
 
 
+class TrainForward(nn.Module):
+    """`sample_loss` as a module's forward, for wrappers that act on forward calls: DDP (its
+    forward prepares the gradient reduction) and FSDP2 (the root's pre-forward gathers the
+    parameters outside the decoder layers: embeddings, vision tower, final norm, LM head; decoder
+    layers sharded on their own gather in their own forward, which `decoder_one_pass` calls)."""
+
+    def __init__(self, model: nn.Module, config: SpatialTTTConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, samples: Sequence[TrainSample], window_size: int | None = None,
+                checkpoint_chunks: bool = True) -> tuple[torch.Tensor, int]:
+        return sample_loss(self.model, self.config, samples, window_size=window_size,
+                           checkpoint_chunks=checkpoint_chunks)
+
+
 def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[TrainSample],
                   window_size: int | None, checkpoint_chunks: bool) -> tuple[torch.Tensor, list[int]]:
     video_pad = model.config.video_token_id  # the tokenizer's <|video_pad|> (tiny: runtime.model sets it so)

@@ -1,11 +1,12 @@
 """One training sample in exactly the streaming engine's token layout.
 
-    <chat prefix> (<t seconds><|vision_start|><|video_pad|>*n<|vision_end|>)*groups
+    <chat prefix> (<t seconds[ x=.. y=.. yaw=..]><|vision_start|><|video_pad|>*n<|vision_end|>)*groups
     <question><|im_end|>\\n<|im_start|>assistant\\n <answer><|im_end|>
 
 Frames are resized with the engine's own `resize_frame`; an odd frame count repeats the last
 frame (as the engine and the HF processor pad); a group's time is the mean of its two frames'
-stamps relative to the first frame. Labels are the answer tokens and the closing `<|im_end|>`
+stamps relative to the first frame; with config.pose_text the line also carries the pose of the
+group's second frame (runtime/tokens.py group_text, the engine's own function). Labels are the answer tokens and the closing `<|im_end|>`
 (not the token after it, unlike the official collator: TRAINING.md §1.3, §1.8); every other
 position is -100. `labels[i]` is the target *at* position i; the loss shifts (predicts i from i-1).
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ..runtime.config import SpatialTTTConfig
-from ..runtime.tokens import ChatLayout, resize_frame, timestamp_text
+from ..runtime.tokens import ChatLayout, group_poses, group_text, resize_frame
 
 IGNORE = -100
 PATCH, MERGE = 16, 2
@@ -46,22 +47,28 @@ def merged_grid(config: SpatialTTTConfig) -> tuple[int, int]:
     return config.frame_height // (PATCH * MERGE), config.frame_width // (PATCH * MERGE)
 
 
-def video_ids(tokenizer, layout: ChatLayout, stamps: Sequence[float], tokens_per_group: int) -> list[int]:  # noqa: ANN001
-    """Ids of the frame groups for `stamps` (even length): timestamp text, vision start, pads, end."""
+def video_ids(tokenizer, layout: ChatLayout, stamps: Sequence[float], tokens_per_group: int,  # noqa: ANN001
+              poses: Sequence | None = None) -> list[int]:
+    """Ids of the frame groups for `stamps` (even length): timestamp text, vision start, pads, end.
+    `poses`: per frame (x, y, yaw_deg) for the pose channel (tokens.group_poses), or None."""
     if len(stamps) % 2:
         raise ValueError(f"stamps must pair up (even length), got {len(stamps)}")
+    poses = [None] * len(stamps) if poses is None else list(poses)
     t0 = stamps[0] if stamps else 0.0
     ids: list[int] = []
     for g in range(len(stamps) // 2):
-        t_rel = ((stamps[2 * g] - t0) + (stamps[2 * g + 1] - t0)) / 2
-        ids += tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [layout.vision_start]
+        text = group_text(stamps[2 * g], stamps[2 * g + 1], t0, poses[2 * g + 1])
+        ids += tokenizer.encode(text, add_special_tokens=False) + [layout.vision_start]
         ids += [layout.video_pad] * tokens_per_group + [layout.vision_end]
     return ids
 
 
 def layout_sample(config: SpatialTTTConfig, tokenizer, layout: ChatLayout, frames: Sequence[np.ndarray],  # noqa: ANN001
-                  stamps: Sequence[float], question: str, answer: str, meta: dict | None = None) -> TrainSample:
-    """A sample from RGB uint8 frames (any size), their stamps, the prompt text and the answer text."""
+                  stamps: Sequence[float], question: str, answer: str, meta: dict | None = None,
+                  poses: Sequence | None = None) -> TrainSample:
+    """A sample from RGB uint8 frames (any size), their stamps, the prompt text and the answer text.
+    `poses` (per frame: 4x4 or x y z qx qy qz qw, the camera in the map frame) are required with
+    config.pose_text and ignored without it."""
     if len(frames) == 0:
         raise ValueError("a sample needs at least one frame, got 0")
     if len(frames) != len(stamps):
@@ -73,12 +80,14 @@ def layout_sample(config: SpatialTTTConfig, tokenizer, layout: ChatLayout, frame
     stamps = [float(s) for s in stamps]
     if any(b < a for a, b in zip(stamps, stamps[1:])):
         raise ValueError(f"stamps must be non-decreasing, got {stamps[:8]}...")
+    pose2d = group_poses(config.pose_text, None if poses is None else list(poses), len(frames))
     imgs = [resize_frame(f, config.frame_height, config.frame_width) for f in frames]
     if len(imgs) % 2:
         imgs.append(imgs[-1])
         stamps.append(stamps[-1])
+        pose2d.append(pose2d[-1])
     h, w = merged_grid(config)
-    prompt = list(layout.prefix) + video_ids(tokenizer, layout, stamps, h * w)
+    prompt = list(layout.prefix) + video_ids(tokenizer, layout, stamps, h * w, pose2d)
     prompt += tokenizer.encode(question, add_special_tokens=False) + list(layout.suffix)
     target = tokenizer.encode(answer.strip(), add_special_tokens=False) + [layout.eos]
     ids = torch.tensor(prompt + target, dtype=torch.long)

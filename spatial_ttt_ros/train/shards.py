@@ -135,6 +135,10 @@ def _check_item(i: int, item: Any, n: int) -> dict:
     if item["options"]:
         if not isinstance(ans, str) or len(ans) != 1 or not "A" <= ans <= chr(ord("A") + len(item["options"]) - 1):
             raise _fail(f"{field}.answer", f"an option letter A-{chr(ord('A') + len(item['options']) - 1)}", ans)
+    elif item["kind"] == "locate":
+        if not isinstance(ans, list) or len(ans) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in ans):
+            raise _fail(f"{field}.answer", "a map position [x, y] in metres", ans)
     elif isinstance(ans, bool) or not isinstance(ans, (int, float)) or not math.isfinite(ans) or ans < 0:
         raise _fail(f"{field}.answer", "a finite number >= 0", ans)
     _check_range(f"{field}.frame_range", item["frame_range"], n)
@@ -288,6 +292,24 @@ def read_episode(path: str | os.PathLike[str], *, load_frames: bool = True) -> E
         visibility=None if vis is None else {int(k): list(v) for k, v in vis.items()},
         scene=info.get("scene"), topics=info.get("topics", {}),
     )
+
+
+def read_frames(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of a shard, read from disk without loading the rest ([n, H, W, 3] uint8)."""
+    try:
+        with safe_open(str(Path(path) / FRAMES_FILE), framework="numpy") as f:
+            sl = f.get_slice("frames")
+            n = int(sl.get_shape()[0])
+            if not 0 <= start < stop <= n:
+                raise ValueError(f"shard {path}: frames [{start}, {stop}) are outside its {n} frames")
+            out = sl[start:stop]
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001  SafetensorError for a damaged or replaced file
+        raise ValueError(f"shard {path}: cannot read {FRAMES_FILE}: {exc}") from None
+    if out.dtype != np.uint8 or out.ndim != 4 or out.shape[0] != stop - start:
+        raise _fail("frames", "uint8 [F, H, W, 3]", f"{out.dtype} {out.shape}")
+    return out
 
 
 def find_shards(patterns: list[str] | tuple[str, ...] | str) -> list[Path]:

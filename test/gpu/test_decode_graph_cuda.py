@@ -56,3 +56,12 @@ def test_graph_decode_equals_eager_on_cuda(overrides):
         assert graph.state.digest() == before
     # one capture per anchor buffer size: the second ask on the same memory replays it
     assert 1 <= graph._static.captures <= 3
+
+
+def test_the_default_engine_decodes_with_the_graph_on_cuda():
+    """decode_graph defaults to auto: a preset engine on CUDA answers tokens 2.. by graph replay."""
+    engine = StreamingEngine.from_preset("tiny", device="cuda", overrides={"chunk_size": 4096})
+    assert engine.config.decode_graph == "auto" and engine._static.mode == "graph"
+    _push(engine, 8, 0)
+    question = next(q for q in QUESTIONS if len(engine.ask(q, 4).token_ids) > 2)
+    assert engine.ask(question, 8).decode_path == "graph"

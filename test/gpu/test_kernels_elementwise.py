@@ -1,6 +1,6 @@
 """Triton elementwise chains (kernels/elementwise/triton.py) vs the PyTorch reference on the same GPU.
 
-Every output buffer starts as NaN (triton_common.POISON_OUTPUTS), so an element no program writes fails.
+Every output buffer starts as NaN ($SPATIAL_TTT_POISON_OUTPUTS, triton_common.POISON_ENV), so an element no program writes fails.
 The kernels repeat the reference's steps in the same order with the same rounding points (libdevice
 exp/log1p/rsqrt as PyTorch's CUDA kernels call them, IEEE division and square root, no FMA
 contraction, bf16 intermediates rounded where the reference materialises them). The only freedom left
@@ -50,7 +50,7 @@ ROPE_ATOL = 4 * 2.0**-24
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
     """Every kernel output starts as NaN, so an unwritten element fails the comparison."""
-    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+    monkeypatch.setenv(triton_common.POISON_ENV, "1")
 
 
 def gen(seed=0):

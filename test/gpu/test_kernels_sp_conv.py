@@ -1,6 +1,6 @@
 """Triton SP conv (kernels/sp_conv/triton.py) vs the PyTorch reference (F.conv3d) on the same GPU.
 
-Every output buffer starts as NaN (triton_common.POISON_OUTPUTS), so an element no program writes fails.
+Every output buffer starts as NaN ($SPATIAL_TTT_POISON_OUTPUTS, triton_common.POISON_ENV), so an element no program writes fails.
 Both sides compute out = sum of 27 products w * x with fp32 accumulation (the reference's CUDA depthwise
 conv3d accumulates bf16 in fp32 as well; TF32 is switched off below so an fp32 cuDNN path cannot use it)
 and round once to the output dtype; the weights are the same (rounded to the inputs' dtype). Only the
@@ -35,7 +35,7 @@ SUM_TOL = 2.0**-19
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
     """Every kernel output starts as NaN, so an unwritten element fails the comparison; no TF32."""
-    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+    monkeypatch.setenv(triton_common.POISON_ENV, "1")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 

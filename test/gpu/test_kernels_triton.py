@@ -13,8 +13,9 @@ relative Frobenius error ||got - ref|| / ||ref||. Tolerances per tensor and prec
 * Updated states move by a small fraction of the weights, so they are judged on the movement:
   ||got - ref|| <= tol * ||ref - W_init|| + 1e-6 * ||ref||, the second term being a few fp32 ulps
   of the state itself (the fp32 state cannot be closer to a float64 one than its own rounding).
-* Muon: Newton-Schulz is bf16 in every backend and rounds differently in each (the Triton epilogue
-  rounds P = c A A + b A once, the reference four times). The quintic multiplies small singular
+* Muon: Newton-Schulz is bf16 in every backend and rounds differently in each (all scale the Gram
+  matrix first, as the official (c A) A; the Triton epilogue then rounds P = (c A) A + b A once, the
+  reference three times more). The quintic multiplies small singular
   values by ~490 over five steps, so for a rank-deficient update (L < D; L = 1 is rank one) the
   output's near-null space is amplified rounding noise, different for every implementation. Hence:
   Newton-Schulz itself is tested on full-rank inputs against a float64 iteration (no further than
@@ -56,16 +57,19 @@ TOKEN_DTYPE = {"fp32": torch.float32, "fp32_ieee": torch.float32, "fp32_tf32x3":
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
     """Every kernel output starts as NaN, so an unwritten element fails the comparison."""
-    monkeypatch.setattr(triton_common, "POISON_OUTPUTS", True)
+    monkeypatch.setenv(triton_common.POISON_ENV, "1")
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @pytest.fixture
-def mode(request, monkeypatch):
-    """Token precision, and for fp32 tokens the GEMM route (triton_common.FP32_DOT)."""
-    if request.param.startswith("fp32_"):
-        monkeypatch.setattr(triton_common, "FP32_DOT", request.param.removeprefix("fp32_"))
+def mode(request):
+    """Token precision, and for fp32 tokens the GEMM route (the ops' fp32_dot argument: see dot())."""
     return request.param
+
+
+def dot(mode):
+    """The fp32_dot argument of a precision mode: "fp32_ieee" -> "ieee"; "fp32" and "bf16" the default."""
+    return mode.removeprefix("fp32_") if mode.startswith("fp32_") else "cublas"
 
 
 def make_weights(H, D=512, Dh=512, seed=0):
@@ -122,7 +126,7 @@ def test_fw_apply_matches_reference(H, L, mode):
 def test_fw_grad_matches_reference(H, L, mode):
     w = make_weights(H, seed=H)
     k, v, lr, _ = make_chunk(H, L, dtype=TOKEN_DTYPE[mode], seed=L)
-    got = K.fw_grad(*w, k, v, lr, backend="triton")
+    got = K.fw_grad(*w, k, v, lr, backend="triton", fp32_dot=dot(mode))
     want = K.fw_grad(*f64(w), k.double(), v.double(), lr, backend="torch")
     for j in range(3):
         assert got[j].dtype == torch.float32 and got[j].is_contiguous()
@@ -136,13 +140,13 @@ def test_non_square_and_ragged_shapes(mode):
     w = make_weights(H, D, Dh)
     k, v, lr, mu = make_chunk(H, L, D, dtype=TOKEN_DTYPE[mode])
     want = K.fw_apply(*f64(w), k.double(), backend="torch")
-    assert rel_err(K.fw_apply(*w, k, backend="triton"), want) < TOL[mode]
+    assert rel_err(K.fw_apply(*w, k, backend="triton", fp32_dot=dot(mode)), want) < TOL[mode]
     want = K.fw_grad(*f64(w), k.double(), v.double(), lr, backend="torch")
-    for got, ref in zip(K.fw_grad(*w, k, v, lr, backend="triton"), want):
+    for got, ref in zip(K.fw_grad(*w, k, v, lr, backend="triton", fp32_dot=dot(mode)), want):
         assert rel_err(got, ref) < TOL[mode]
     flags = dict(use_momentum=True, use_muon=False, prenorm=True)
     got = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True), k, v, lr, mu,
-                      backend="triton", **flags)  # fmt: skip
+                      backend="triton", fp32_dot=dot(mode), **flags)  # fmt: skip
     want = K.fw_update(K.init_fast_weight_state(*w, use_momentum=True, prenorm=True, dtype=torch.float64),
                        k.double(), v.double(), lr, mu, backend="torch", **flags)  # fmt: skip
     for j in range(3):
@@ -182,7 +186,9 @@ def run_two_chunks(H, L, flags, mode, resync=False):
         k, v, lr, mu = make_chunk(H, L, dtype=TOKEN_DTYPE[mode], seed=10 * L + step)
         if resync:
             start, got = want, cast_state(want, torch.float32)
-        got = K.fw_update(got, k, v, lr, mu, backend="triton", **kw)
+        # bf16 mode: the state carries the bf16 copies the update writes into the next chunk
+        got = K.fw_update(got, k, v, lr, mu, backend="triton", fp32_dot=dot(mode),
+                          keep_bf16_weights=mode == "bf16", **kw)
         want = K.fw_update(want, k.double(), v.double(), lr, mu, backend="torch", **kw)
     return start, got, want
 
@@ -302,31 +308,39 @@ def test_auto_picks_triton_on_cuda_and_float64_falls_back():
                                rtol=0, atol=0)  # fmt: skip
 
 
-@pytest.mark.parametrize("token_dtype", [torch.bfloat16, torch.float32])
-def test_update_writes_the_bf16_copies_the_next_apply_uses(token_dtype):
-    from spatial_ttt_ros.kernels.swiglu_fw import triton as sw
-
+@pytest.mark.parametrize("keep", [True, False])
+def test_update_writes_the_bf16_copies_the_next_apply_uses(keep):
+    """keep_bf16_weights: the state the update returns carries w rounded to bf16 (every element
+    written: outputs are NaN-poisoned), and apply/grad given them equal apply/grad that cast."""
     w = make_weights(3, 64, 96)
-    k, v, lr, mu = make_chunk(3, 50, 64, dtype=token_dtype)
+    k, v, lr, mu = make_chunk(3, 50, 64, dtype=torch.bfloat16)
     state = K.init_fast_weight_state(*w, use_momentum=True, prenorm=True)
-    new = K.fw_update(state, k, v, lr, mu, backend="triton", use_momentum=True, use_muon=False, prenorm=True)
-    ws, _, dtype, low = sw._CAST_CACHE
-    if token_dtype == torch.float32:  # fp32 GEMMs: no copies written
-        assert not all(a is b for a, b in zip(ws, new.w))
+    new = K.fw_update(state, k, v, lr, mu, backend="triton", use_momentum=True, use_muon=False, prenorm=True,
+                      keep_bf16_weights=keep)
+    if not keep:
+        assert new.w_low is None
         return
-    assert all(a is b for a, b in zip(ws, new.w)) and dtype == torch.bfloat16
-    for a, b in zip(low, new.w):
-        assert torch.equal(a, b.to(torch.bfloat16))  # also proves every element written (NaN-poisoned)
+    for a, b in zip(new.w_low, new.w):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b.to(torch.bfloat16))
     x, *_ = make_chunk(3, 17, 64, dtype=torch.bfloat16, seed=5)
-    got = K.fw_apply(*new.w, x, backend="triton")
-    sw._CAST_CACHE = ()
-    torch.testing.assert_close(got, K.fw_apply(*new.w, x, backend="triton"), rtol=0, atol=0)
+    torch.testing.assert_close(K.fw_apply(*new.w, x, backend="triton", bf16_weights=new.w_low),
+                               K.fw_apply(*new.w, x, backend="triton"), rtol=0, atol=0)
+    k2, v2, lr2, _ = make_chunk(3, 40, 64, dtype=torch.bfloat16, seed=6)
+    for a, b in zip(K.fw_grad(*new.w, k2, v2, lr2, backend="triton", bf16_weights=new.w_low),
+                    K.fw_grad(*new.w, k2, v2, lr2, backend="triton")):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_weight_cast_cache_sees_in_place_edits():
+def test_no_state_between_calls():
+    """An apply depends on its arguments only: the same call after other layers' calls (other
+    weights, other precisions) and after an in-place edit of the weights gives what a fresh call does."""
     w = make_weights(3, 64, 96)
     x, *_ = make_chunk(3, 17, 64, dtype=torch.bfloat16)
-    K.fw_apply(*w, x, backend="triton")  # caches the bf16 copies of w
+    first = K.fw_apply(*w, x, backend="triton")
+    other = make_weights(3, 64, 96, seed=9)
+    K.fw_apply(*other, x, backend="triton")
+    K.fw_apply(*other, x.float(), backend="triton", fp32_dot="ieee")
+    torch.testing.assert_close(K.fw_apply(*w, x, backend="triton"), first, rtol=0, atol=0)
     w[0].mul_(2.0)
     got = K.fw_apply(*w, x, backend="triton")
     assert rel_err(got, K.fw_apply(*f64(w), x.double(), backend="torch")) < TOL["bf16"]

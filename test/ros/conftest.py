@@ -74,7 +74,7 @@ def processes() -> Iterator[list[subprocess.Popen]]:
 # ---------------------------------------------------------------- the perception node, in process
 
 PUBLISH_RETRY_S = 10.0
-FIRST_CALL_RETRY_S = 10.0
+LOST_CHECK_S = 2.0  # how often a waiting call looks at the servers' lost-response counts
 
 
 @pytest.fixture
@@ -221,36 +221,78 @@ def wait_for_server(node: object, srv_type: type, name: str, attempts: int = 3, 
     cache = node.__dict__.setdefault("_test_clients", {})
     for _ in range(attempts):
         cli = client_for(node, srv_type, name)
-        if cli.wait_for_service(timeout_sec=each_s):
+        if cli.wait_for_service(timeout_sec=each_s * SLACK):
             return cli
         node.destroy_client(cli)
         cache.pop((srv_type, name, 10), None)
-    raise AssertionError(f"service {name} not available after {attempts} x {each_s} s")
+    raise AssertionError(f"service {name} not available after {attempts} x {each_s * SLACK} s")
+
+
+class LostResponseWatch:
+    """What the servers say on /diagnostics about their services (ros/lost_responses.py; both nodes
+    report it): `responses_lost` (answers rmw could not deliver) and `requests_taken`, per status."""
+
+    def __init__(self, node: object) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.by_status: dict[str, dict[str, int]] = {}
+        self.reports = 0  # diagnostics messages carrying these counts
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+
+    def _on_diagnostics(self, msg: object) -> None:
+        for status in msg.status:
+            values = {kv.key: int(kv.value) for kv in status.values
+                      if kv.key in ("responses_lost", "requests_taken") and kv.value.isdigit()}
+            if values:
+                self.by_status[status.name] = values
+                self.reports += 1
+
+    def total(self, key: str = "responses_lost") -> int:
+        return sum(v.get(key, 0) for v in self.by_status.values())
+
+
+def lost_watch(node: object) -> LostResponseWatch:
+    """The client node's LostResponseWatch (one per node)."""
+    watch = node.__dict__.get("_test_lost_watch")
+    if watch is None:
+        watch = node.__dict__["_test_lost_watch"] = LostResponseWatch(node)
+    return watch
 
 
 def call_service(node: object, srv_type: type, name: str, request: object, timeout_s: float = 60.0,
                  client: object | None = None) -> object:
     """One service call from the test client node, spun until the response arrives.
 
-    The first response to a new client can be lost: the server's response writer may not have
-    matched the client's reader yet, and rmw gives up after a short wait ("failed to send response
-    (timeout)"), which a loaded 2-core machine exceeds. So a client's first request is sent again
-    every FIRST_CALL_RETRY_S until one is answered; later calls are sent once. Use it only for
-    requests that may safely run twice.
+    A request or its response can be lost on a loaded 2-core machine: a new client's endpoints may
+    not be matched both ways yet, and rmw gives up on the response ("failed to send response
+    (timeout)"). The servers report what happened on /diagnostics (ros/lost_responses.py): the
+    request is sent again only when a server reports a lost response, or when two fresh reports
+    show that no server took any request since ours was sent (the request never arrived); silence
+    alone never makes it resend. Resends are counted in the client node's `_test_resends`. Use it
+    only for requests that may safely run twice.
     """
     cli = client or wait_for_server(node, srv_type, name)
-    answered = node.__dict__.setdefault("_test_answered", set())
-    retry_s = None if id(cli) in answered else FIRST_CALL_RETRY_S
+    watch = lost_watch(node)
     deadline = time.monotonic() + timeout_s * SLACK
-    futures = [cli.call_async(request)]
+    futures: list = []
+
+    def send() -> tuple[int, int, int]:
+        futures.append(cli.call_async(request))
+        return watch.total("responses_lost"), watch.total("requests_taken"), watch.reports
+
+    lost_before, taken_before, reports_before = send()
     while time.monotonic() < deadline:
-        step = min(retry_s or timeout_s * SLACK, deadline - time.monotonic())
+        step = min(LOST_CHECK_S, deadline - time.monotonic())
         if _spin(node, lambda: any(f.done() for f in futures), step):
-            answered.add(id(cli))
             return next(f for f in futures if f.done()).result()
-        if retry_s is not None:
-            futures.append(cli.call_async(request))
-    raise AssertionError(f"no response from {name} within {timeout_s * SLACK} s")
+        response_lost = watch.total("responses_lost") > lost_before
+        request_lost = (watch.reports >= reports_before + 2 and watch.total("requests_taken") == taken_before
+                        and watch.by_status)
+        if response_lost or request_lost:
+            node.__dict__["_test_resends"] = node.__dict__.get("_test_resends", 0) + 1
+            lost_before, taken_before, reports_before = send()
+    raise AssertionError(f"no response from {name} within {timeout_s * SLACK} s "
+                         f"(servers' lost responses: {watch.by_status})")
 
 
 @pytest.fixture(scope="session")

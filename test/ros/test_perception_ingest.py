@@ -142,3 +142,74 @@ def test_status_topics_report_counters_drops_and_a_restarted_worker(ros_node, pe
     assert len(last.memory_parts) == len(last.memory_bytes)
     assert math.isclose(last.memory_stamp.sec + last.memory_stamp.nanosec * 1e-9, 11.0)
     assert "simulated device failure" in last.last_error
+
+
+def _yuyv(stamp_s: float, helpers: object) -> Image:
+    """A USB webcam's frame (v4l2_camera / usb_cam default): YUYV 4:2:2, rows padded to 4 bytes more."""
+    import cv2
+
+    rgb = np.frombuffer(bytes(helpers.make_image(stamp_s).data), np.uint8).reshape(48, 64, 3)
+    packed = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2)
+    rows = np.concatenate([packed.reshape(48, 128), np.zeros((48, 4), np.uint8)], axis=1)
+    msg = Image(height=48, width=64, encoding="yuv422_yuy2", step=132, data=rows.tobytes())
+    helpers.set_stamp(msg, stamp_s)
+    return msg
+
+
+def test_a_yuyv_camera_fills_memory_and_status_names_each_encoding(ros_node, perception, helpers):
+    node = perception({**MOVING, "keyframe_max_rate_hz": 0.0, "status_rate_hz": 20.0})
+    statuses: list[MemoryStatus] = []
+    ros_node.create_subscription(MemoryStatus, "/memory_status", statuses.append, 50)
+    rig = helpers.Rig(ros_node, node)
+    for i in range(4):
+        rig.publish(1.0 + i, position=(float(i), 0.0, 0.0), image=_yuyv(1.0 + i, helpers))
+    depth = helpers.make_image(5.0)
+    depth.encoding, depth.step = "32FC1", 64 * 4
+    depth.data = bytes(48 * 64 * 4)
+    rig.publish(5.0, position=(5.0, 0.0, 0.0), image=depth)
+    view = rig.wait_idle()
+    assert view.worker.frames_in_memory == 4 and view.ingest.keyframes == 4 and view.ingest.rejected == 1
+    assert helpers.spin(ros_node, lambda: bool(statuses) and "32FC1" in statuses[-1].image_encodings
+                        and statuses[-1].frames_in_memory == 4, 10)
+    last = statuses[-1]
+    table = dict(zip(last.image_encodings, zip(last.image_encoding_frames, last.image_encoding_rejected,
+                                               last.image_encoding_status)))
+    assert table["yuv422_yuy2"][:2] == (4, 0) and table["yuv422_yuy2"][2] in ("ok", "ok (cv_bridge)")
+    assert table["32FC1"] == (1, 1, "unsupported (depth, not colour)")
+    assert last.frames_in_memory == 4 and last.rectification == "off"
+
+
+def test_rectify_auto_undistorts_frames_on_the_worker_from_camera_info(ros_node, perception, helpers):
+    from sensor_msgs.msg import CameraInfo
+
+    from spatial_ttt_ros.data.rectify import calibration_from_camera_info, rectify_image
+
+    node = perception({**MOVING, "keyframe_max_rate_hz": 0.0, "rectify": "auto"})
+    rig = helpers.Rig(ros_node, node)
+    rig.publish(1.0, position=(0.0, 0.0, 0.0))  # before any CameraInfo: refused, memory stays empty
+    view = rig.wait_idle()
+    assert view.ingest.rejected == 1 and "no CameraInfo received yet" in view.ingest.last_reject
+    assert view.rectification.startswith("auto: waiting for camera_info")
+
+    info = CameraInfo(width=64, height=48, distortion_model="plumb_bob", d=[-0.3, 0.1, 0.0, 0.0, 0.0],
+                      k=[50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0], r=[0.0] * 9, p=[0.0] * 12)
+    info_pub = ros_node.create_publisher(CameraInfo, "/camera_info", 10)
+    assert helpers.wait_for(lambda: info_pub.get_subscription_count() > 0, 20)
+    engine, seen = node._engine, []
+    real_push = engine.push_frame
+    engine.push_frame = lambda image, *a, **k: (seen.append(image.copy()), real_push(image, *a, **k))[1]
+
+    def has_info() -> bool:
+        info_pub.publish(info)  # best-effort input: sent until it arrived
+        return node.status_view().rectification.startswith("pinhole 64x48")
+    assert helpers.spin(ros_node, has_info, 20)
+    sent = [helpers.make_image(2.0 + i) for i in range(3)]
+    for i, msg in enumerate(sent):
+        rig.publish(2.0 + i, position=(1.0 + i, 0.0, 0.0), image=msg)
+    view = rig.wait_idle()
+    assert view.worker.frames_in_memory == 3 and node._rectifier.cache.computed == 1  # maps once
+    cal = calibration_from_camera_info(info, "auto")
+    for msg, image in zip(sent, seen):
+        raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(48, 64, 3)
+        np.testing.assert_array_equal(image, rectify_image(raw, cal))  # the memory got the rectified frame
+        assert not np.array_equal(image, raw)

@@ -113,8 +113,9 @@ def test_autostart_with_a_bad_checkpoint_reports_why(perception, tmp_path):
 
 
 def test_autosave_then_load_on_start(ros_node, perception, helpers, tmp_path):
+    files = {"memory_dir": str(tmp_path), "memory_path": "autosave.safetensors"}
     path = str(tmp_path / "autosave.safetensors")
-    writer = perception({"memory_path": path, "autosave_period_s": 0.2, "keyframe_max_rate_hz": 0.0})
+    writer = perception({**files, "autosave_period_s": 0.2, "keyframe_max_rate_hz": 0.0})
     rig = helpers.Rig(ros_node, writer)
     for i in range(3):
         rig.publish(1.0 + i, position=(float(i), 0.0, 0.0))
@@ -122,7 +123,7 @@ def test_autosave_then_load_on_start(ros_node, perception, helpers, tmp_path):
     assert helpers.wait_for(lambda: writer._autosave.saves >= 1 and writer._autosave._saved[1] == 3, 20)
     assert os.path.isfile(path)
     # A second node (own namespace) starts from the saved memory.
-    reader = perception({"memory_path": path, "load_on_start": True}, ros_args=("-r", "__ns:=/reader"))
+    reader = perception({**files, "load_on_start": True}, ros_args=("-r", "__ns:=/reader"))
     assert reader.status_view().worker.frames_in_memory == 3
 
 

@@ -39,18 +39,20 @@ def query(kind: str, **fields: object) -> SpatialQuery.Request:
 
 
 @pytest.fixture(scope="module")
-def live(helpers):
+def live(helpers, tmp_path_factory):
     """One node with FRAMES keyframes in memory, a client node, and the rig feeding it."""
     context = rclpy.context.Context()
     rclpy.init(context=context)
     client = rclpy.create_node("query_test_client", context=context)
+    memory_dir = tmp_path_factory.mktemp("memory")
     try:
-        with hosted_perception_node(PARAMS) as node:
+        with hosted_perception_node({**PARAMS, "memory_dir": str(memory_dir)}) as node:
             rig = helpers.Rig(client, node)
             for i in range(FRAMES):
                 rig.publish(100.0 + i, position=(0.5 * i, 0.0, 0.0))
             rig.wait_idle()
-            state = SimpleNamespace(node=node, client=client, rig=rig, next_stamp=100.0 + FRAMES)
+            state = SimpleNamespace(node=node, client=client, rig=rig, next_stamp=100.0 + FRAMES,
+                                    memory_dir=memory_dir)
 
             def ask(request: SpatialQuery.Request, timeout_s: float = 60.0) -> SpatialQuery.Response:
                 return helpers.call(client, SpatialQuery, "/spatial_query", request, timeout_s)
@@ -172,8 +174,8 @@ def test_a_flood_of_50_concurrent_queries_never_hangs(live, helpers):
     assert helpers.wait_for(lambda: live.node._bound.in_flight == 0, 20)
 
 
-def test_save_reset_load_restores_frames_and_answer(live, helpers, tmp_path):
-    path = str(tmp_path / "memory.safetensors")
+def test_save_reset_load_restores_frames_and_answer(live, helpers):
+    path = "memory.safetensors"  # a name inside memory_dir
     question = query("abs_distance", objects=["chair", "table"], max_new_tokens=8)
     before = live.ask(question)
     assert before.success
@@ -181,14 +183,17 @@ def test_save_reset_load_restores_frames_and_answer(live, helpers, tmp_path):
 
     saved = call(MemoryFile, "/save_memory", MemoryFile.Request(path=path))
     assert saved.success and saved.frames_in_memory == before.frames_in_memory, saved.message
+    assert (live.memory_dir / path).is_file()
+    again = call(MemoryFile, "/save_memory", MemoryFile.Request(path=path))  # our own file: replaced
+    assert again.success, again.message
     reset = call(Trigger, "/reset_memory", Trigger.Request())
     assert reset.success, reset.message
     assert live.node.status_view().worker.frames_in_memory == 0
     empty = live.ask(question)
     assert not empty.success and "no frames" in empty.message
 
-    (tmp_path / "garbage.safetensors").write_bytes(b"not a memory file")
-    for bad in (str(tmp_path / "garbage.safetensors"), str(tmp_path / "missing.safetensors")):
+    (live.memory_dir / "garbage.safetensors").write_bytes(b"not a memory file")
+    for bad in ("garbage.safetensors", "missing.safetensors"):
         response = call(MemoryFile, "/load_memory", MemoryFile.Request(path=bad))
         assert not response.success and bad in response.message
     assert not call(MemoryFile, "/save_memory", MemoryFile.Request(path="")).success  # no memory_path set
@@ -202,3 +207,37 @@ def test_save_reset_load_restores_frames_and_answer(live, helpers, tmp_path):
     live.rig.publish(live.next_stamp, position=(200.0, 0.0, 0.0))
     live.next_stamp += 1.0
     assert live.rig.wait_idle().worker.frames_in_memory == before.frames_in_memory + 1
+
+
+def test_memory_files_stay_inside_memory_dir(live, helpers, tmp_path):
+    """Any peer can call save/load: nothing outside memory_dir is read, written or created, and
+    nothing that is not our memory file is replaced."""
+    import os
+
+    call = lambda srv, name, req: helpers.call(live.client, srv, name, req)  # noqa: E731
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (live.memory_dir / "escape").symlink_to(outside, target_is_directory=True)
+    fifo = live.memory_dir / "pipe"
+    os.mkfifo(fifo)
+    (live.memory_dir / "notes.txt").write_text("keep me")
+    refused = {
+        str(outside / "m.safetensors"): "outside the memory directory",
+        "../m.safetensors": "outside the memory directory",
+        "escape/m.safetensors": "outside the memory directory",
+        "new_dir/m.safetensors": "does not exist",
+        "pipe": "not a regular file",
+        "notes.txt": "not a spatial_ttt memory file",
+        "x" * 1_000_000: "not a usable file name",
+    }
+    for name, why in refused.items():
+        response = call(MemoryFile, "/save_memory", MemoryFile.Request(path=name))
+        assert not response.success and why in response.message, response.message[:500]
+        assert len(response.message) <= 400
+    for name in (str(outside / "m.safetensors"), "../m.safetensors", "pipe"):
+        response = call(MemoryFile, "/load_memory", MemoryFile.Request(path=name))
+        assert not response.success and len(response.message) <= 400
+    assert list(outside.iterdir()) == [] and not (live.memory_dir / "new_dir").exists()
+    assert (live.memory_dir / "notes.txt").read_text() == "keep me" and fifo.is_fifo()
+    huge = live.ask(query("k" * 1_000_000, objects=["chair"]))  # a 1 MB kind is not echoed back whole
+    assert not huge.success and len(huge.message) <= 400

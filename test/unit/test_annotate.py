@@ -42,7 +42,7 @@ for _o in OBJECTS:
     _turn = (math.degrees(math.atan2(_o["center"][1], _o["center"][0])) + 90.0) % 360
     TURN[_o["category"]] = min(_turn, TURN.get(_o["category"], 360.0))
 QA_KINDS = {"count", "abs_distance", "object_size", "room_size", "rel_distance", "rel_direction", "route_plan",
-            "appearance_order"}
+            "appearance_order", "locate", "robot_distance", "robot_direction"}
 
 
 def stamp(i: int) -> int:
@@ -97,7 +97,7 @@ def test_items_answers_ranges_and_the_bag_topic(run: Path):
     items = [json.loads(line) for line in (run / "annotations.jsonl").read_text().splitlines()]
     assert items == list(result.items) and result.frames == N_FRAMES and result.episodes == 1
 
-    # Kinds: one episode description, a chunk description per 8 frames, QA of all eight kinds.
+    # Kinds: one episode description, a chunk description per 8 frames, QA of all eight kinds + the robot ones.
     types = [i["type"] for i in items]
     assert types.count("episode_description") == 1 and types.count("chunk_description") == 3
     qa = [i for i in items if i["type"] == "qa"]

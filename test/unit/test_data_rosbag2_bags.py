@@ -184,3 +184,64 @@ def test_unreadable_bags_fail_with_a_reason(tmp_path):
     (tmp_path / "t" / "talker.mcap").write_bytes(b"\x89MCAP0\r\n garbage")
     with pytest.raises(ValueError, match="no file is readable.*talker.mcap"):
         BagReader(tmp_path / "t")
+
+
+def _compressed_copy(tmp_path: Path, mode: str) -> Path:
+    """talker as `ros2 bag record --compression-mode {file,message} --compression-format zstd` leaves it."""
+    import zstandard
+
+    bag = tmp_path / f"talker_{mode}"
+    bag.mkdir()
+    doc = yaml.safe_load((ROOT / "talker" / "metadata.yaml").read_text())
+    info = doc["rosbag2_bagfile_information"]
+    info.update(compression_format="zstd", compression_mode=mode.upper())
+    if mode == "file":
+        (bag / "talker.mcap.zstd").write_bytes(zstandard.ZstdCompressor().compress((ROOT / "talker" / "talker.mcap").read_bytes()))
+        info["relative_file_paths"] = ["talker.mcap.zstd"]
+    else:
+        specs = {t: TopicSpec.for_type(t, ty) for t, ty in (("/topic", msgs.STRING), ("/rosout", "rcl_interfaces/msg/Log"))}
+        f = McapFile(bag / "talker.mcap")
+        for spec in specs.values():
+            f.add_topic(spec)
+        with BagReader(ROOT / "talker") as src:
+            for raw in src.raw():
+                f.write(raw.topic, raw.stamp_ns, zstandard.ZstdCompressor().compress(raw.data))
+        f.finish(specs.values())
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(doc))
+    return bag
+
+
+@pytest.mark.parametrize("mode", ["file", "message"])
+def test_zstd_compressed_bags_read_in_full(tmp_path, mode):
+    bag = _compressed_copy(tmp_path, mode)
+    with BagReader(ROOT / "talker") as plain:
+        want = [(r.topic, r.stamp_ns, str(m)) for r, m in plain.decoded()]
+    with BagReader(bag) as reader:
+        assert reader.problems == {} and reader.compression == f"{mode}/zstd"
+        got = [(r.topic, r.stamp_ns, str(m)) for r, m in reader.decoded()]
+        tmp = reader._tmp.name if reader._tmp is not None else None
+    assert got == want and len(got) == 20
+    assert tmp is None or not Path(tmp).exists()  # the decompressed copy goes with the reader
+
+
+def test_unknown_compression_is_named_per_topic(tmp_path):
+    bag = _compressed_copy(tmp_path, "file")
+    doc = yaml.safe_load((bag / "metadata.yaml").read_text())
+    doc["rosbag2_bagfile_information"]["compression_format"] = "lz4"
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(doc))
+    with BagReader(bag) as reader:
+        assert set(reader.problems) == {"/topic", "/rosout", "/parameter_events"}
+        assert "only file/zstd and message/zstd" in reader.problems["/topic"]
+        assert list(reader.raw()) == []
+
+
+def test_sqlite3_bag_reads(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    with Writer(tmp_path / "sq", version=8, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conn = w.add_connection("/chatter", msgs.STRING, typestore=msgs.typestore())
+        for i in range(5):
+            w.write(conn, 100 + i, msgs.string_msg(f"x{i}"))
+    with BagReader(tmp_path / "sq") as reader:
+        assert reader.storage == "sqlite3" and reader.counts == {"/chatter": 5} and reader.problems == {}
+        assert [m.data for _, m in reader.decoded()] == [f"x{i}" for i in range(5)]

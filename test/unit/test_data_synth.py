@@ -4,7 +4,6 @@ annotation boxes, and a bag laid out like a real recording."""
 from __future__ import annotations
 
 import math
-import time
 
 import cv2
 import numpy as np
@@ -199,14 +198,3 @@ def test_cli_synth_compressed(tmp_path, capsys):
     with BagReader(tmp_path / "c" / "bag") as bag:
         assert bag.counts[msgs.TOPIC_IMAGE_COMPRESSED] == 3
     assert cli_synth(["--out", str(tmp_path / "c"), "--frames", "3"]) == 1  # the bag exists already
-
-
-def test_render_speed_is_reported(world):
-    scene, poses, renderer = world
-    renderer.render(poses[0])
-    t0 = time.perf_counter()
-    for pose in poses[:60]:
-        renderer.render(pose)
-    fps = 60 / (time.perf_counter() - t0)
-    print(f"\nrender speed at {INTR.width}x{INTR.height}: {fps:.0f} frames/s "
-          f"({len(scene.objects)} objects, {len(scene.rooms)} rooms)")

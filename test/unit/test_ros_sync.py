@@ -81,11 +81,13 @@ def test_stamp_ns_rounds_float_seconds():
     assert stamp_ns(0.1 + 0.2) == 300_000_000
 
 
-def random_events(seed: int, n: int = 200) -> list[tuple[int, int]]:
-    """A camera at ~30 Hz with jitter and a pose at ~50 Hz, interleaved with network reordering."""
+def random_events(seed: int, n: int = 200, start_s: int = 1000) -> list[tuple[int, int]]:
+    """A camera at ~30 Hz with jitter and a pose at ~50 Hz, interleaved with network reordering;
+    every stamp positive (from `start_s`), as a ROS Time must be."""
     rng = random.Random(seed)
-    events = [(0, int(i * 33 * MS + rng.randint(-3, 3) * MS)) for i in range(n)]
-    events += [(1, int(i * 20 * MS + rng.randint(-2, 2) * MS)) for i in range(n * 33 // 20)]
+    t0 = start_s * 10**9
+    events = [(0, t0 + int(i * 33 * MS + rng.randint(-3, 3) * MS)) for i in range(n)]
+    events += [(1, t0 + int(i * 20 * MS + rng.randint(-2, 2) * MS)) for i in range(n * 33 // 20)]
     events.sort(key=lambda e: e[1] + rng.randint(0, 15) * MS)
     return events
 
@@ -117,3 +119,33 @@ def test_parity_with_message_filters(seed):
         for index, stamp in events:
             inputs[index].signalMessage(Stamped(stamp))
         assert run(events, queue_size=queue_size, slop_s=slop_s) == expected
+
+
+def test_random_events_are_valid_ros_stamps():
+    assert all(stamp > 0 for seed in range(5) for _, stamp in random_events(seed))
+
+
+def test_negative_stamps_never_reach_a_synchroniser():
+    """message_filters' rclpy Time raises on a negative stamp inside the subscription callback, so the
+    nodes refuse such messages before pairing (ros/inputs.py uses this check), with that reason."""
+    from types import SimpleNamespace
+
+    from spatial_ttt_ros.ros.conversions import stamp_problem
+
+    assert "negative (-1 s)" in stamp_problem(SimpleNamespace(sec=-1, nanosec=5))
+    assert "nanosec" in stamp_problem(SimpleNamespace(sec=1, nanosec=10**9))
+    assert stamp_problem(SimpleNamespace(sec=1, nanosec=0)) == ""
+
+
+def test_message_filters_itself_refuses_negative_stamps():
+    message_filters = pytest.importorskip("message_filters")
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    class Stamped:
+        header = Header(stamp=Time(sec=-1, nanosec=0))
+
+    inputs = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
+    message_filters.ApproximateTimeSynchronizer(inputs, 10, 0.05)
+    with pytest.raises(ValueError):
+        inputs[0].signalMessage(Stamped())

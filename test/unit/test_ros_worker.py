@@ -88,13 +88,39 @@ def test_full_queue_drops_the_oldest_and_counts(worker):
     assert worker.engine.stamps == [2.0, 3.0, 4.0, 5.0]  # the newest four
 
 
-def test_jobs_run_before_waiting_frames_and_return_results(worker):
-    release = hold(worker)
-    worker.push(frame(1.0))
-    seen = worker.submit(lambda engine: list(engine.stamps))
+def test_jobs_return_results_and_cannot_starve_waiting_frames(worker):
+    release = hold(worker)  # a long job: the engine's recent time went to jobs
+    for i in range(3):
+        worker.push(frame(float(i)))
+    seen = [worker.submit(lambda engine: len(engine.stamps)) for _ in range(3)]
     release.set()
-    assert wait_result(seen, 10) == []  # the job ran ahead of the queued frame
-    assert wait(lambda: worker.snapshot().frames_in_memory == 1)
+    # Frames and jobs both waited after a long job: the frames went first (jobs-first ran all three
+    # jobs on an empty memory, which starved ingest under a query flood).
+    assert [wait_result(f, 10) for f in seen] == [3, 3, 3]
+
+
+def test_frames_arriving_faster_than_the_engine_cannot_starve_jobs():
+    engine = ListEngine()
+    slow_push = engine.push_frame
+
+    def push(image, stamp_s, pose=None):
+        time.sleep(0.01)  # each frame costs engine time
+        slow_push(image, stamp_s, pose)
+
+    engine.push_frame = push
+    w = EngineWorker(engine, queue_size=100)
+    release = threading.Event()
+    w.start()
+    try:
+        w.submit(lambda e: release.wait(10))
+        for i in range(40):
+            w.push(frame(float(i)))
+        job = w.submit(lambda e: len(e.stamps))
+        release.set()
+        # The job's turn comes once frames have had their share, long before the queue is empty.
+        assert wait_result(job, 10) < 40
+    finally:
+        w.stop()
 
 
 def test_job_errors_go_to_the_caller_and_the_worker_lives(worker):
@@ -204,3 +230,64 @@ def test_worker_without_prepare_when_idle_never_prepares():
     wait_result(w.submit(lambda e: None), 10)  # an idle step, had there been one, ran before this job
     assert engine.prepared_at == []
     w.stop()
+
+
+class TimelineEngine(ListEngine):
+    """ListEngine that refuses stamps going back (as StreamingEngine does) and records flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes: list[int] = []
+
+    def push_frame(self, image, stamp_s, pose=None):
+        if self.stamps and stamp_s < self.stamps[-1]:
+            raise ValueError(f"stamp_s went backwards: {stamp_s} < previous {self.stamps[-1]}")
+        super().push_frame(image, stamp_s, pose)
+
+    def flush(self) -> None:
+        self.flushes.append(len(self.stamps))
+
+    @property
+    def counters(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(last_stamp_s=self.stamps[-1] if self.stamps else None)
+
+
+def test_a_clock_restart_ends_the_segment_and_shifts_later_stamps():
+    engine = TimelineEngine()
+    w = EngineWorker(engine, queue_size=10, rewind_s=10.0)
+    w.start()
+    try:
+        for stamp in (500.0, 501.0, 2.0, 3.0, 495.0):
+            w.push(frame(stamp))
+        assert wait(lambda: w.snapshot().frames_ingested + w.snapshot().frames_rejected == 5)
+        # 2.0 s after 501 s: a new segment, continuing 1 s after the memory's newest frame
+        # (495 s is on the new timeline too: 995 s)
+        assert engine.stamps == [500.0, 501.0, 502.0, 503.0, 995.0]
+        assert engine.flushes == [2]
+        snap = w.snapshot()
+        assert snap.segments == 1 and snap.stamp_offset_s == 500.0 and "jumped back" in snap.last_error
+        w.submit(lambda e: w.new_timeline()).result(10)  # after a reset/load the shift is gone
+        assert w.snapshot().stamp_offset_s == 0.0
+    finally:
+        w.stop()
+
+
+def test_a_frames_transform_runs_on_the_worker_and_a_bad_one_rejects_only_that_frame(worker):
+    threads: list[str] = []
+
+    def mark(image: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return image
+
+    def refuse(image: np.ndarray) -> np.ndarray:
+        raise ValueError("image 4x4 does not match camera_info 8x8")
+
+    worker.push(Frame(image=np.zeros((4, 4, 3), np.uint8), stamp_s=1.0, transform=mark))
+    worker.push(Frame(image=np.zeros((4, 4, 3), np.uint8), stamp_s=2.0, transform=refuse))
+    worker.push(frame(3.0))
+    assert wait(lambda: worker.snapshot().frames_ingested + worker.snapshot().frames_rejected == 3)
+    snap = worker.snapshot()
+    assert threads == [worker.name] and worker.engine.stamps == [1.0, 3.0]
+    assert snap.frames_rejected == 1 and "does not match camera_info" in snap.last_error and snap.alive

@@ -166,3 +166,15 @@ def test_bf16_fast_weight_route_follows_the_one_pass_run():
     for image, stamp in frames:
         engine.push_frame(image, stamp)
     _compare(engine, [frames], atol=2e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_streaming_equals_one_pass_with_the_pose_channel(batch):
+    """config.pose_text: every group's timestamp line carries its second frame's pose (both sides)."""
+    engine = StreamingEngine.from_preset("tiny", device="cpu", overrides={"pose_text": True,
+                                                                          "ingest_batch_groups": batch})
+    frames = [(image, stamp, np.array([0.3 * i, -0.2 * i, 1.3, 0.5, -0.5, 0.5, -0.5]))
+              for i, (image, stamp) in enumerate(_frames(9, seed=6))]
+    for image, stamp, pose in frames:
+        engine.push_frame(image, stamp, pose)
+    _compare(engine, [frames])

@@ -6,7 +6,6 @@ import pytest
 from spatial_ttt_ros.spatial.answers import parse_answer
 from spatial_ttt_ros.spatial.camera import CameraIntrinsics, look_at_pose
 from spatial_ttt_ros.spatial.describe import describe_chunks, describe_episode
-from spatial_ttt_ros.spatial.geometry import box_distance, relative_direction
 from spatial_ttt_ros.spatial.metrics import score_item
 from spatial_ttt_ros.spatial.observations import compute_visibility_table
 from spatial_ttt_ros.spatial.qa import generate_qa, item_prompt
@@ -79,19 +78,50 @@ def test_appearance_order_matches_the_table():
         assert len(set(it["options"])) == len(it["options"])
 
 
-def test_mc_answers_agree_with_geometry():
+def hand_direction(p, o, q, difficulty):
+    """VSI-Bench's direction words worked out here with plain trigonometry (not geometry.py): the
+    signed floor angle from p->o to p->q, positive to the left."""
+    import math
+
+    f = (o[0] - p[0], o[1] - p[1])
+    t = (q[0] - p[0], q[1] - p[1])
+    angle = math.degrees(math.atan2(f[0] * t[1] - f[1] * t[0], f[0] * t[0] + f[1] * t[1]))
+    side = "left" if angle > 0 else "right"
+    if difficulty == "easy":
+        return side
+    if difficulty == "medium":
+        return "back" if abs(angle) >= 135 else side
+    return ("back-" if abs(angle) > 90 else "front-") + side
+
+
+def hand_gap(a, b):
+    """Closest-point distance of two axis-aligned boxes of this scene (all yaw 0), by hand."""
+    (ca, sa), (cb, sb) = a, b
+    gaps = [max(0.0, abs(ca[i] - cb[i]) - (sa[i] + sb[i]) / 2) for i in range(3)]
+    return sum(g * g for g in gaps) ** 0.5
+
+
+CENTERS = {o["id"]: (o["center"], o["size"]) for o in [
+    obj("table_0", "table", [3.0, 2.5, 0.375], [1.2, 0.8, 0.75]), obj("chair_0", "chair", [3.0, 1.5, 0.45], [0.5, 0.5, 0.9]),
+    obj("chair_1", "chair", [3.0, 3.5, 0.45], [0.5, 0.5, 0.9]), obj("chair_2", "chair", [1.5, 2.5, 0.45], [0.5, 0.5, 0.9]),
+    obj("sofa_0", "sofa", [5.2, 2.5, 0.4], [0.9, 2.0, 0.8]), obj("tv_0", "tv", [0.3, 2.5, 1.0], [0.1, 1.2, 0.7]),
+    obj("lamp_0", "lamp", [5.5, 0.5, 0.8], [0.3, 0.3, 1.6])]}
+
+
+def test_mc_answers_agree_with_hand_geometry():
     items = generate_qa(SCENE, TABLE, seed=5, max_per_kind=6)
-    for it in by_kind(items, "rel_direction"):
-        p, o, q = (SCENE.get(i).box.center for i in it["objects"])
-        assert it["answer_text"] == relative_direction(p, o, q, it["difficulty"])
-    for it in by_kind(items, "rel_distance"):
-        target = SCENE.get(it["objects"][0])
+    directions = by_kind(items, "rel_direction")
+    for it in directions:
+        p, o, q = (CENTERS[i][0] for i in it["objects"])
+        assert it["answer_text"] == hand_direction(p, o, q, it["difficulty"]), it
+        assert it["options"]["ABCD".index(it["answer"])].endswith(it["answer_text"])
+    distances = by_kind(items, "rel_distance")
+    for it in distances:
+        target = CENTERS[it["objects"][0]]
         choices = [c.split(". ", 1)[1] for c in it["options"]]
-        seen = {o for ids in TABLE.values() for o in ids}
-        d = {c: min(box_distance(target.box, o.box) for o in SCENE.objects if o.label == c and o.id in seen)
-             for c in choices}
-        assert it["answer_text"] == min(d, key=d.get)
-    assert by_kind(items, "route_plan") and by_kind(items, "rel_direction")
+        d = {c: min(hand_gap(target, CENTERS[i]) for i in CENTERS if i.startswith(c + "_")) for c in choices}
+        assert it["answer_text"] == min(d, key=d.get), (it, d)
+    assert directions and distances and by_kind(items, "route_plan")
 
 
 def test_items_only_use_seen_objects_and_round_trip_through_prompts():
@@ -104,9 +134,12 @@ def test_items_only_use_seen_objects_and_round_trip_through_prompts():
         assert it["question"] in prompt.text
         if prompt.expects == "choice":
             assert parse_answer(prompt, it["answer"]).choice == it["answer"]
+            wrong = next(letter for letter in "ABCD"[:len(it["options"])] if letter != it["answer"])
             assert score_item(it["vsi_type"], it["answer"], it["answer"]) == 1.0
+            assert score_item(it["vsi_type"], wrong, it["answer"]) == 0.0  # the metric can say no
         else:
             assert score_item(it["vsi_type"], str(it["answer"]), it["answer"]) == 1.0
+            assert score_item(it["vsi_type"], str(float(it["answer"]) * 3 + 1), it["answer"]) < 0.5
 
 
 def test_deterministic_given_seed():

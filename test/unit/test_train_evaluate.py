@@ -76,7 +76,27 @@ def test_eval_end_to_end_on_the_tiny_preset(tmp_path, capsys):
     assert full["n"] == result["arms"]["blind"]["all"]["n"] > 0
     assert set(full["tasks"]["count"]) == {"score", "prior", "n", "ci95"} and full["overall_prior"] is not None
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert result["arms"]["full"]["robot"] == {}  # the robot-relative kinds: only for a pose-channel model
     assert len(items) == 2 * full["n"] and {"prediction", "score", "outside"} <= set(items[0])
     assert (out / "eval.md").read_text().startswith("# Streaming evaluation") and (out / "eval.svg").stat().st_size
     assert "| **overall** |" in capsys.readouterr().out
     assert main(["--preset", "tiny", "--out", str(out)]) == 2
+
+
+def test_a_pose_channel_model_is_asked_the_robot_kinds_with_poses(tmp_path):
+    import yaml
+
+    from spatial_ttt_ros.runtime.config import presets_dir
+
+    preset = yaml.safe_load((presets_dir() / "tiny.yaml").read_text())
+    preset.update(name="tiny_pose", pose_text=True)
+    (tmp_path / "tiny_pose.yaml").write_text(yaml.safe_dump(preset))
+    out = tmp_path / "ev"
+    assert main(["--preset", str(tmp_path / "tiny_pose.yaml"), "--synth-seeds", "5:6", "--frames", "30",
+                 "--out", str(out), "--arm", "full", "--max-new-tokens", "2"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    robot = result["arms"]["full"]["robot"]  # kept out of the VSI summary, reported apart
+    assert set(robot) == {"locate", "robot_distance", "robot_direction"}
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == result["arms"]["full"]["all"]["n"] + sum(r["n"] for r in robot.values())
+    assert "Robot-relative kinds" in (out / "eval.md").read_text()

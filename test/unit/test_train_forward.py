@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.train.forward import forward_logits, sample_loss
+from spatial_ttt_ros.train.forward import TrainForward, forward_logits, sample_loss
 from spatial_ttt_ros.train.samples import IGNORE, TrainSample, layout_sample
 
 pytestmark = pytest.mark.unit
@@ -113,6 +113,14 @@ def test_batch_of_unequal_lengths_equals_each_alone(base):
         torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
     assert count == sum(c for _, c in losses)
     torch.testing.assert_close(loss, sum(v for v, _ in losses), rtol=1e-5, atol=1e-5)
+    # equal lengths (no padding; masks broadcast over the rows): still each row alone
+    twin = _sample(engine, _frames(7, seed=99), [9])
+    assert len(twin) == len(samples[1])
+    with torch.no_grad():
+        pair = forward_logits(engine.model, engine.config, [samples[1], twin])
+        twin_alone = forward_logits(engine.model, engine.config, [twin])[0]
+    torch.testing.assert_close(pair[0], alone[1], rtol=0, atol=2e-5)
+    torch.testing.assert_close(pair[1], twin_alone, rtol=0, atol=2e-5)
 
 
 def test_window_override_changes_only_the_sliding_window(base):
@@ -141,6 +149,8 @@ def test_sample_loss_matches_a_hand_computation(base):
     n = len(s)
     want = sum(-F.log_softmax(logits[n - len(answer) - 1 + k], -1)[tok] for k, tok in enumerate(answer))
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert TrainForward(engine.model, engine.config)([s]) == (loss, count)
 
 
 def test_bad_samples_name_the_problem(base):
@@ -156,3 +166,22 @@ def test_bad_samples_name_the_problem(base):
         forward_logits(base.model, base.config, [TrainSample(ids, s.labels, s.frames, s.stamps)])
     with pytest.raises(ValueError, match="window_size"):
         forward_logits(base.model, base.config, [s], window_size=0)
+
+
+def test_forward_equals_streaming_with_the_pose_channel(base):
+    engine = _engine(base, pose_text=True)
+    frames = _frames(7, seed=5)
+    poses = [np.array([0.3 * i, -0.2 * i, 1.3, 0.5, -0.5, 0.5, -0.5]) for i in range(len(frames))]
+    for (image, stamp), pose in zip(frames, poses):
+        engine.push_frame(image, stamp, pose)
+    answer = engine.ask(QUESTION, max_new_tokens=4, return_logits=True)
+    s = layout_sample(engine.config, engine.tokenizer, engine.layout, [f for f, _ in frames], [t for _, t in frames],
+                      QUESTION, "x", poses=poses)
+    prompt = s.input_ids[:-int((s.labels != IGNORE).sum())]
+    ids = torch.cat((prompt, torch.tensor(answer.token_ids[:-1], dtype=torch.long)))
+    sample = TrainSample(input_ids=ids, labels=torch.full_like(ids, IGNORE), frames=s.frames, stamps=s.stamps)
+    with torch.no_grad():
+        got = forward_logits(engine.model, engine.config, [sample])[0][-len(answer.token_ids):]
+    scale = answer.logits.abs().max().item()
+    assert (got - answer.logits).abs().max().item() <= 2e-5 * max(1.0, scale)
+    assert answer.token_ids == [int(t) for t in got.argmax(-1)]

@@ -1,0 +1,55 @@
+"""Provenance of a benchmark result: the command, the commit, the device and the versions.
+
+Every result file (JSON + markdown) carries these, so a number in the README can be traced to the
+run that produced it (benchmarks/plot.py shows them beside every table).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commit() -> str:
+    """Short hash of HEAD, with "+dirty" when tracked files differ from it; "unknown" outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def stamp(command: str, device: str | torch.device) -> dict:
+    """{command, commit, gpu/device, torch, transformers, triton, python, date}."""
+    try:
+        triton = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        triton = None
+    name = device_name(device)
+    return {"command": command, "commit": commit(), "gpu": name, "device": name, "torch": torch.__version__,
+            "transformers": transformers.__version__, "triton": triton, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def stamp_line(meta: dict) -> str:
+    """One markdown line naming where a result comes from."""
+    return (f"{meta['gpu']}, torch {meta['torch']}, transformers {meta.get('transformers', '?')}, "
+            f"commit {meta.get('commit', 'not recorded')}, {meta.get('date', '')}: `{meta['command']}`")
