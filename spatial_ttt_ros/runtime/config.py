@@ -50,7 +50,8 @@ class SpatialTTTConfig:
     use_momentum: bool = True
     use_muon: bool = False
     # Muon's Newton-Schulz precision: "bf16" as the official code (REFERENCE_SPEC §3.4), or "fp32"
-    # (five steep iterations amplify bf16 rounding to ~1e-2 of the update).
+    # (five steep iterations amplify bf16 rounding to ~1e-2 of the update). Rounding only, like
+    # kernel_backend: not part of state_signature (a saved memory continues under either).
     muon_precision: str = "bf16"
     prenorm: bool = False
     use_conv: bool = True                 # SP depthwise 3-D conv on video-token q/k/v
@@ -141,7 +142,7 @@ class SpatialTTTConfig:
     def state_signature(self) -> dict[str, Any]:
         """The fields a saved memory state depends on (a state is only valid for these)."""
         keys = ("backbone", "base_model", "tiny_text", "tiny_vision", "seed", "ttt_layers", "num_fw_heads",
-                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "muon_precision", "prenorm", "use_conv",
+                "inter_multi", "window_size", "chunk_size", "use_momentum", "use_muon", "prenorm", "use_conv",
                 "fw_precision", "frame_height", "frame_width", "system_prompt", "ttt_updates", "anchor_window_only",
                 "decode_update_rule", "pose_text")
         return json.loads(json.dumps({k: self.to_dict()[k] for k in keys}))
