@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import sys
 import threading
 import time
@@ -491,6 +492,8 @@ class PerceptionNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
+    # A crash in native code (rcl, DDS, torch) prints every thread's Python stack to stderr.
+    faulthandler.enable()
     rclpy.init(args=args)
     node = None
     try:

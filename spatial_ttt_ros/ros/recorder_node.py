@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import os
 import sys
 from pathlib import Path
@@ -225,6 +226,8 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    # A crash in native code (rcl, DDS, torch) prints every thread's Python stack to stderr.
+    faulthandler.enable()
     rclpy.init(args=args)
     try:
         node = RecorderNode()
