@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from spatial_ttt_ros.data import image_encodings
 from spatial_ttt_ros.data.rectify import Calibration, rectify_image, rectify_maps
+from spatial_ttt_ros.provenance import source_commit
 
 W, H = 1280, 720
 K = (910.0, 0.0, 641.0, 0.0, 905.0, 362.0, 0.0, 0.0, 1.0)
@@ -42,16 +42,6 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _ms(fn: object, repeats: int) -> dict[str, float]:
@@ -115,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                          "opencv_threads": threads, **remap})
     cv2.setNumThreads(default_threads)
     command = " ".join(["python -m benchmarks.bench_camera", *(argv if argv is not None else sys.argv[1:])])
-    result = {"command": command, "commit": _commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(
+    result = {"command": command, "commit": source_commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(
         timespec="seconds"), "device": "cpu", "cpu": _cpu(), "cpu_cores": os.cpu_count(),
         "load_avg_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "python": platform.python_version(), "opencv": cv2.__version__, "numpy": np.__version__,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_engine import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION, counted_tflop
+from spatial_ttt_ros.provenance import source_commit
 
 FRAMES, H, W = 128, 352, 480
 QUESTION = "How many chair(s) are in this room?"
@@ -161,14 +161,6 @@ def profile_step(model: torch.nn.Module, config: object, source_cls: type) -> li
              "self_share": e.self_device_time_total / total if total else None, "calls": e.count} for e in events]
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("BENCH_COMMIT", "unknown")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
@@ -192,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'cpu'})"
     result = {"command": "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "commit": commit(), "gpu": name, "peak_bf16_tflops": peak_tflops(name), "torch": torch.__version__,
+              "commit": source_commit(), "gpu": name, "peak_bf16_tflops": peak_tflops(name), "torch": torch.__version__,
               "transformers": transformers.__version__, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "frames": FRAMES, "frame": f"{H}x{W}",
               "model": "Qwen3-VL-2B dimensions, random weights, spatial_ttt_2b_train semantics (Muon, pre-norm, C=W=2648)",

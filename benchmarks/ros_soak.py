@@ -45,10 +45,9 @@ def stamp(argv: list[str]) -> dict[str, Any]:
     import torch
     import transformers
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
-    return {"command": " ".join(["python -m benchmarks.ros_soak", *argv]), "commit": commit + ("+dirty" if dirty else ""),
+    from spatial_ttt_ros.provenance import source_commit
+
+    return {"command": " ".join(["python -m benchmarks.ros_soak", *argv]), "commit": source_commit(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)", "python": platform.python_version(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "rmw": os.environ.get("RMW_IMPLEMENTATION", "")}

@@ -8,26 +8,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 import transformers
 
+from spatial_ttt_ros.provenance import source_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def commit() -> str:
-    """Short hash of HEAD, with "+dirty" when tracked files differ from it; "unknown" outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """Short hash of HEAD of this checkout, "+dirty" when tracked files differ (spatial_ttt_ros.provenance)."""
+    return source_commit(ROOT)
 
 
 def device_name(device: str | torch.device) -> str:

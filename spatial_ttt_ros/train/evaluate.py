@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..provenance import source_commit
 from ..spatial.metrics import REPORTED_TASKS, aggregate, fit_priors, robot_scores, score_item
 from ..spatial.prompts import ROBOT_KINDS
 from ..spatial.qa import item_prompt
@@ -278,14 +278,6 @@ def svg(result: dict, subset: str = "all") -> str:
     return "\n".join(parts)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 # ---------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo")
@@ -344,7 +336,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     import transformers
 
     argv = sys.argv[1:] if argv is None else argv
-    meta = {"command": "spatial-ttt train eval " + " ".join(argv), "commit": _commit(), "preset": args.preset,
+    meta = {"command": "spatial-ttt train eval " + " ".join(argv), "commit": source_commit(), "preset": args.preset,
             "checkpoint": args.checkpoint or (load_config(args.preset).weights or "(random init)"),
             "device": f"{args.device} ({platform.processor() or platform.machine()}, {args.workers} workers)",
             "torch": torch.__version__, "transformers": transformers.__version__,
