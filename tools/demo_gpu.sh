@@ -10,7 +10,12 @@
 # train:  spatial-ttt train run config/train/demo.yaml --out runs/demo (resumes; stops and
 #         checkpoints before TIME_LIMIT seconds)
 # export: models/demo/model.safetensors (fp16)
-# eval:   spatial-ttt train eval on EVAL_SEEDS (disjoint from SEEDS), the four arms, on all cores
+# eval:   spatial-ttt train eval of models/demo/model.safetensors on EVAL_SEEDS (disjoint from SEEDS),
+#         the four arms, on all cores
+# pack:    the newest checkpoint + logs of runs/demo as PACK_DIR/demo_run.tgz.partNN (15 MiB pieces,
+#          what a device call can bring back)
+# restore: runs/demo from .demo_carry/demo_run.tgz.part* when runs/demo has no checkpoint (a fresh
+#          machine resumes the run from what the last call brought back)
 # OpenCV (the renderer) comes from wheels in .whl/ when the machine lacks it.
 set -euo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -31,9 +36,22 @@ for phase in ${PHASES:-data train export eval}; do
         train) OMP_NUM_THREADS=4 $PY train run "${RECIPE:-config/train/demo.yaml}" --out runs/demo \
                    --time-limit "${TIME_LIMIT:-420}" --no-bar ;;
         export) $PY train export runs/demo --out models/demo --dtype float16 ;;
-        eval) $PY train eval --preset demo --synth-seeds "$EVAL_SEEDS" --frames "$FRAMES" --stride 5 --tour oneway \
+        eval) $PY train eval --preset demo --checkpoint models/demo/model.safetensors --synth-seeds "$EVAL_SEEDS" --frames "$FRAMES" --stride 5 --tour oneway \
                   --arm full --arm no_ttt_update --arm window_only --arm blind --workers "$WORKERS" \
                   --out "${EVAL_OUT:-models/demo/eval}" ;;
+        pack) python3 - <<'PY'
+import json, pathlib
+run = pathlib.Path("runs/demo")
+step_dir = json.loads((run / "latest.json").read_text())["dir"]
+pathlib.Path("runs/demo_pack.list").write_text("\n".join(
+    ["latest.json", "run.json", "metrics.jsonl", step_dir]) + "\n")
+PY
+              mkdir -p "${PACK_DIR:?}"
+              tar -C runs/demo -czf - -T runs/demo_pack.list | split -b 15M -d - "$PACK_DIR/demo_run.tgz.part" ;;
+        restore) if [ ! -f runs/demo/latest.json ] && ls .demo_carry/demo_run.tgz.part* >/dev/null 2>&1; then
+                     mkdir -p runs/demo && cat .demo_carry/demo_run.tgz.part* | tar -C runs/demo -xzf -
+                     echo "restored $(cat runs/demo/latest.json)"
+                 fi ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done

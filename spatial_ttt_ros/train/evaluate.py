@@ -335,8 +335,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    argv = sys.argv[1:] if argv is None else argv
-    meta = {"command": "spatial-ttt train eval " + " ".join(argv), "commit": source_commit(), "preset": args.preset,
+    # from the `spatial-ttt train eval` CLI argv is None and sys.argv[1:] starts with "train eval"
+    command = "spatial-ttt " + " ".join(sys.argv[1:]) if argv is None else "spatial-ttt train eval " + " ".join(argv)
+    meta = {"command": command, "commit": source_commit(), "preset": args.preset,
             "checkpoint": args.checkpoint or (load_config(args.preset).weights or "(random init)"),
             "device": f"{args.device} ({platform.processor() or platform.machine()}, {args.workers} workers)",
             "torch": torch.__version__, "transformers": transformers.__version__,

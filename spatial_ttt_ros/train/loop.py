@@ -9,14 +9,16 @@ micro-batch's CE sum is divided by the global label-token count (summed over ran
 forward) and multiplied by the world size (DDP and FSDP2 average gradients over ranks), so
 1 process x accumulation and N processes give the same gradients.
 The loss itself is `forward.TrainForward` (= `sample_loss`, the training forward), samples come from
-`dataset.build_source`, the sliding window per step from `curriculum`.
+`dataset.build_source`, the sliding window per step from `curriculum`. With `train.loader_workers`
+> 0 the samples of the next steps are built ahead in forked worker processes (a torch DataLoader
+over steps); the samples are the same (the source is deterministic in index and step).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,38 @@ def global_indices(step: int, micro: int, *, rank: int, world: int, batch: int, 
     g = world * batch * accum
     start = step * g + micro * world * batch + rank * batch
     return list(range(start, start + batch))
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item k = this rank's micro-batches (lists of samples) for optimiser step `first + k`."""
+
+    def __init__(self, source: object, first: int, last: int, d: Dist, batch: int, accum: int) -> None:
+        self.source, self.first, self.last, self.d, self.batch, self.accum = source, first, last, d, batch, accum
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __getitem__(self, k: int) -> list[list]:
+        step = self.first + k
+        return [[self.source.sample(i, step) for i in global_indices(step, a, rank=self.d.rank, world=self.d.world,
+                                                                     batch=self.batch, accum=self.accum)]
+                for a in range(self.accum)]
+
+
+def _single_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def step_batches(source: object, first: int, last: int, d: Dist, batch: int, accum: int,
+                 workers: int) -> Iterator[list[list]]:
+    """Micro-batches for steps first..last-1, in order; built ahead by `workers` forked processes."""
+    data = StepBatches(source, first, last, d, batch, accum)
+    if workers == 0:
+        return (data[k] for k in range(len(data)))
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
+                                         prefetch_factor=4, multiprocessing_context="fork",
+                                         worker_init_fn=_single_thread)
+    return iter(loader)
 
 
 def label_tokens(sample: object) -> int:
@@ -155,6 +189,7 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
     result = RunResult(step=step, fsdp_layer_units=fsdp_layer_units)
     step_times: list[float] = []
     accum, batch = tr.grad_accum, tr.batch_size
+    batches = step_batches(source, step, stop_at, d, batch, accum, tr.loader_workers)
     while step < stop_at:
         if time_limit is not None:
             need = (max(step_times[-3:]) if step_times else 0.0) * 1.5 + 5.0
@@ -164,9 +199,7 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
         t0 = time.monotonic()
         factor = set_lr(optimizer, step, total, recipe.optim)
         window, stage = window_for_step(stages, step, config)
-        micro = [[source.sample(i, step) for i in global_indices(step, a, rank=d.rank, world=d.world,
-                                                                 batch=batch, accum=accum)]
-                 for a in range(accum)]
+        micro = next(batches)
         n_label, n_tokens = all_sum([sum(label_tokens(s) for mb in micro for s in mb),
                                      sum(len(s) for mb in micro for s in mb)], d)
         if n_label == 0:

@@ -52,6 +52,7 @@ class TrainSettings:
     save_every: int = 100          # DCP checkpoint every N steps (and at the end / time limit)
     log_every: int = 10            # JSONL / TensorBoard row every N steps
     keep_checkpoints: int = 2      # older step directories are deleted
+    loader_workers: int = 0        # processes that build the next steps' samples ahead (0 = in the loop)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def _train(raw: Any, where: str) -> TrainSettings:
     out = {**asdict(TrainSettings()), **raw}
     for name in ("batch_size", "grad_accum", "save_every", "log_every", "keep_checkpoints"):
         out[name] = _number(where, f"train.{name}", out[name], integer=True, low=1)
+    out["loader_workers"] = _number(where, "train.loader_workers", out["loader_workers"], integer=True, low=0)
     if out["precision"] not in PRECISIONS:
         raise ValueError(f"{where}: train.precision must be one of {PRECISIONS}, got {out['precision']!r}")
     for name in ("checkpoint_chunks", "checkpoint_layers", "freeze_vision"):

@@ -67,6 +67,19 @@ def test_resume_continues_exactly(tmp_path):
     assert state["step"] == 5
 
 
+def test_loader_workers_build_the_same_samples_ahead_and_resume(tmp_path):
+    """Samples built in forked worker processes train exactly as those built in the loop, also
+    across a resume (the workers start at the resumed step)."""
+    recipe = tiny_recipe(4, lr=3e-3, batch_size=2)
+    plain = run(recipe, tmp_path / "plain", "single")
+    ahead = tiny_recipe(4, lr=3e-3, batch_size=2, loader_workers=2)
+    run(ahead, tmp_path / "ahead", "single", max_steps=2)
+    second = run(ahead, tmp_path / "ahead", "single")
+    assert sorted(second.losses) == [3, 4]
+    for step in (3, 4):
+        assert second.losses[step] == pytest.approx(plain.losses[step], rel=1e-6, abs=1e-7), step
+
+
 def test_layer_checkpointing_gives_the_same_training(tmp_path):
     plain = run(tiny_recipe(2, lr=1e-2), tmp_path / "plain", "single")
     recomputed = run(tiny_recipe(2, lr=1e-2, checkpoint_layers=True, checkpoint_chunks=True), tmp_path / "ckpt", "single")
