@@ -13,7 +13,7 @@ import sys
 # subcommand -> (module, function taking argv and returning an exit code, help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("spatial_ttt_ros.ros.demo", "cli_demo", "run the perception node on the embedded default and ask questions"),
-    "node": ("spatial_ttt_ros.ros.perception_node", "cli_node", "bring up the perception node from a params YAML"),
+    "node": ("spatial_ttt_ros.ros.perception_main", "cli_node", "bring up the perception node from a params YAML"),
     "record": ("spatial_ttt_ros.ros.recorder_node", "cli_record", "bring up the recorder node from a params YAML"),
     "synth": ("spatial_ttt_ros.data.synth", "cli_synth", "render synthetic scenes into training bags"),
     "annotate": ("spatial_ttt_ros.data.annotate", "cli_annotate", "dense descriptions + spatial QA for a bag"),

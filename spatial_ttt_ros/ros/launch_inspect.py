@@ -36,6 +36,14 @@ def find_package_share(package: str) -> Path:
     raise ValueError(f"package {package!r} not found on AMENT_PREFIX_PATH")
 
 
+def package_config(name: str) -> Path:
+    """config/<name> from the installed share dir, else from the source tree (a plain Python checkout)."""
+    try:
+        return find_package_share("spatial_ttt_ros") / "config" / name
+    except ValueError:
+        return Path(__file__).resolve().parents[2] / "config" / name
+
+
 def find_executable(package: str, executable: str) -> Path:
     """The installed node executable (`ros2 run` looks in <prefix>/lib/<package>/)."""
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):

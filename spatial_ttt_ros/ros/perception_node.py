@@ -16,23 +16,17 @@ defaults, keyframe thresholds) are applied at once, the rest are taken only whil
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import faulthandler
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
@@ -49,7 +43,6 @@ from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import NODE_NAME, PARAMETERS, SPECS, NodeSettings
 from spatial_ttt_ros.ros.query import AdmissionBound, QueryResult, answer_result, failure, prepare_query
-from spatial_ttt_ros.ros.spinning import spin_resilient
 from spatial_ttt_ros.ros.worker import EngineWorker, wait_result
 from spatial_ttt_ros.srv import MemoryFile, SpatialQuery
 
@@ -489,51 +482,3 @@ class PerceptionNode(LifecycleNode):
             if worker_error and worker_error != seen_worker:
                 self._last_error = worker_error
             self._seen_errors = (reject, worker_error)
-
-
-def main(args: list[str] | None = None) -> int:
-    # A crash in native code (rcl, DDS, torch) prints every thread's Python stack to stderr.
-    faulthandler.enable()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PerceptionNode()
-        executor = MultiThreadedExecutor(num_threads=node.executor_threads())
-        executor.add_node(node)
-        spin_resilient(executor, node.get_logger(), node.record_callback_error)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-        rclpy.try_shutdown()
-    return 0
-
-
-def default_params_file() -> Path:
-    """config/perception.yaml from the installed share dir, else from the source tree."""
-    from spatial_ttt_ros.ros.launch_inspect import find_package_share
-
-    try:
-        return find_package_share("spatial_ttt_ros") / "config" / "perception.yaml"
-    except ValueError:
-        return Path(__file__).resolve().parents[2] / "config" / "perception.yaml"
-
-
-def cli_node(argv: list[str]) -> int:
-    """`spatial-ttt node [--params-file FILE] [--ros-args ...]`: the launch file's node without launch."""
-    argv = list(argv)
-    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="spatial-ttt node", description="bring up the perception node")
-    parser.add_argument("--params-file", type=Path, default=None,
-                        help="YAML with ros__parameters (default: config/perception.yaml)")
-    options = parser.parse_args(argv[:split])
-    params_file = options.params_file or default_params_file()
-    if not params_file.is_file():
-        print(f"spatial-ttt node: params file {params_file} not found", file=sys.stderr)
-        return 2
-    return main(["spatial-ttt-node", "--ros-args", "--params-file", str(params_file), *argv[split + 1:]])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -57,6 +57,7 @@ from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
 from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
 from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
+from spatial_ttt_ros.ros.launch_inspect import package_config
 from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
@@ -248,16 +249,6 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
-def default_params_file() -> Path:
-    """config/recorder.yaml from the installed share dir, else from the source tree."""
-    from spatial_ttt_ros.ros.launch_inspect import find_package_share
-
-    try:
-        return find_package_share("spatial_ttt_ros") / "config" / "recorder.yaml"
-    except ValueError:
-        return Path(__file__).resolve().parents[2] / "config" / "recorder.yaml"
-
-
 def cli_record(argv: list[str]) -> int:
     """`spatial-ttt record [--params-file FILE] [--output-dir DIR] [--ros-args ...]`."""
     argv = list(argv)
@@ -267,7 +258,7 @@ def cli_record(argv: list[str]) -> int:
                         help="YAML with ros__parameters (default: config/recorder.yaml)")
     parser.add_argument("--output-dir", default=None, help="overrides the output_dir parameter")
     options = parser.parse_args(argv[:split])
-    params_file = options.params_file or default_params_file()
+    params_file = options.params_file or package_config("recorder.yaml")
     if not params_file.is_file():
         print(f"spatial-ttt record: params file {params_file} not found", file=sys.stderr)
         return 2

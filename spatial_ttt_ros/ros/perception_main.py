@@ -1,0 +1,54 @@
+"""Entry points of the perception node: the ROS 2 executable (`main`, scripts/perception_node) and
+`spatial-ttt node` (`cli_node`: the launch file's node without launch, from a params YAML)."""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import sys
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+from spatial_ttt_ros.ros.launch_inspect import package_config
+from spatial_ttt_ros.ros.perception_node import PerceptionNode
+from spatial_ttt_ros.ros.spinning import spin_resilient
+
+
+def main(args: list[str] | None = None) -> int:
+    # A crash in native code (rcl, DDS, torch) prints every thread's Python stack to stderr.
+    faulthandler.enable()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerceptionNode()
+        executor = MultiThreadedExecutor(num_threads=node.executor_threads())
+        executor.add_node(node)
+        spin_resilient(executor, node.get_logger(), node.record_callback_error)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+        rclpy.try_shutdown()
+    return 0
+
+
+def cli_node(argv: list[str]) -> int:
+    """`spatial-ttt node [--params-file FILE] [--ros-args ...]`: the launch file's node without launch."""
+    argv = list(argv)
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="spatial-ttt node", description="bring up the perception node")
+    parser.add_argument("--params-file", type=Path, default=None,
+                        help="YAML with ros__parameters (default: config/perception.yaml)")
+    options = parser.parse_args(argv[:split])
+    params_file = options.params_file or package_config("perception.yaml")
+    if not params_file.is_file():
+        print(f"spatial-ttt node: params file {params_file} not found", file=sys.stderr)
+        return 2
+    return main(["spatial-ttt-node", "--ros-args", "--params-file", str(params_file), *argv[split + 1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
