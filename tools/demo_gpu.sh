@@ -16,10 +16,10 @@
 #          what a device call can bring back)
 # restore: runs/demo from .demo_carry/demo_run.tgz.part* when runs/demo has no checkpoint (a fresh
 #          machine resumes the run from what the last call brought back)
-# OpenCV (the renderer) comes from wheels in .whl/ when the machine lacks it.
+# OpenCV (the renderer), rosbags and mcap come from wheels in .whl/ when the machine lacks them.
 set -euo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-if ! python3 -c "import cv2" 2>/dev/null; then
+if ! python3 -c "import cv2, rosbags, mcap" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
