@@ -2,7 +2,10 @@
 the preset (models/demo.yaml), the recipe, the training log (models/demo/train/metrics.jsonl +
 run.json) and the evaluation (models/demo/eval/eval.json + eval.md).
 
-    python tools/demo_model_card.py [--demo models/demo] [--recipe config/train/demo_gpu.yaml]
+    python tools/demo_model_card.py [--demo models/demo] [--recipe config/train/demo.yaml ...]
+
+Several --recipe: the run was resumed under each in turn (the GPU recipe, then its CPU continuation);
+the last one's schedule is the one the run finished.
 """
 
 from __future__ import annotations
@@ -28,15 +31,30 @@ def _param_count(weights: Path) -> tuple[int, int]:
     return total, weights.stat().st_size
 
 
+def _resumes(metrics: list[dict]) -> list[str]:
+    """One line per stretch of the run between resumes (elapsed_s restarts at each resume)."""
+    parts: list[list[dict]] = []
+    for row in metrics:
+        if not parts or row["elapsed_s"] < parts[-1][-1]["elapsed_s"]:
+            parts.append([])
+        parts[-1].append(row)
+    return [f"- Stretch {k}: logged steps {p[0]['step']}-{p[-1]['step']} in {p[-1]['elapsed_s']:.0f} s "
+            f"(median {sorted(r['step_s'] for r in p)[len(p) // 2]:.2f} s/step), loss {p[0]['loss']:.3f} -> "
+            f"{p[-1]['loss']:.3f} (stage {p[-1]['stage']})" for k, p in enumerate(parts, 1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=Path("models/demo"))
     parser.add_argument("--preset", type=Path, default=Path("models/demo.yaml"))
-    parser.add_argument("--recipe", type=Path, default=Path("config/train/demo.yaml"))
+    parser.add_argument("--recipe", type=Path, action="append", default=None,
+                        help="recipe(s) the run was trained under, in order (default: config/train/demo.yaml)")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended as 'Limitations and analysis'")
     args = parser.parse_args(argv)
     preset = yaml.safe_load(args.preset.read_text())
-    recipe = yaml.safe_load(args.recipe.read_text())
+    recipe_paths = args.recipe or [Path("config/train/demo.yaml")]
+    recipes = [yaml.safe_load(p.read_text()) for p in recipe_paths]
+    recipe = recipes[-1]
     ev = json.loads((args.demo / "eval" / "eval.json").read_text())
     metrics = [json.loads(line) for line in (args.demo / "train" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     run = json.loads((args.demo / "train" / "run.json").read_text()) if (args.demo / "train" / "run.json").is_file() else {}
@@ -65,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         "comes back, so the first rooms' evidence leaves the sliding window), every 5th frame of the 10 Hz "
         "trajectory (2 Hz keyframes), rendered at the preset's frame size by `python -m spatial_ttt_ros.train.demo_data` "
         "(the same frames and items as `synth -> annotate -> bake --stride 5`: test_train_demo_data.py).",
-        f"- Training shards: {recipe['data']['shards']}, clips of <= {recipe['data']['max_frames']} frames; "
-        "stages: " + "; ".join(f"{s['name']} {s['steps']} steps, mix {s.get('mix')}" for s in recipe["data"]["stages"])
-        + ".",
+        *(f"- Recipe `{p}`: shards {r['data']['shards']}, clips of <= {r['data']['max_frames']} frames; stages: "
+          + "; ".join(f"{s['name']} {s['steps']} steps, mix {s.get('mix')}" for s in r["data"]["stages"]) + "."
+          for p, r in zip(recipe_paths, recipes)),
         f"- Evaluation: {ev['source']} — seeds disjoint from the training seeds (see Commands).", "",
         "## Training", "",
-        f"- Recipe: `{args.recipe}` (optim {recipe['optim']}, train {recipe['train']}).",
+        *(f"- Recipe `{p}`: optim {r['optim']}, train {r['train']}." for p, r in zip(recipe_paths, recipes)),
+        *_resumes(metrics),
         f"- Reached step {last.get('step', '?')} of {total_steps} planned; last logged loss "
         f"{last.get('loss', float('nan')):.3f} at stage {last.get('stage', '?')}, "
         f"{last.get('elapsed_s', float('nan')):.0f} s of training.",

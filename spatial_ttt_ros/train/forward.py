@@ -39,9 +39,12 @@ def forward_logits(model: nn.Module, config: SpatialTTTConfig, samples: Sequence
 
 
 def sample_loss(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[TrainSample], *,
-                window_size: int | None = None, checkpoint_chunks: bool = True) -> tuple[torch.Tensor, int]:
+                window_size: int | None = None, checkpoint_chunks: bool = True,
+                per_sample_mean: bool = False) -> tuple[torch.Tensor, int]:
     """(sum of the token cross-entropies over every label position of the batch, number of label
-    tokens). Position i's logits predict labels[i + 1]; the LM head runs on those positions only."""
+    tokens). Position i's logits predict labels[i + 1]; the LM head runs on those positions only.
+    per_sample_mean: the first element is instead the sum over samples of each sample's mean token
+    cross-entropy (a 3-token answer weighs as much as a 4,000-token description)."""
     hidden, lengths = _final_hidden(model, config, samples, window_size, checkpoint_chunks)
     rows, cols, targets = [], [], []
     for b, sample in enumerate(samples):
@@ -50,9 +53,13 @@ def sample_loss(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[Tr
         rows.append(torch.full_like(at, b))
         cols.append(at)
         targets.append(labels[1:][at])
+    counts = [len(c) for c in cols]
     rows, cols, targets = torch.cat(rows), torch.cat(cols), torch.cat(targets)
     logits = model.lm_head(hidden[rows, cols]).float()
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    if not per_sample_mean:
+        return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    weights = torch.cat([torch.full((n,), 1.0 / n) for n in counts if n]).to(logits.device)
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum(), int(targets.numel())
 
 
 class TrainForward(nn.Module):
@@ -67,9 +74,9 @@ class TrainForward(nn.Module):
         self.config = config
 
     def forward(self, samples: Sequence[TrainSample], window_size: int | None = None,
-                checkpoint_chunks: bool = True) -> tuple[torch.Tensor, int]:
+                checkpoint_chunks: bool = True, per_sample_mean: bool = False) -> tuple[torch.Tensor, int]:
         return sample_loss(self.model, self.config, samples, window_size=window_size,
-                           checkpoint_chunks=checkpoint_chunks)
+                           checkpoint_chunks=checkpoint_chunks, per_sample_mean=per_sample_mean)
 
 
 def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[TrainSample],

@@ -7,7 +7,9 @@ samples, and the data cursor is just the step (resume restarts at index step*G).
 The loss is the mean token cross-entropy over the label tokens of the whole global batch: each
 micro-batch's CE sum is divided by the global label-token count (summed over ranks before the
 forward) and multiplied by the world size (DDP and FSDP2 average gradients over ranks), so
-1 process x accumulation and N processes give the same gradients.
+1 process x accumulation and N processes give the same gradients. With `train.loss_norm: samples`
+it is the mean over the global batch's samples of each sample's mean token CE, normalised the same
+way by the global count of samples with labels.
 The loss itself is `forward.TrainForward` (= `sample_loss`, the training forward), samples come from
 `dataset.build_source`, the sliding window per step from `curriculum`. With `train.loader_workers`
 > 0 the samples of the next steps are built ahead in forked worker processes (a torch DataLoader
@@ -200,24 +202,28 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
         factor = set_lr(optimizer, step, total, recipe.optim)
         window, stage = window_for_step(stages, step, config)
         micro = next(batches)
-        n_label, n_tokens = all_sum([sum(label_tokens(s) for mb in micro for s in mb),
-                                     sum(len(s) for mb in micro for s in mb)], d)
+        n_label, n_tokens, n_answered = all_sum([sum(label_tokens(s) for mb in micro for s in mb),
+                                                 sum(len(s) for mb in micro for s in mb),
+                                                 sum(label_tokens(s) > 0 for mb in micro for s in mb)], d)
         if n_label == 0:
             raise ValueError(f"step {step}: the global batch has no label tokens (samples without answers)")
+        per_sample = tr.loss_norm == "samples"
+        denominator = n_answered if per_sample else n_label
         ce_sum = torch.zeros((), dtype=torch.float64)
         for a, samples in enumerate(micro):
             with grad_sync(wrapped, d, a == accum - 1), autocast(d, bf16):
-                loss, count = wrapped(samples, window_size=window, checkpoint_chunks=tr.checkpoint_chunks)
+                loss, count = wrapped(samples, window_size=window, checkpoint_chunks=tr.checkpoint_chunks,
+                                      per_sample_mean=per_sample)
                 expected = sum(label_tokens(s) for s in samples)
                 if int(count) != expected:
                     raise ValueError(f"sample_loss counted {int(count)} label tokens, the labels hold {expected}")
-                (loss * (d.world / n_label)).backward()
+                (loss * (d.world / denominator)).backward()
             ce_sum += loss.detach().double().cpu()
         grad_norm = clip_grad_norm(trainable, recipe.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        mean_loss = all_sum([float(ce_sum)], d)[0] / n_label
+        mean_loss = all_sum([float(ce_sum)], d)[0] / denominator
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"step {step}: loss is {mean_loss} (lr {recipe.optim.lr * factor:.3g})")
         result.losses[step] = mean_loss

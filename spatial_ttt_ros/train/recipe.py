@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 PRECISIONS = ("bf16", "fp32")
+LOSS_NORMS = ("tokens", "samples")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class TrainSettings:
     log_every: int = 10            # JSONL / TensorBoard row every N steps
     keep_checkpoints: int = 2      # older step directories are deleted
     loader_workers: int = 0        # processes that build the next steps' samples ahead (0 = in the loop)
+    loss_norm: str = "tokens"      # tokens: mean over the global batch's label tokens; samples: mean of
+                                   # each sample's token mean (the official 8 GPUs x batch 1 DDP run)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def _train(raw: Any, where: str) -> TrainSettings:
     for name in ("batch_size", "grad_accum", "save_every", "log_every", "keep_checkpoints"):
         out[name] = _number(where, f"train.{name}", out[name], integer=True, low=1)
     out["loader_workers"] = _number(where, "train.loader_workers", out["loader_workers"], integer=True, low=0)
+    if out["loss_norm"] not in LOSS_NORMS:
+        raise ValueError(f"{where}: train.loss_norm must be one of {LOSS_NORMS}, got {out['loss_norm']!r}")
     if out["precision"] not in PRECISIONS:
         raise ValueError(f"{where}: train.precision must be one of {PRECISIONS}, got {out['precision']!r}")
     for name in ("checkpoint_chunks", "checkpoint_layers", "freeze_vision"):

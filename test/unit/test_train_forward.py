@@ -113,6 +113,11 @@ def test_batch_of_unequal_lengths_equals_each_alone(base):
         torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
     assert count == sum(c for _, c in losses)
     torch.testing.assert_close(loss, sum(v for v, _ in losses), rtol=1e-5, atol=1e-5)
+    # per_sample_mean: the sum of each sample's token mean (answers of 3, 1 and 6 label tokens)
+    with torch.no_grad():
+        per_sample, count_ps = sample_loss(engine.model, engine.config, samples, per_sample_mean=True)
+    assert count_ps == count
+    torch.testing.assert_close(per_sample, sum(v / c for v, c in losses), rtol=1e-5, atol=1e-5)
     # equal lengths (no padding; masks broadcast over the rows): still each row alone
     twin = _sample(engine, _frames(7, seed=99), [9])
     assert len(twin) == len(samples[1])

@@ -80,6 +80,22 @@ def test_loader_workers_build_the_same_samples_ahead_and_resume(tmp_path):
         assert second.losses[step] == pytest.approx(plain.losses[step], rel=1e-6, abs=1e-7), step
 
 
+def test_per_sample_loss_norm_is_the_same_under_accumulation(tmp_path):
+    """loss_norm samples: batch 2 in one pass and 2 x accumulation of batch 1 train the same; the
+    logged loss is the mean of the samples' token means, not the token mean."""
+    whole = run(tiny_recipe(2, lr=1e-2, batch_size=2, loss_norm="samples"), tmp_path / "whole", "single",
+                long_answers=True)
+    split = run(tiny_recipe(2, lr=1e-2, grad_accum=2, loss_norm="samples"), tmp_path / "split", "single",
+                long_answers=True)
+    tokens = run(tiny_recipe(2, lr=1e-2, batch_size=2), tmp_path / "tokens", "single", long_answers=True)
+    assert split.losses == pytest.approx(whole.losses, rel=1e-5, abs=1e-6)
+    assert whole.losses[2] != pytest.approx(tokens.losses[2], rel=1e-4)
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("whole", "split")}
+    for got, want in zip(rows["split"], rows["whole"]):  # the same gradients
+        assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4), got["step"]
+
+
 def test_layer_checkpointing_gives_the_same_training(tmp_path):
     plain = run(tiny_recipe(2, lr=1e-2), tmp_path / "plain", "single")
     recomputed = run(tiny_recipe(2, lr=1e-2, checkpoint_layers=True, checkpoint_chunks=True), tmp_path / "ckpt", "single")

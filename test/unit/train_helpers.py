@@ -19,11 +19,13 @@ OBJECTS = ["chair", "table", "lamp", "sofa", "plant", "bed", "door", "tv"]
 
 class RandomSource:
     """sample(index, step): `frames` random frames seeded by (seed, index % distinct) and a count
-    question whose answer is a digit of the index. Deterministic in (seed, index)."""
+    question whose answer is a digit of the index (`long_answers`: that digit repeated 1 + 3 x
+    (index % 3) times, so samples hold different numbers of label tokens). Deterministic in (seed, index)."""
 
-    def __init__(self, config, tokenizer, layout, *, seed: int = 0, frames: int = 2, distinct: int = 1000) -> None:  # noqa: ANN001
+    def __init__(self, config, tokenizer, layout, *, seed: int = 0, frames: int = 2, distinct: int = 1000,  # noqa: ANN001
+                 long_answers: bool = False) -> None:
         self.config, self.tokenizer, self.layout = config, tokenizer, layout
-        self.seed, self.frames, self.distinct = seed, frames, distinct
+        self.seed, self.frames, self.distinct, self.long_answers = seed, frames, distinct, long_answers
 
     def __len__(self) -> int:
         return self.distinct
@@ -35,7 +37,8 @@ class RandomSource:
                                    dtype=np.uint8))
         stamps = [0.5 * k for k in range(self.frames)]
         question = f"How many are in this room: {OBJECTS[i % len(OBJECTS)]}?"
-        return layout_sample(self.config, self.tokenizer, self.layout, frames, stamps, question, str(i % 7),
+        answer = str(i % 7) * (1 + 3 * (i % 3) if self.long_answers else 1)
+        return layout_sample(self.config, self.tokenizer, self.layout, frames, stamps, question, answer,
                              {"index": index})
 
 
@@ -50,12 +53,12 @@ def tiny_recipe(steps: int = 3, *, lr: float = 1e-3, batch_size: int = 1, grad_a
                   "save_every": save_every, "log_every": 1, **{"checkpoint_chunks": False, **train}}}, "test")
 
 
-def run(recipe, out: Path, strategy: str, **kw: object):  # noqa: ANN001, ANN201
+def run(recipe, out: Path, strategy: str, *, long_answers: bool = False, **kw: object):  # noqa: ANN001, ANN201
     """Train with the RandomSource (built from the same config/tokenizer the loop builds)."""
     from spatial_ttt_ros.train import loop
 
     def make_source(config, tokenizer, layout):  # noqa: ANN001, ANN202
-        return RandomSource(config, tokenizer, layout, seed=recipe.seed)
+        return RandomSource(config, tokenizer, layout, seed=recipe.seed, long_answers=long_answers)
 
     return loop.train(recipe, out, strategy=strategy, source_factory=make_source, progress_bar=False, **kw)
 
