@@ -44,7 +44,7 @@ _MODEL, _INPUTS, _KEYFRAMES = "model / engine", "inputs", "keyframes and ingest"
 _QUERIES, _FILES = "queries", "status and memory files"
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_preset", "tiny", str, "model preset name in models/ (spatial_ttt_2b, tiny) or a YAML path",
+    ParamSpec("model_preset", "demo", str, "model preset name in models/ (demo, spatial_ttt_2b, tiny) or a YAML path",
               section=_MODEL),
     ParamSpec("checkpoint", "", str, "Spatial-TTT model.safetensors (file or directory); empty for none",
               section=_MODEL),

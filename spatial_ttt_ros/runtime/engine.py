@@ -125,6 +125,7 @@ class StreamingEngine:
             model_id = f"{config.name}:{os.path.basename(os.path.normpath(checkpoint))}"
         elif config.weights:  # the preset's own trained weights (models/<name>/model.safetensors)
             load_checkpoint(model, config.weights)
+            model_id = f"{config.name}:{os.path.basename(config.weights)}"
         return cls(config, model, tokenizer, model_id=model_id)
 
     # ------------------------------------------------------------ ingest

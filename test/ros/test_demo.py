@@ -17,7 +17,8 @@ def test_demo_runs_the_pipeline_and_prints_typed_answers_and_status():
     out = proc.stdout
     domain = re.search(r"ROS domain (\d+), discovery localhost", out)
     assert domain and int(domain.group(1)) != 0, out[:500]
-    assert "tiny random model: answers are not meaningful" in out
+    assert "model preset 'demo'" in out and "models/demo/MODEL_CARD.md" in out
+    assert "model demo:model.safetensors" in out, out[:800]  # the node runs the shipped weights
     for kind in ("count", "abs_distance", "room_size", "rel_direction", "appearance_order", "free_form"):
         assert f". {kind}" in out
     assert " m^2 " in out and "failed" not in out

@@ -37,7 +37,7 @@ def test_config_yaml_is_rendered_from_the_table_under_the_wildcard_key():
 def test_defaults_build_and_map_to_the_engine():
     settings = NodeSettings.from_values(DEFAULTS)
     assert settings == NodeSettings()
-    assert settings.engine_kwargs() == {"preset": "tiny", "checkpoint": None, "base_model": None, "device": "auto",
+    assert settings.engine_kwargs() == {"preset": "demo", "checkpoint": None, "base_model": None, "device": "auto",
                                         "overrides": {"anchor_kv_budget_tokens": 0}}
     bounded = NodeSettings.from_values({"anchor_kv_budget_tokens": 65536})
     assert bounded.engine_kwargs()["overrides"] == {"anchor_kv_budget_tokens": 65536}
