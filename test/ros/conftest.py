@@ -88,6 +88,7 @@ def perception() -> Iterator[Callable[..., object]]:
 
     with ExitStack() as stack:
         def start(params: dict | None = None, ros_args: tuple[str, ...] = ()) -> object:
+            params = {"model_preset": "tiny", **(params or {})}
             node = stack.enter_context(hosted_perception_node(params, ros_args=ros_args))
             if node.state == "active":
                 from spatial_ttt_ros.runtime.engine import StreamingEngine

@@ -72,8 +72,8 @@ def _check_node(helpers, client, namespace: str, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("namespace, arguments, expected", [
-    # a namespace, no model argument: every value from the file (device too)
-    ("robot1", {}, {**FILE_VALUES, "model_preset": "tiny"}),
+    # a namespace, no model argument: every value from the file (device too), the default model demo
+    ("robot1", {}, {**FILE_VALUES, "model_preset": "demo"}),
     # no namespace, device given: the argument wins, the rest from the file
     ("", {"device": "auto"}, {**FILE_VALUES, "device": "auto"}),
 ])
@@ -100,7 +100,7 @@ def test_launch_file_runs_in_launch_service(ros_node, helpers, tmp_path):
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     try:
-        _check_node(helpers, ros_node, "robot2", {**FILE_VALUES, "model_preset": "tiny"})
+        _check_node(helpers, ros_node, "robot2", {**FILE_VALUES, "model_preset": "demo"})
     finally:
         service.shutdown()
         thread.join(timeout=60)
