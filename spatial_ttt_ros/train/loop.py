@@ -191,6 +191,7 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
     result = RunResult(step=step, fsdp_layer_units=fsdp_layer_units)
     step_times: list[float] = []
     accum, batch = tr.grad_accum, tr.batch_size
+    per_sample = tr.loss_norm == "samples"
     batches = step_batches(source, step, stop_at, d, batch, accum, tr.loader_workers)
     while step < stop_at:
         if time_limit is not None:
@@ -207,7 +208,6 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
                                                  sum(label_tokens(s) > 0 for mb in micro for s in mb)], d)
         if n_label == 0:
             raise ValueError(f"step {step}: the global batch has no label tokens (samples without answers)")
-        per_sample = tr.loss_norm == "samples"
         denominator = n_answered if per_sample else n_label
         ce_sum = torch.zeros((), dtype=torch.float64)
         for a, samples in enumerate(micro):
