@@ -9,8 +9,11 @@ executable exactly as a launch would.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +45,27 @@ def package_config(name: str) -> Path:
         return find_package_share("spatial_ttt_ros") / "config" / name
     except ValueError:
         return Path(__file__).resolve().parents[2] / "config" / name
+
+
+def node_cli(argv: list[str], prog: str, description: str, config_name: str,
+             add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+             ) -> tuple[argparse.Namespace, list[str]] | None:
+    """`prog [--params-file FILE] [options] [--ros-args ...]` of a node run without launch: (the
+    options, the ROS arguments `--params-file FILE` + whatever followed `--ros-args`), or None
+    after printing why when the params file (default config/<config_name>) does not exist."""
+    argv = list(argv)
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--params-file", type=Path, default=None,
+                        help=f"YAML with ros__parameters (default: config/{config_name})")
+    if add_options is not None:
+        add_options(parser)
+    options = parser.parse_args(argv[:split])
+    params_file = options.params_file or package_config(config_name)
+    if not params_file.is_file():
+        print(f"{prog}: params file {params_file} not found", file=sys.stderr)
+        return None
+    return options, ["--params-file", str(params_file), *argv[split + 1:]]
 
 
 def find_executable(package: str, executable: str) -> Path:

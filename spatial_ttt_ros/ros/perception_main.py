@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import sys
-from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-from spatial_ttt_ros.ros.launch_inspect import package_config
+from spatial_ttt_ros.ros.launch_inspect import node_cli
 from spatial_ttt_ros.ros.perception_node import PerceptionNode
 from spatial_ttt_ros.ros.spinning import spin_resilient
 
@@ -37,17 +35,10 @@ def main(args: list[str] | None = None) -> int:
 
 def cli_node(argv: list[str]) -> int:
     """`spatial-ttt node [--params-file FILE] [--ros-args ...]`: the launch file's node without launch."""
-    argv = list(argv)
-    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="spatial-ttt node", description="bring up the perception node")
-    parser.add_argument("--params-file", type=Path, default=None,
-                        help="YAML with ros__parameters (default: config/perception.yaml)")
-    options = parser.parse_args(argv[:split])
-    params_file = options.params_file or package_config("perception.yaml")
-    if not params_file.is_file():
-        print(f"spatial-ttt node: params file {params_file} not found", file=sys.stderr)
+    parsed = node_cli(argv, "spatial-ttt node", "bring up the perception node", "perception.yaml")
+    if parsed is None:
         return 2
-    return main(["spatial-ttt-node", "--ros-args", "--params-file", str(params_file), *argv[split + 1:]])
+    return main(["spatial-ttt-node", "--ros-args", *parsed[1]])
 
 
 if __name__ == "__main__":

@@ -30,12 +30,10 @@ close the bag (footer + metadata.yaml); after a SIGKILL run `spatial-ttt bag rec
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import faulthandler
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -57,7 +55,7 @@ from spatial_ttt_ros.ros.conversions import make_decoder, stamp_to_ns
 from spatial_ttt_ros.ros.ingest import FrameIngest, StampPolicy
 from spatial_ttt_ros.ros.inputs import image_input, synced_inputs
 from spatial_ttt_ros.ros.keyframe_gate import KeyframeGate
-from spatial_ttt_ros.ros.launch_inspect import package_config
+from spatial_ttt_ros.ros.launch_inspect import node_cli
 from spatial_ttt_ros.ros.lost_responses import LostResponses
 from spatial_ttt_ros.ros.param_table import clip
 from spatial_ttt_ros.ros.params import DEFAULTS as PERCEPTION_DEFAULTS
@@ -251,21 +249,14 @@ def main(args: list[str] | None = None) -> int:
 
 def cli_record(argv: list[str]) -> int:
     """`spatial-ttt record [--params-file FILE] [--output-dir DIR] [--ros-args ...]`."""
-    argv = list(argv)
-    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="spatial-ttt record", description="record keyframes into training bags")
-    parser.add_argument("--params-file", type=Path, default=None,
-                        help="YAML with ros__parameters (default: config/recorder.yaml)")
-    parser.add_argument("--output-dir", default=None, help="overrides the output_dir parameter")
-    options = parser.parse_args(argv[:split])
-    params_file = options.params_file or package_config("recorder.yaml")
-    if not params_file.is_file():
-        print(f"spatial-ttt record: params file {params_file} not found", file=sys.stderr)
+    parsed = node_cli(argv, "spatial-ttt record", "record keyframes into training bags", "recorder.yaml",
+                      lambda p: p.add_argument("--output-dir", default=None, help="overrides the output_dir parameter"))
+    if parsed is None:
         return 2
-    ros_args = ["--params-file", str(params_file)]
-    if options.output_dir is not None:
-        ros_args += ["-p", f"output_dir:={os.path.abspath(options.output_dir)}"]
-    return main(["spatial-ttt-record", "--ros-args", *ros_args, *argv[split + 1:]])
+    options, ros_args = parsed
+    if options.output_dir is not None:  # after the params file (ros_args[:2]), before the caller's own
+        ros_args[2:2] = ["-p", f"output_dir:={os.path.abspath(options.output_dir)}"]
+    return main(["spatial-ttt-record", "--ros-args", *ros_args])
 
 
 if __name__ == "__main__":
