@@ -12,9 +12,9 @@ demo: setup
 test: setup
 	@bash tools/run_tests.sh
 
-# On a GPU machine (CUDA + Triton): the gpu tier.
+# On a GPU machine (CUDA + Triton): the gpu tier; ARGS=--without-triton runs it on the PyTorch kernels.
 test-gpu: setup
-	@bash tools/run_tests.sh -m gpu
+	@bash tools/run_tests.sh -m gpu $(ARGS)
 
 test-slow: setup
 	@bash tools/run_tests.sh -m slow

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.svg_lines import line_panels
+
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(100, 200)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
@@ -146,38 +148,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------- report
-def _polyline(xs: list[float], ys: list[float], box: tuple[float, float, float, float], y_max: float) -> str:
-    x0, y0, w, h = box
-    x_max = max(xs) or 1.0
-    pts = " ".join(f"{x0 + w * x / x_max:.1f},{y0 + h - h * y / (y_max or 1.0):.1f}" for x, y in zip(xs, ys))
-    return f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{pts}"/>'
-
-
 def svg(result: dict) -> str:
-    """Four panels over stream time: RSS, memory bytes (total and anchor KV), ingest rate, query latency."""
+    """Four panels over stream time: RSS, memory bytes (all parts), ingest rate, query latency."""
     s, q = result["samples"], [x for x in result["queries"] if x["latency_s"] is not None]
     hours = [x["stream_s"] / 3600 for x in s]
-    panels = [("process RSS [MiB]", hours, [x["rss_bytes"] / 2**20 for x in s]),
-              ("memory bytes, all parts [MiB]", hours, [x["memory_bytes"] / 2**20 for x in s]),
-              ("ingest [frames/s wall]", hours, [x["ingest_fps"] for x in s]),
-              ("query latency [s]", [x["stream_s"] / 3600 for x in q], [x["latency_s"] for x in q])]
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="900" height="640" font-family="sans-serif" font-size="12">',
-             '<rect width="900" height="640" fill="white"/>',
-             f'<text x="10" y="16">{len(s) and s[-1]["frame"]} keyframes at 2 Hz through the perception node '
-             f'(tiny, anchor budget {result["anchor_kv_budget_tokens"]} tokens); x: stream time [h]</text>']
-    for k, (title, xs, ys) in enumerate(panels):
-        x0, y0 = 60 + (k % 2) * 430, 40 + (k // 2) * 300
-        box = (x0, y0 + 20, 380, 230)
-        y_max = 1.15 * max(ys) if ys else 1.0
-        parts += [f'<text x="{x0}" y="{y0 + 12}">{title}</text>',
-                  f'<rect x="{x0}" y="{y0 + 20}" width="380" height="230" fill="none" stroke="#999"/>',
-                  f'<text x="{x0 - 5}" y="{y0 + 24}" text-anchor="end">{y_max:.3g}</text>',
-                  f'<text x="{x0 - 5}" y="{y0 + 250}" text-anchor="end">0</text>',
-                  f'<text x="{x0 + 380}" y="{y0 + 266}" text-anchor="end">{max(xs) if xs else 0:.2f} h</text>']
-        if xs:
-            parts.append(_polyline(xs, ys, box, y_max))
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+    panels = [("process RSS [MiB]", [("rss", hours, [x["rss_bytes"] / 2**20 for x in s])]),
+              ("memory bytes, all parts [MiB]", [("memory", hours, [x["memory_bytes"] / 2**20 for x in s])]),
+              ("ingest [frames/s wall]", [("ingest", hours, [x["ingest_fps"] for x in s])]),
+              ("query latency [s]", [("latency", [x["stream_s"] / 3600 for x in q], [x["latency_s"] for x in q])])]
+    return line_panels(f'{len(s) and s[-1]["frame"]} keyframes at 2 Hz through the perception node '
+                       f'(tiny, anchor budget {result["anchor_kv_budget_tokens"]} tokens); x: stream time [h]',
+                       panels, x_unit=" h")
 
 
 def report(result: dict, out: Path) -> str:

@@ -1,5 +1,10 @@
 """Test tiers by folder: test/unit -> unit, test/ros -> ros, test/gpu -> gpu, test/slow -> slow.
 
+``--without-triton`` runs a session as on a machine without the Triton wheel (the Jetson images of
+the deployment profiles): ``import triton`` fails, so every ``kernel_backend: auto`` resolves to the
+PyTorch kernels on CUDA and the Triton-only GPU files skip themselves (``pytest.importorskip``):
+``make test-gpu ARGS=--without-triton`` is the fallback's proof on CUDA.
+
 Tests import the INSTALLED package (install/, built by `make setup`), so a session starts by
 comparing every source file with its installed copy and stops at once, naming the files, when
 they differ: testing stale code without noticing is not possible.
@@ -8,6 +13,8 @@ they differ: testing stale code without noticing is not possible.
 from __future__ import annotations
 
 import filecmp
+import importlib.abc
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +55,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tier in _TIERS:
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+class _NoTriton(importlib.abc.MetaPathFinder):
+    """Refuses ``triton`` and its submodules, as an image without the wheel does."""
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201
+        if fullname == "triton" or fullname.startswith("triton."):
+            raise ImportError(f"No module named {fullname!r} (hidden by --without-triton)")
+        return None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--without-triton", action="store_true",
+                     help="hide the triton package: the GPU tier on the PyTorch kernel backend")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("--without-triton"):
+        return
+    if "triton" in sys.modules:
+        raise pytest.UsageError("--without-triton: triton was imported before the tests started")
+    sys.meta_path.insert(0, _NoTriton())
+
+
+@pytest.fixture
+def without_triton(request: pytest.FixtureRequest) -> bool:
+    """Whether this session hides triton (--without-triton)."""
+    return bool(request.config.getoption("--without-triton"))

@@ -63,3 +63,12 @@ def test_bf16_fast_weight_route_on_cuda(batch):
     ref = one_pass_logits(engine, [frames], ids + answer.token_ids[:-1])[-len(answer.token_ids):]
     err = (ref - answer.logits).abs().max().item()
     assert err <= 2e-2 * max(1.0, ref.abs().max().item()), err
+
+
+def test_auto_backend_on_cuda_follows_triton(without_triton):
+    """kernel_backend auto on CUDA: Triton where the wheel imports, the PyTorch kernels where it does
+    not (--without-triton stands in for a Jetson image); the engine tests above then run that path."""
+    from spatial_ttt_ros.kernels.backend import select_backend, triton_available
+
+    assert triton_available() is (not without_triton)
+    assert select_backend("cuda", "auto") == ("torch" if without_triton else "triton")
