@@ -15,7 +15,10 @@ as VSI-Bench does (spatial.metrics.score_item). Arms, on the same items:
   anchors as usual;
 * window_only: TTT updates off and anchors limited to the window as well (anchor_window_only):
   nothing older than the sliding window can reach the answer except through stacked windows;
-* blind: every frame replaced by a constant grey image (the language prior of the model).
+* blind: every frame replaced by a constant grey image (the language prior of the model);
+* budget_B (`--anchor-budget B`, repeatable): the full model with `anchor_kv_budget_tokens: B`, the
+  bounded memory of hours-long runs (runtime/anchor_budget.py: sink + most recent frame groups in
+  the anchor layers, the TTT layers keep the rest); each item records the frame groups evicted.
 
 The prior of each item is the best constant answer (numerical) or the majority letter (multiple
 choice) of its question type, fitted on the other half of the scenes (two folds by seed order).
@@ -51,9 +54,19 @@ ARMS: dict[str, dict] = {
     "window_only": {"ttt_updates": False, "anchor_window_only": True},
     "blind": {},
 }
+BUDGET_ARM = "budget_"
 BLIND_GREY = 128
 BOOTSTRAP = 1000
 ROBOT_KIND_NAMES = {k.value for k in ROBOT_KINDS}  # locate error, robot_distance MRA, robot_direction accuracy
+
+
+def arm_overrides(arm: str) -> dict:
+    """Config overrides of an arm: one of ARMS, or budget_B (the full model under an anchor budget B)."""
+    if arm in ARMS:
+        return dict(ARMS[arm])
+    if arm.startswith(BUDGET_ARM) and arm[len(BUDGET_ARM):].isdigit():
+        return {"anchor_kv_budget_tokens": int(arm[len(BUDGET_ARM):])}
+    raise ValueError(f"unknown evaluation arm {arm!r}: expected one of {sorted(ARMS)} or {BUDGET_ARM}<tokens>")
 
 
 # ---------------------------------------------------------------- streaming the scenes
@@ -86,7 +99,7 @@ def _run_job(job: dict) -> list[dict]:
     torch.set_num_threads(1)
     engines = {}
     for arm in job["arms"]:
-        overrides = dict(ARMS[arm])
+        overrides = arm_overrides(arm)
         if job["checkpoint"]:
             engines[arm] = StreamingEngine.from_preset(job["preset"], checkpoint=job["checkpoint"], device=job["device"],
                                                        overrides=overrides)
@@ -109,7 +122,7 @@ def _run_job(job: dict) -> list[dict]:
                              "answer": it["answer"], "prediction": answer.text,
                              "score": score_item(it["vsi_type"], answer.text, it["answer"]),
                              "outside": bool(it.get("evidence_outside_window", False)),
-                             "frames": len(frames)})
+                             "frames": len(frames), "evicted_groups": engine.counters.evicted_groups})
     return rows
 
 
@@ -288,6 +301,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=5, help="keep every N-th frame (5 = 2 Hz keyframes)")
     parser.add_argument("--tour", choices=("return", "oneway"), default="oneway")
     parser.add_argument("--arm", action="append", choices=list(ARMS), help="repeat for several (default: full)")
+    parser.add_argument("--anchor-budget", type=int, action="append", default=[], metavar="TOKENS",
+                        help="also run the full model with anchor_kv_budget_tokens TOKENS (arm budget_TOKENS); "
+                             "repeat for several")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -310,10 +326,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         config = load_config(args.preset, weights="")
         probe = StreamingEngine.from_preset(args.preset, device="cpu", overrides={"weights": ""})
         window = window_frames(config, probe.tokenizer)
+        for budget in args.anchor_budget:  # refused here by value, not later inside a worker
+            StreamingEngine.from_preset(args.preset, device="cpu",
+                                        overrides={"weights": "", "anchor_kv_budget_tokens": budget})
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    arms = list(dict.fromkeys(args.arm or ["full"]))
+    arms = list(dict.fromkeys((args.arm or ["full"]) + [f"{BUDGET_ARM}{b}" for b in args.anchor_budget]))
     units = seeds or shards
     n_jobs = max(1, min(len(units), 4 * args.workers))
     base = {"preset": args.preset, "checkpoint": args.checkpoint, "arms": arms, "frames": args.frames,

@@ -100,3 +100,21 @@ def test_a_pose_channel_model_is_asked_the_robot_kinds_with_poses(tmp_path):
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert len(items) == result["arms"]["full"]["all"]["n"] + sum(r["n"] for r in robot.values())
     assert "Robot-relative kinds" in (out / "eval.md").read_text()
+
+
+def test_budget_arms_stream_under_an_anchor_budget_and_bad_budgets_are_refused(tmp_path, capsys):
+    out = tmp_path / "ev"
+    # tiny: a 44-token chat prefix, 27 tokens per frame group; a budget of 98 keeps the prefix and
+    # two groups, so older groups of the 15 keyframes are evicted before the questions
+    assert main(["--preset", "tiny", "--synth-seeds", "5:6", "--frames", "75", "--out", str(out),
+                 "--arm", "full", "--anchor-budget", "98", "--max-new-tokens", "2"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert list(result["arms"]) == ["full", "budget_98"]
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    full = [r for r in items if r["arm"] == "full"]
+    bounded = [r for r in items if r["arm"] == "budget_98"]
+    assert len(full) == len(bounded) > 0
+    assert {r["evicted_groups"] for r in full} == {0} and min(r["evicted_groups"] for r in bounded) >= 1
+    capsys.readouterr()
+    assert main(["--preset", "tiny", "--synth-seeds", "5:6", "--out", str(out), "--anchor-budget", "60"]) == 2
+    assert "anchor_kv_budget_tokens=60 is too small" in capsys.readouterr().err
