@@ -86,30 +86,40 @@ def flat_after(samples: list[dict], key: str, from_frame: int) -> dict:
     return {"min": min(vals), "max": max(vals)} if vals else {}
 
 
+def arm_summary(arm: dict) -> dict:
+    """One arm in numbers: frames pushed, first eviction, and over the second half of the stream the
+    range of the segment peaks of GPU memory and of the ingest rate."""
+    s = arm["samples"]
+    budget = arm["anchor_kv_budget_tokens"]
+    out = {"name": "unbounded" if budget == 0 else f"budget {budget:,} tokens", "frames": s[-1]["frame"] if s else 0,
+           "oom": arm["oom"], "count_answer_s": arm["count_answer_s"]}
+    if s:
+        half = s[-1]["frame"] // 2
+        out.update(first_eviction=next((x["frame"] for x in s if x["evicted_groups"] > 0), None),
+                   peak_gib=flat_after(s, "segment_peak_gib", half), fps=flat_after(s, "ingest_fps", half),
+                   anchor_tokens=s[-1]["anchor_tokens"])
+    return out
+
+
 def report(result: dict, out: Path) -> str:
     arms = result["arms"]
     lines = ["# Anchor-KV budget at the 2B shape: a long stream, budget vs unbounded", "", stamp_line(result), "",
-             f"{result['frames_target']:,} frames asked at {result['frame']}, {result['fw_precision']} fast weights, {result['ingest_batch_groups']} frame pairs per pass; "
-             f"a sample every {result['sample_every']} frames.", "",
-             "| arm | frames pushed | first eviction at | steady peak GiB (segment peaks after half the stream) | "
+             f"{result['frames_target']:,} frames asked at {result['frame']}, {result['fw_precision']} fast weights, "
+             f"{result['ingest_batch_groups']} frame pairs per pass; a sample every {result['sample_every']} frames.", "",
+             "| arm | frames pushed | first eviction at | peak GiB (segment peaks, second half) | "
              "ingest frames/s (same span) | count answer at the end s | anchor tokens held at the end |",
              "|---|---:|---:|---|---|---:|---:|"]
-    for arm in arms:
-        s = arm["samples"]
-        if not s:
-            lines.append(f"| budget {arm['anchor_kv_budget_tokens']:,} | 0 | | | | | |")
+    for a in map(arm_summary, arms):
+        if not a["frames"]:
+            lines.append(f"| {a['name']} | 0 | | | | | |")
             continue
-        half = s[-1]["frame"] // 2
-        first = next((x["frame"] for x in s if x["evicted_groups"] > 0), None)
-        peak, fps = flat_after(s, "segment_peak_gib", half), flat_after(s, "ingest_fps", half)
-        name = "unbounded" if arm["anchor_kv_budget_tokens"] == 0 else f"budget {arm['anchor_kv_budget_tokens']:,} tokens"
-        ask = f"{arm['count_answer_s']:.3f}" if arm["count_answer_s"] is not None else "-"
-        lines.append(f"| {name} | {s[-1]['frame']:,}{' (OOM)' if arm['oom'] else ''} | {first or '-'} | "
-                     f"{peak['min']:.1f} .. {peak['max']:.1f} | {fps['min']:.0f} .. {fps['max']:.0f} | {ask} | "
-                     f"{s[-1]['anchor_tokens']:,} |")
+        ask = f"{a['count_answer_s']:.3f}" if a["count_answer_s"] is not None else "-"
+        lines.append(f"| {a['name']} | {a['frames']:,}{' (OOM)' if a['oom'] else ''} | {a['first_eviction'] or '-'} | "
+                     f"{a['peak_gib']['min']:.1f} .. {a['peak_gib']['max']:.1f} | {a['fps']['min']:.0f} .. "
+                     f"{a['fps']['max']:.0f} | {ask} | {a['anchor_tokens']:,} |")
     for arm in arms:
         if arm["oom"]:
-            lines += ["", f"Unbounded arm: {arm['oom']}"]
+            lines += ["", f"{arm_summary(arm)['name']}: {arm['oom']}"]
     lines += ["", "![budget](bench_budget.svg)"]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)

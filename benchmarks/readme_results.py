@@ -18,13 +18,13 @@ BEGIN = ("<!-- BEGIN GENERATED RESULTS (python -m benchmarks.plot; from benchmar
 END = "<!-- END GENERATED RESULTS -->"
 EVAL_JSON = Path("models") / "demo" / "eval" / "eval.json"
 FILES = {"soak": "soak.json", "fairness": "ros_fairness.json", "rss": "ros_rss.json", "camera": "camera_cpu.json",
-         "save": "memory_save.json"}
+         "save": "memory_save.json", "budget": "bench_budget.json"}
 TRAIN_HEADING = "**Training at the 2B shape**"
 EVAL_HEADING = "**Demo model, streaming evaluation on held-out scenes**"
 
 
 def load(results: Path, eval_json: Path | None = None) -> dict:
-    """{soak, fairness, rss, camera, save: dict | None, train: [(name, dict), ...], eval: dict | None}."""
+    """{soak, fairness, rss, camera, save, budget: dict | None, train: [(name, dict), ...], eval: dict | None}."""
     def read(path: Path) -> dict | None:
         return json.loads(path.read_text()) if path.is_file() else None
 
@@ -141,6 +141,22 @@ def save_lines(save: dict) -> list[str]:
             f"{q['median']:.1f} ms (max {q['max']:.1f}) with no write. Source: {source(save)}"]
 
 
+def budget_lines(budget: dict) -> list[str]:
+    from benchmarks.bench_budget import arm_summary
+
+    lines = [f"**A long stream at the 2B shape with an anchor budget, next to unbounded** ({budget['gpu']}; random "
+             f"weights, {budget['frame']}, {budget['fw_precision']} fast weights, {budget['ingest_batch_groups']} frame "
+             "pairs per pass; ranges over the second half of the stream):", "",
+             "| arm | frames pushed | first eviction at frame | peak GPU memory GiB | ingest frames/s |",
+             "|---|---:|---:|---|---|"]
+    for a in map(arm_summary, budget["arms"]):
+        if a["frames"]:
+            lines.append(f"| {a['name']} | {a['frames']:,}{' (out of memory)' if a['oom'] else ''} | "
+                         f"{a['first_eviction'] or '-'} | {a['peak_gib']['min']:.1f} .. {a['peak_gib']['max']:.1f} | "
+                         f"{a['fps']['min']:.0f} .. {a['fps']['max']:.0f} |")
+    return [*lines, "", f"Source: {source(budget)}; plot `benchmarks/results/bench_budget.svg`"]
+
+
 def train_lines(name: str, train: dict) -> list[str]:
     lines = [f"{TRAIN_HEADING} (`{name}`): {train['model']}; {train['frames']} frames at {train['frame']}, batch 1, "
              "vision frozen.", "",
@@ -187,6 +203,7 @@ def block(data: dict) -> str:
         rss_lines(data["rss"]) if data.get("rss") else None,
         camera_lines(data["camera"]) if data.get("camera") else None,
         save_lines(data["save"]) if data.get("save") else None,
+        budget_lines(data["budget"]) if data.get("budget") else None,
         *(train_lines(name, train) for name, train in data.get("train", [])),
         eval_lines(data["eval"]) if data.get("eval") else None) if lines]
     body = [line for part in parts for line in (*part, "")]
