@@ -19,6 +19,7 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,7 +32,9 @@ from spatial_ttt_ros.runtime.engine import StreamingEngine
 DEVICE = "cuda"
 
 
-def run_arm(args: argparse.Namespace, budget: int) -> dict:
+def run_arm(args: argparse.Namespace, budget: int, arm: dict, save: Callable[[], None]) -> None:
+    """Fill `arm` (samples, oom, count answer) while streaming; `save()` after every sample, so a run
+    cut short keeps what it measured."""
     config = bench_config(args)
     frames = test_frames(config)
     overrides = {k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype",
@@ -46,7 +49,8 @@ def run_arm(args: argparse.Namespace, budget: int) -> dict:
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    samples, oom = [], None
+    arm.update(anchor_kv_budget_tokens=budget, samples=[], oom=None, count_answer_s=None, answer_tokens=None)
+    samples = arm["samples"]
     t_seg = time.perf_counter()
     try:
         for i in range(args.frames):
@@ -63,21 +67,21 @@ def run_arm(args: argparse.Namespace, budget: int) -> dict:
                                 "evicted_groups": c.evicted_groups, "anchor_capacity_bytes": c.anchor_capacity_bytes})
                 print(json.dumps({"budget": budget, **{k: v for k, v in samples[-1].items() if k != "bytes_by_part"}}),
                       flush=True)
+                save()
                 torch.cuda.reset_peak_memory_stats()
                 t_seg = time.perf_counter()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         answer = engine.ask(QUESTION, max_new_tokens=3)
         torch.cuda.synchronize()
-        ask_s = time.perf_counter() - t0
+        arm.update(count_answer_s=time.perf_counter() - t0, answer_tokens=len(answer.token_ids))
     except torch.OutOfMemoryError as exc:
-        oom, ask_s, answer = f"out of GPU memory after {len(samples) * args.sample_every} frames: {exc}"[:300], None, None
+        arm["oom"] = f"out of GPU memory after {len(samples) * args.sample_every} frames: {exc}"[:300]
     engine.close()
     del engine
     gc.collect()
     torch.cuda.empty_cache()
-    return {"anchor_kv_budget_tokens": budget, "samples": samples, "oom": oom,
-            "count_answer_s": ask_s, "answer_tokens": len(answer.token_ids) if answer is not None else None}
+    save()
 
 
 def flat_after(samples: list[dict], key: str, from_frame: int) -> dict:
@@ -156,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {**stamp(" ".join(["python -m benchmarks.bench_budget", *(argv if argv is not None else sys.argv[1:])]), DEVICE),
               "frame": "352x480", "ingest_batch_groups": args.batch_groups, "fw_precision": args.fw_precision,
               "sample_every": args.sample_every, "frames_target": args.frames, "arms": []}
-    for budget in (args.budget, 0):
-        result["arms"].append(run_arm(args, budget))
-        out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
         (out / "bench_budget.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    for budget in (args.budget, 0):
+        result["arms"].append({})
+        run_arm(args, budget, result["arms"][-1], save)
     print(report(result, out))
     return 0
 
