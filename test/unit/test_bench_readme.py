@@ -166,6 +166,17 @@ def _eval_result() -> dict:
                                           "blind": {"all": summary(0.22, 300), "outside_window": summary(0.2, 90)}}}
 
 
+def _budget_result() -> dict:
+    def arm(budget: int, frames: int, peak: float, fps: float, oom: str | None) -> dict:
+        samples = [{"frame": f, "ingest_fps": fps + (10 * (f > 512) if not budget else 0),
+                    "segment_peak_gib": peak + (0.5 * (f > 512) if not budget else 0), "anchor_tokens": 87 * f,
+                    "evicted_groups": int(budget > 0 and f >= 1024)} for f in range(256, frames + 1, 256)]
+        return {"anchor_kv_budget_tokens": budget, "samples": samples, "oom": oom, "count_answer_s": None}
+    return {"gpu": "NVIDIA H100 80GB HBM3", "torch": "t", "commit": "abc1234", "date": "d", "command": "c",
+            "frame": "352x480", "fw_precision": "bf16", "ingest_batch_groups": 32,
+            "arms": [arm(131072, 2048, 6.0, 200.0, None), arm(0, 1024, 7.5, 150.0, "out of GPU memory")]}
+
+
 def test_training_and_evaluation_lines_appear_only_with_their_files(tmp_path):
     import json
 
@@ -184,3 +195,8 @@ def test_training_and_evaluation_lines_appear_only_with_their_files(tmp_path):
     assert "| full | 0.410 [0.36, 0.46] | 300 | 0.370 [0.32, 0.42] | 90 |" in text
     assert "| blind | 0.220 [0.17, 0.27] | 300 | 0.200 [0.15, 0.25] | 90 |" in text
     assert "commit def5678, 2026-12-06 17:10 UTC: `spatial-ttt train eval --preset demo`" in text
+    assert "2B shape with an anchor budget" not in text
+    (tmp_path / readme_results.BUDGET_JSON).write_text(json.dumps(_budget_result()))
+    budget = readme_results.block(readme_results.load(tmp_path, tmp_path / "eval.json"))
+    assert "| budget 131,072 tokens | 2,048 | 1024 | 6.0 .. 6.0 | 200 .. 200 |" in budget
+    assert "| unbounded | 1,024 (out of memory) | - | 7.5 .. 8.0 | 150 .. 160 |" in budget
