@@ -62,7 +62,7 @@ class _NoTriton(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201
         if fullname == "triton" or fullname.startswith("triton."):
-            raise ImportError(f"No module named {fullname!r} (hidden by --without-triton)")
+            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden by --without-triton)", name=fullname)
         return None
 
 

@@ -64,12 +64,12 @@ def enforce(state: MemoryState, sink: int, budget: int) -> int:
     fitting = [i for i in seen if lead - starts[i] <= budget - sink]
     keep_from = fitting[0] if fitting else seen[-1]
     cut = starts[keep_from]
+    if len({s.evicted for s in anchors}) != 1:  # checked before any layer changes
+        raise RuntimeError("anchor layers evicted different tokens")  # an invariant, not input
     dropped = cut - (sink + anchors[0].evicted)
     if dropped <= 0:
         return 0
     for s in anchors:
-        if s.evicted != anchors[0].evicted:
-            raise RuntimeError("anchor layers evicted different tokens")  # an invariant, not input
         rest = s.length - sink - dropped
         for buf in (s.k, s.v):
             buf[:, sink:sink + rest] = buf[:, sink + dropped:s.length].clone()

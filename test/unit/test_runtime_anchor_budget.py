@@ -141,6 +141,28 @@ def test_an_unbounded_memory_loaded_into_a_bounded_engine_is_evicted_to_the_budg
     assert bounded.counters.evicted_groups > 0
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_several_anchor_layers_evict_the_same_groups(batch):
+    """Two anchor layers (layers 1 and 3 here; the demo preset has two, the 2B model seven) lagging
+    each other by the conv wavefront: every eviction drops the same tokens from each, and each keeps
+    the sink and whole groups within the budget. (Before the fix the second layer's check compared
+    against the first layer's already-updated count: the first eviction raised RuntimeError.)"""
+    engine = _engine(anchor_kv_budget_tokens=BUDGET, ttt_layers=[0, 2], ingest_batch_groups=batch)
+    free = _engine(ttt_layers=[0, 2], ingest_batch_groups=batch)
+    frames = _frames(90)
+    _push(engine, frames)
+    _push(free, frames)
+    anchors = [s for s in engine.state.layers if isinstance(s, AnchorLayerState)]
+    assert len(anchors) == 2 and engine.counters.evicted_groups > 0
+    assert {s.evicted for s in anchors} == {engine.counters.evicted_tokens}
+    assert all(s.length <= BUDGET for s in anchors)
+    sink = len(engine.layout.prefix)
+    for mine, full in zip(anchors, [s for s in free.state.layers if isinstance(s, AnchorLayerState)]):
+        assert torch.equal(mine.k[:, :sink], full.k[:, :sink])  # the sink stays, computed before any eviction
+        assert sink + mine.evicted in engine.state.group_starts[:1]  # whole groups from the first kept one
+    assert engine.ask("How many chairs?", max_new_tokens=3).frames_seen == 90
+
+
 def test_batched_ingest_respects_the_budget():
     engine = _engine(anchor_kv_budget_tokens=BUDGET, ingest_batch_groups=3)
     _push(engine, _frames(90))
