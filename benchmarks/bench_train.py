@@ -218,7 +218,7 @@ def markdown(result: dict) -> str:
              f"torch {result['torch']}, transformers {result['transformers']}, commit {result['commit']}, "
              f"{result['date']}, `{result['command']}`", "",
              f"{result['model']}; {result['frames']} frames at {result['frame']}, batch 1, vision frozen, AdamW fp32 master.",
-             "", "| strategy | TTT per-chunk checkpointing | decoder-layer checkpointing | tokens | step s (median) | tokens/s | peak GiB | model TFLOP/s | MFU |",
+             *([f"Provenance: {result['commit_note']}."] if result.get("commit_note") else []), "", "| strategy | TTT per-chunk checkpointing | decoder-layer checkpointing | tokens | step s (median) | tokens/s | peak GiB | model TFLOP/s | MFU |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         label = (f"| {r['strategy']} | {'on' if r['checkpoint_chunks'] else 'off'} | "
