@@ -13,7 +13,6 @@ they differ: testing stale code without noticing is not possible.
 from __future__ import annotations
 
 import filecmp
-import importlib.abc
 import sys
 from pathlib import Path
 
@@ -57,15 +56,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, tier))
 
 
-class _NoTriton(importlib.abc.MetaPathFinder):
-    """Refuses ``triton`` and its submodules, as an image without the wheel does."""
-
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201
-        if fullname == "triton" or fullname.startswith("triton."):
-            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden by --without-triton)", name=fullname)
-        return None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--without-triton", action="store_true",
                      help="hide the triton package: the GPU tier on the PyTorch kernel backend")
@@ -74,9 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("--without-triton"):
         return
-    if "triton" in sys.modules:
+    if sys.modules.get("triton") is not None:
         raise pytest.UsageError("--without-triton: triton was imported before the tests started")
-    sys.meta_path.insert(0, _NoTriton())
+    # what a missing wheel looks like to `import triton` (ModuleNotFoundError) and to
+    # importlib.util.find_spec("triton") (None), which torch itself consults on CUDA
+    sys.modules["triton"] = None
 
 
 @pytest.fixture
