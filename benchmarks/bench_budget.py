@@ -122,8 +122,12 @@ def report(result: dict, out: Path) -> str:
                      f"{a['peak_gib']['min']:.1f} .. {a['peak_gib']['max']:.1f} | {a['fps']['min']:.0f} .. "
                      f"{a['fps']['max']:.0f} | {ask} | {a['anchor_tokens']:,} |")
     for arm in arms:
+        a = arm_summary(arm)
         if arm["oom"]:
-            lines += ["", f"{arm_summary(arm)['name']}: {arm['oom']}"]
+            lines += ["", f"{a['name']}: {arm['oom']}"]
+        elif a["frames"] < result["frames_target"] and arm["count_answer_s"] is None:
+            lines += ["", f"{a['name']}: stopped at {a['frames']:,} of {result['frames_target']:,} frames by the "
+                          "command's time limit (not out of memory); its samples up to there are in the JSON."]
     lines += ["", "![budget](bench_budget.svg)"]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)

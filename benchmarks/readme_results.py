@@ -152,8 +152,10 @@ def budget_lines(budget: dict) -> list[str]:
              "| arm | frames pushed | first eviction at frame | peak GPU memory GiB | ingest frames/s |",
              "|---|---:|---:|---|---|"]
     for a in map(arm_summary, budget["arms"]):
+        cut = (" (out of memory)" if a["oom"] else " (stopped by the run's time limit)"
+               if a["frames"] < budget.get("frames_target", a["frames"]) else "")
         if a["frames"]:
-            lines.append(f"| {a['name']} | {a['frames']:,}{' (out of memory)' if a['oom'] else ''} | "
+            lines.append(f"| {a['name']} | {a['frames']:,}{cut} | "
                          f"{a['first_eviction'] or '-'} | {a['peak_gib']['min']:.1f} .. {a['peak_gib']['max']:.1f} | "
                          f"{a['fps']['min']:.0f} .. {a['fps']['max']:.0f} |")
     return [*lines, "", f"Source: {source(budget)}; plot `benchmarks/results/bench_budget.svg`"]

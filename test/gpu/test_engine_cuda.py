@@ -46,6 +46,10 @@ def test_bf16_fast_weight_route_on_cuda(batch):
     since the reference runs fp32 GEMMs rather than the Triton bf16 ones it shared before; 2e-2 of the
     logit scale leaves room for that and still fails on any real indexing or state
     error."""
+    from spatial_ttt_ros.kernels.backend import select_backend
+
+    if select_backend("cuda", "auto") != "triton":
+        pytest.skip("the bf16 GEMM copies (w_low) are the Triton route's; the PyTorch kernels run fp32 GEMMs")
     engine = StreamingEngine.from_preset("tiny", device="cuda", overrides={
         "fw_precision": "bf16", "chunk_size": 40, "ingest_batch_groups": batch})
     rng = np.random.default_rng(1)
