@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_engine import QUESTION, bench_config, test_frames
+from benchmarks.bench_engine import QUESTION, bench_config, test_frames, warm_engine
 from benchmarks.stamp import stamp, stamp_line
 from benchmarks.svg_lines import line_panels
-from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 DEVICE = "cuda"
 
@@ -37,13 +36,7 @@ def run_arm(args: argparse.Namespace, budget: int, arm: dict, save: Callable[[],
     cut short keeps what it measured."""
     config = bench_config(args)
     frames = test_frames(config)
-    overrides = {k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype",
-                                                 "fw_precision", "ingest_batch_groups")}
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device=DEVICE,
-                                         overrides={**overrides, "anchor_kv_budget_tokens": budget})
-    for i in range(4 * config.ingest_batch_groups + 2):  # warm-up: CUDA/cuBLAS set-up, Triton compiles
-        engine.push_frame(frames[i % len(frames)], i / 16.0)
-    engine.ask(QUESTION, max_new_tokens=2)
+    engine = warm_engine(config, frames, DEVICE, anchor_kv_budget_tokens=budget)
     engine.reset()
     gc.collect()
     torch.cuda.synchronize()

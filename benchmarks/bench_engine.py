@@ -123,14 +123,21 @@ def time_query(engine: StreamingEngine) -> dict:
             "prepared_count_answer_s": warm_total, "prepared_first_token_s": warm_first}
 
 
-def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig, query_frames: tuple[int, ...] = ()) -> dict:
-    frames = test_frames(config)
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device=DEVICE, overrides={
-        k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
-                                      "ingest_batch_groups")})
-    for i in range(4 * config.ingest_batch_groups + 2):  # warm-up: CUDA/cuBLAS set-up, Triton compiles
+def warm_engine(config: SpatialTTTConfig, frames: list[np.ndarray], device: str, **overrides: object) -> StreamingEngine:
+    """The benchmark's engine (the spatial_ttt_2b preset at `config`'s shape and settings, plus
+    `overrides`) after a warm-up (CUDA/cuBLAS set-up, Triton compiles, a question); the caller resets it."""
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device=device, overrides={
+        **{k: getattr(config, k) for k in ("backbone", "name", "tiny_text", "tiny_vision", "dtype", "fw_precision",
+                                           "ingest_batch_groups")}, **overrides})
+    for i in range(4 * config.ingest_batch_groups + 2):
         engine.push_frame(frames[i % len(frames)], i / 16.0)
     engine.ask(QUESTION, max_new_tokens=2)
+    return engine
+
+
+def run_ingest(args: argparse.Namespace, config: SpatialTTTConfig, query_frames: tuple[int, ...] = ()) -> dict:
+    frames = test_frames(config)
+    engine = warm_engine(config, frames, DEVICE)
     rows, queries = [], []
     query_frames = query_frames or (args.query_at,)
     for n in args.frames:
