@@ -16,6 +16,12 @@
 #          what a device call can bring back)
 # restore: runs/demo from .demo_carry/demo_run.tgz.part* when runs/demo has no checkpoint (a fresh
 #          machine resumes the run from what the last call brought back)
+# plan:    times a few steps of RECIPE (a throw-away run in /tmp) and writes runs/demo_plan.yaml: RECIPE
+#          with its last stage's steps set so that the whole run fits TRAIN_BUDGET seconds of training
+#          at the measured step time (the LR schedule then ends where the GPU time does)
+# bgdata:  renders BG_SEEDS in the background with BG_WORKERS processes while the next phases run
+#          (shards are written atomically, so a later train phase globs only whole episodes)
+# RUN (default runs/demo) is the run directory of train/export/pack/restore.
 # OpenCV (the renderer), rosbags and mcap come from wheels in .whl/ when the machine lacks them.
 set -euo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -27,31 +33,53 @@ PY="python3 -m spatial_ttt_ros.cli"
 SEEDS=${SEEDS:-0:1600}
 EVAL_SEEDS=${EVAL_SEEDS:-1000000:1000200}
 FRAMES=${FRAMES:-480}
+RUN=${RUN:-runs/demo}
 WORKERS=${WORKERS:-$(nproc)}
 for phase in ${PHASES:-data train export eval}; do
     echo "== $phase $(date -u +%H:%M:%S)"
     case $phase in
         data) python3 -m spatial_ttt_ros.train.demo_data --seeds "$SEEDS" --out runs/demo_shards --preset demo \
                   --frames "$FRAMES" --stride 5 --tour oneway --workers "$WORKERS" ;;
-        train) OMP_NUM_THREADS=4 $PY train run "${RECIPE:-config/train/demo.yaml}" --out runs/demo \
+        train) OMP_NUM_THREADS=4 $PY train run "${RECIPE:-config/train/demo.yaml}" --out "$RUN" \
                    --time-limit "${TIME_LIMIT:-420}" --no-bar ;;
-        export) $PY train export runs/demo --out models/demo --dtype float16 ;;
+        export) $PY train export "$RUN" --out models/demo --dtype float16 ;;
         eval) $PY train eval --preset demo --checkpoint models/demo/model.safetensors --synth-seeds "$EVAL_SEEDS" --frames "$FRAMES" --stride 5 --tour oneway \
                   --arm full --arm no_ttt_update --arm window_only --arm blind --workers "$WORKERS" \
                   --out "${EVAL_OUT:-models/demo/eval}" ;;
         pack) python3 - <<'PY'
 import json, pathlib
-run = pathlib.Path("runs/demo")
+import os
+run = pathlib.Path(os.environ["RUN"])
 step_dir = json.loads((run / "latest.json").read_text())["dir"]
 pathlib.Path("runs/demo_pack.list").write_text("\n".join(
     ["latest.json", "run.json", "metrics.jsonl", step_dir]) + "\n")
 PY
               mkdir -p "${PACK_DIR:?}"
-              tar -C runs/demo -czf - -T runs/demo_pack.list | split -b 15M -d - "$PACK_DIR/demo_run.tgz.part" ;;
-        restore) if [ ! -f runs/demo/latest.json ] && ls .demo_carry/demo_run.tgz.part* >/dev/null 2>&1; then
-                     mkdir -p runs/demo && cat .demo_carry/demo_run.tgz.part* | tar -C runs/demo -xzf -
-                     echo "restored $(cat runs/demo/latest.json)"
+              tar -C "$RUN" -czf - -T runs/demo_pack.list | split -b 15M -d - "$PACK_DIR/demo_run.tgz.part" ;;
+        restore) if [ ! -f "$RUN/latest.json" ] && ls .demo_carry/demo_run.tgz.part* >/dev/null 2>&1; then
+                     mkdir -p "$RUN" && cat .demo_carry/demo_run.tgz.part* | tar -C "$RUN" -xzf -
+                     echo "restored $(cat "$RUN/latest.json")"
                  fi ;;
+        plan) rm -rf /tmp/demo_probe && mkdir -p runs
+              OMP_NUM_THREADS=4 $PY train run "${RECIPE:?}" --out /tmp/demo_probe --max-steps "${PROBE_STEPS:-6}" --no-bar
+              python3 - "$RECIPE" "${TRAIN_BUDGET:?}" <<'PY'
+import json, statistics, sys, yaml
+recipe, budget = sys.argv[1], float(sys.argv[2])
+rows = [json.loads(line) for line in open("/tmp/demo_probe/metrics.jsonl")]
+step_s = statistics.median(r["step_s"] for r in rows if r["step"] >= 3)  # steps 1-2 warm up
+doc = yaml.safe_load(open(recipe))
+stages = doc["data"]["stages"]
+before = sum(s["steps"] for s in stages[:-1])
+stages[-1]["steps"] = max(1, int(budget / step_s) - before)
+head = (f"# {recipe} with its last stage sized by tools/demo_gpu.sh plan: {step_s:.3f} s/step measured,\n"
+        f"# {budget:.0f} s of training\n")
+open("runs/demo_plan.yaml", "w").write(head + yaml.safe_dump(doc, sort_keys=False))
+print(f"plan: {step_s:.3f} s/step -> {sum(s['steps'] for s in stages)} steps in {budget:.0f} s")
+PY
+              ;;
+        bgdata) nohup python3 -m spatial_ttt_ros.train.demo_data --seeds "${BG_SEEDS:?}" --out runs/demo_shards --preset demo \
+                    --frames "$FRAMES" --stride 5 --tour oneway --workers "${BG_WORKERS:-3}" > runs/bgdata.log 2>&1 &
+                echo "background rendering of $BG_SEEDS (pid $!)" ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done
