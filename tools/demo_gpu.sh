@@ -18,7 +18,8 @@
 #          machine resumes the run from what the last call brought back)
 # plan:    times a few steps of RECIPE (a throw-away run in /tmp) and writes runs/demo_plan.yaml: RECIPE
 #          with its last stage's steps set so that the whole run fits TRAIN_BUDGET seconds of training
-#          at the measured step time (the LR schedule then ends where the GPU time does)
+#          at the measured step time (the LR schedule then ends where the GPU time does), with the
+#          first batch size of BATCHES (default "64 32 16") whose probe fits in memory
 # bgdata:  renders BG_SEEDS in the background with BG_WORKERS processes while the next phases run
 #          (shards are written atomically, so a later train phase globs only whole episodes)
 # RUN (default runs/demo) is the run directory of train/export/pack/restore.
@@ -60,18 +61,25 @@ PY
                      mkdir -p "$RUN" && cat .demo_carry/demo_run.tgz.part* | tar -C "$RUN" -xzf -
                      echo "restored $(cat "$RUN/latest.json")"
                  fi ;;
-        plan) rm -rf /tmp/demo_probe && mkdir -p runs
-              OMP_NUM_THREADS=4 $PY train run "${RECIPE:?}" --out /tmp/demo_probe --max-steps "${PROBE_STEPS:-6}" --no-bar
-              python3 - "$RECIPE" "${TRAIN_BUDGET:?}" <<'PY'
+        plan) mkdir -p runs
+              for batch in ${BATCHES:-64 32 16}; do  # the first batch size whose probe fits the GPU's memory
+                  rm -rf /tmp/demo_probe && mkdir -p /tmp/demo_probe
+                  sed "s/batch_size: [0-9]*/batch_size: $batch/" "${RECIPE:?}" > /tmp/demo_probe.yaml
+                  if OMP_NUM_THREADS=4 $PY train run /tmp/demo_probe.yaml --out /tmp/demo_probe \
+                         --max-steps "${PROBE_STEPS:-6}" --no-bar; then break; fi
+                  echo "plan: batch $batch failed (see above); trying the next" >&2
+              done
+              python3 - "$RECIPE" "${TRAIN_BUDGET:?}" "$batch" <<'PY'
 import json, statistics, sys, yaml
-recipe, budget = sys.argv[1], float(sys.argv[2])
+recipe, budget, batch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 rows = [json.loads(line) for line in open("/tmp/demo_probe/metrics.jsonl")]
 step_s = statistics.median(r["step_s"] for r in rows if r["step"] >= 3)  # steps 1-2 warm up
 doc = yaml.safe_load(open(recipe))
+doc["train"]["batch_size"] = batch
 stages = doc["data"]["stages"]
 before = sum(s["steps"] for s in stages[:-1])
 stages[-1]["steps"] = max(1, int(budget / step_s) - before)
-head = (f"# {recipe} with its last stage sized by tools/demo_gpu.sh plan: {step_s:.3f} s/step measured,\n"
+head = (f"# {recipe} with batch {batch} and its last stage sized by tools/demo_gpu.sh plan: {step_s:.3f} s/step measured,\n"
         f"# {budget:.0f} s of training\n")
 open("runs/demo_plan.yaml", "w").write(head + yaml.safe_dump(doc, sort_keys=False))
 print(f"plan: {step_s:.3f} s/step -> {sum(s['steps'] for s in stages)} steps in {budget:.0f} s")
