@@ -1,11 +1,13 @@
 """Write models/demo/MODEL_CARD.md from the committed files (no number is typed by hand):
-the preset (models/demo.yaml), the recipe, the training log (models/demo/train/metrics.jsonl +
-run.json) and the evaluation (models/demo/eval/eval.json + eval.md).
+the preset (models/demo.yaml), the recipes, the training logs (metrics.jsonl + run.json of each run)
+and the evaluation (models/demo/eval/eval.json + eval.md).
 
-    python tools/demo_model_card.py [--demo models/demo] [--recipe config/train/demo.yaml ...]
+    python tools/demo_model_card.py [--demo models/demo] [--run models/demo/train --recipe A.yaml ...] ...
 
-Several --recipe: the run was resumed under each in turn (the GPU recipe, then its CPU continuation);
-the last one's schedule is the one the run finished.
+A model may come from a chain of runs, each started (`init:`) from the previous one's export: give
+each run as `--run DIR` (its metrics.jsonl and run.json) followed by the `--recipe` file(s) it was
+trained under, in order (several: the run was resumed under each in turn; the last one's schedule
+is the one it finished). Without --run: one run, models/demo/train.
 """
 
 from __future__ import annotations
@@ -43,25 +45,67 @@ def _resumes(metrics: list[dict]) -> list[str]:
             f"{p[-1]['loss']:.3f} (stage {p[-1]['stage']})" for k, p in enumerate(parts, 1)]
 
 
+def _runs(argv: list[str], default_run: Path) -> list[tuple[Path, list[Path]]]:
+    """[(run dir, [recipe paths])] from the order of --run / --recipe on the command line."""
+    runs: list[tuple[Path, list[Path]]] = []
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name not in ("--run", "--recipe"):
+            continue
+        value = Path(value if eq else next(it))
+        if name == "--run":
+            runs.append((value, []))
+        else:
+            if not runs:
+                runs.append((default_run, []))
+            runs[-1][1].append(value)
+    if not runs:
+        runs.append((default_run, []))
+    for run_dir, recipes in runs:
+        if not recipes:
+            recipes.append(Path("config/train/demo.yaml"))
+        if not (run_dir / "metrics.jsonl").is_file():
+            raise ValueError(f"--run {run_dir}: no metrics.jsonl there")
+    return runs
+
+
+def _training(run_dir: Path, recipe_paths: list[Path], k: int, n_runs: int) -> list[str]:
+    recipes = [yaml.safe_load(p.read_text()) for p in recipe_paths]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    last = metrics[-1] if metrics else {}
+    total_steps = sum(int(s["steps"]) for s in recipes[-1]["data"]["stages"])
+    init = recipes[0].get("init") or "random initialisation"
+    head = [f"### Run {k} of {n_runs} (`{run_dir}`), from {init}", ""] if n_runs > 1 else []
+    return [
+        *head,
+        *(f"- Recipe `{p}`: optim {r['optim']}, train {r['train']}." for p, r in zip(recipe_paths, recipes)),
+        *_resumes(metrics),
+        f"- Reached step {last.get('step', '?')} of {total_steps} planned; last logged loss "
+        f"{last.get('loss', float('nan')):.3f} at stage {last.get('stage', '?')}, "
+        f"{last.get('elapsed_s', float('nan')):.0f} s of training.",
+        f"- Run: {json.dumps({k: run[k] for k in sorted(run) if k in ('device', 'strategy', 'world', 'torch', 'commit')})}",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=Path("models/demo"))
     parser.add_argument("--preset", type=Path, default=Path("models/demo.yaml"))
+    parser.add_argument("--run", type=Path, action="append", default=None,
+                        help="a run directory (metrics.jsonl, run.json); repeat for a chain of runs, in order")
     parser.add_argument("--recipe", type=Path, action="append", default=None,
-                        help="recipe(s) the run was trained under, in order (default: config/train/demo.yaml)")
+                        help="recipe(s) the preceding --run was trained under, in order (default: config/train/demo.yaml)")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended as 'Limitations and analysis'")
     args = parser.parse_args(argv)
+    runs = _runs(argv, args.demo / "train")
     preset = yaml.safe_load(args.preset.read_text())
-    recipe_paths = args.recipe or [Path("config/train/demo.yaml")]
-    recipes = [yaml.safe_load(p.read_text()) for p in recipe_paths]
-    recipe = recipes[-1]
     ev = json.loads((args.demo / "eval" / "eval.json").read_text())
-    metrics = [json.loads(line) for line in (args.demo / "train" / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    run = json.loads((args.demo / "train" / "run.json").read_text()) if (args.demo / "train" / "run.json").is_file() else {}
     n_params, size = _param_count(args.demo / "model.safetensors")
     t, v = preset["tiny_text"], preset["tiny_vision"]
-    last = metrics[-1] if metrics else {}
-    total_steps = sum(int(s["steps"]) for s in recipe["data"]["stages"])
     lines = [
         "# Model card: `demo` (Spatial-TTT demo model, trained from scratch on synthetic scenes)", "",
         "Generated by `python tools/demo_model_card.py` from the files beside it; every number below is read "
@@ -85,16 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         "(the same frames and items as `synth -> annotate -> bake --stride 5`: test_train_demo_data.py).",
         *(f"- Recipe `{p}`: shards {r['data']['shards']}, clips of <= {r['data']['max_frames']} frames; stages: "
           + "; ".join(f"{s['name']} {s['steps']} steps, mix {s.get('mix')}" for s in r["data"]["stages"]) + "."
-          for p, r in zip(recipe_paths, recipes)),
+          for _, paths in runs for p, r in ((p, yaml.safe_load(p.read_text())) for p in paths)),
         f"- Evaluation: {ev['source']} — seeds disjoint from the training seeds (see Commands).", "",
         "## Training", "",
-        *(f"- Recipe `{p}`: optim {r['optim']}, train {r['train']}." for p, r in zip(recipe_paths, recipes)),
-        *_resumes(metrics),
-        f"- Reached step {last.get('step', '?')} of {total_steps} planned; last logged loss "
-        f"{last.get('loss', float('nan')):.3f} at stage {last.get('stage', '?')}, "
-        f"{last.get('elapsed_s', float('nan')):.0f} s of training.",
-        f"- Run: {json.dumps({k: run[k] for k in sorted(run) if k in ('device', 'strategy', 'world', 'torch', 'commit')})}",
-        "", "## Evaluation (streaming engine, held-out scenes)", "",
+        *(line for k, (run_dir, paths) in enumerate(runs, 1) for line in _training(run_dir, paths, k, len(runs))),
+        "## Evaluation (streaming engine, held-out scenes)", "",
         (args.demo / "eval" / "eval.md").read_text().split("\n", 1)[1].strip(), "",
     ]
     if args.notes and args.notes.is_file():
