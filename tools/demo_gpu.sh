@@ -34,7 +34,7 @@ PY="python3 -m spatial_ttt_ros.cli"
 SEEDS=${SEEDS:-0:1600}
 EVAL_SEEDS=${EVAL_SEEDS:-1000000:1000200}
 FRAMES=${FRAMES:-480}
-RUN=${RUN:-runs/demo}
+export RUN=${RUN:-runs/demo}
 WORKERS=${WORKERS:-$(nproc)}
 for phase in ${PHASES:-data train export eval}; do
     echo "== $phase $(date -u +%H:%M:%S)"
