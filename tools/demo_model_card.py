@@ -45,29 +45,18 @@ def _resumes(metrics: list[dict]) -> list[str]:
             f"{p[-1]['loss']:.3f} (stage {p[-1]['stage']})" for k, p in enumerate(parts, 1)]
 
 
-def _runs(argv: list[str], default_run: Path) -> list[tuple[Path, list[Path]]]:
-    """[(run dir, [recipe paths])] from the order of --run / --recipe on the command line."""
-    runs: list[tuple[Path, list[Path]]] = []
-    it = iter(argv)
-    for arg in it:
-        name, eq, value = arg.partition("=")
-        if name not in ("--run", "--recipe"):
-            continue
-        value = Path(value if eq else next(it))
-        if name == "--run":
+class _RunChain(argparse.Action):
+    """--run DIR starts a run; --recipe FILE belongs to the run before it (the first run is the
+    default one when --recipe comes first): namespace.runs = [(run dir, [recipe paths]), ...] in order."""
+
+    def __call__(self, parser, namespace, value, option_string=None):  # noqa: ANN001
+        runs = namespace.runs
+        if self.dest == "run":
             runs.append((value, []))
         else:
             if not runs:
-                runs.append((default_run, []))
+                runs.append((namespace.demo / "train", []))
             runs[-1][1].append(value)
-    if not runs:
-        runs.append((default_run, []))
-    for run_dir, recipes in runs:
-        if not recipes:
-            recipes.append(Path("config/train/demo.yaml"))
-        if not (run_dir / "metrics.jsonl").is_file():
-            raise ValueError(f"--run {run_dir}: no metrics.jsonl there")
-    return runs
 
 
 def _training(run_dir: Path, recipe_paths: list[Path], k: int, n_runs: int) -> list[str]:
@@ -91,17 +80,22 @@ def _training(run_dir: Path, recipe_paths: list[Path], k: int, n_runs: int) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=Path("models/demo"))
     parser.add_argument("--preset", type=Path, default=Path("models/demo.yaml"))
-    parser.add_argument("--run", type=Path, action="append", default=None,
+    parser.add_argument("--run", type=Path, action=_RunChain, dest="run",
                         help="a run directory (metrics.jsonl, run.json); repeat for a chain of runs, in order")
-    parser.add_argument("--recipe", type=Path, action="append", default=None,
+    parser.add_argument("--recipe", type=Path, action=_RunChain, dest="recipe",
                         help="recipe(s) the preceding --run was trained under, in order (default: config/train/demo.yaml)")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended as 'Limitations and analysis'")
+    parser.set_defaults(runs=[])
     args = parser.parse_args(argv)
-    runs = _runs(argv, args.demo / "train")
+    runs = args.runs or [(args.demo / "train", [])]
+    for run_dir, recipes in runs:
+        if not recipes:
+            recipes.append(Path("config/train/demo.yaml"))
+        if not (run_dir / "metrics.jsonl").is_file():
+            raise ValueError(f"--run {run_dir}: no metrics.jsonl there")
     preset = yaml.safe_load(args.preset.read_text())
     ev = json.loads((args.demo / "eval" / "eval.json").read_text())
     n_params, size = _param_count(args.demo / "model.safetensors")
