@@ -20,7 +20,8 @@
 #          with its last stage's steps set so that the whole run fits TRAIN_BUDGET seconds of training
 #          at the measured step time (the LR schedule then ends where the GPU time does), with the
 #          first batch size of BATCHES (default "64 32 16") whose probe fits in memory
-# bgdata:  renders BG_SEEDS in the background with BG_WORKERS processes while the next phases run
+# bgdata:  renders BG_SEEDS in the background (own session: it outlives the command, so a warm machine
+#          keeps rendering between device calls) with BG_WORKERS processes while the next phases run
 #          (shards are written atomically, so a later train phase globs only whole episodes)
 # RUN (default runs/demo) is the run directory of train/export/pack/restore.
 # OpenCV (the renderer), rosbags and mcap come from wheels in .whl/ when the machine lacks them.
@@ -85,7 +86,7 @@ open("runs/demo_plan.yaml", "w").write(head + yaml.safe_dump(doc, sort_keys=Fals
 print(f"plan: {step_s:.3f} s/step -> {sum(s['steps'] for s in stages)} steps in {budget:.0f} s")
 PY
               ;;
-        bgdata) nohup python3 -m spatial_ttt_ros.train.demo_data --seeds "${BG_SEEDS:?}" --out runs/demo_shards --preset demo \
+        bgdata) setsid nohup python3 -m spatial_ttt_ros.train.demo_data --seeds "${BG_SEEDS:?}" --out runs/demo_shards --preset demo \
                     --frames "$FRAMES" --stride 5 --tour oneway --workers "${BG_WORKERS:-3}" > runs/bgdata.log 2>&1 &
                 echo "background rendering of $BG_SEEDS (pid $!)" ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
