@@ -294,6 +294,15 @@ class PerceptionNode(LifecycleNode):
         self._free_engine()
         self.destroy_node()
 
+    def destroy_node(self) -> None:
+        """Node.destroy_node, then the lifecycle state machine. rclpy's LifecycleNode leaves the
+        state machine alive: it owns the lifecycle services' endpoints and the node handle, so the
+        node stayed discoverable (with a half-destroyed change_state/get_state) until the garbage
+        collector happened to free this object, and a later node of the same name in the process
+        could not be reached by new clients."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
     # -------------------------------------------------------------- inputs
     def _create_inputs(self) -> None:
         self._subscriptions_active, self._sync = subscribe_inputs(

@@ -226,7 +226,17 @@ def wait_for_server(node: object, srv_type: type, name: str, attempts: int = 3, 
             return cli
         node.destroy_client(cli)
         cache.pop((srv_type, name, 10), None)
-    raise AssertionError(f"service {name} not available after {attempts} x {each_s * SLACK} s")
+    raise AssertionError(f"service {name} not available after {attempts} x {each_s * SLACK} s; "
+                         f"{_graph_of_service(node, name)}")
+
+
+def _graph_of_service(node: object, name: str) -> str:
+    """What the client's graph cache knows of the service `name` (for a failed wait)."""
+    request, reply = f"rq{name}Request", f"rr{name}Reply"
+    return (f"nodes={node.get_node_names_and_namespaces()} "
+            f"services={sorted(n for n, _ in node.get_service_names_and_types())} "
+            f"request_readers={[(i.node_name, i.node_namespace) for i in node.get_subscriptions_info_by_topic(request, no_mangle=True)]} "
+            f"reply_writers={[(i.node_name, i.node_namespace) for i in node.get_publishers_info_by_topic(reply, no_mangle=True)]}")
 
 
 class LostResponseWatch:

@@ -107,6 +107,23 @@ def test_configure_fails_with_the_reason(ros_node, perception, helpers, tmp_path
                                               for d in diags), 20)
 
 
+def test_a_closed_node_leaves_the_graph_while_its_object_lives(ros_node, helpers):
+    """A closed PerceptionNode must leave the ROS graph at once, not when the garbage collector frees
+    the object: rclpy's LifecycleNode kept its state machine (the lifecycle services and the node
+    handle) alive, and a later node of the same name in the process then had services that new
+    clients never matched (the ros tier's former flake)."""
+    from spatial_ttt_ros.ros.hosting import hosted_perception_node
+
+    def present() -> bool:
+        return ("spatial_ttt_perception", "/ghost") in ros_node.get_node_names_and_namespaces()
+
+    with hosted_perception_node({"model_preset": "tiny", "autostart": False},
+                                ros_args=("-r", "__ns:=/ghost")) as node:
+        assert helpers.spin(ros_node, present, 20)
+    # `node` still refers to the object here: leaving must not wait for the garbage collector
+    assert helpers.spin(ros_node, lambda: not present(), 10), f"{node.get_fully_qualified_name} still in the graph"
+
+
 def test_autostart_with_a_bad_checkpoint_reports_why(perception, tmp_path):
     with pytest.raises(RuntimeError, match="nowhere"):
         perception({"checkpoint": str(tmp_path / "nowhere.safetensors")})
