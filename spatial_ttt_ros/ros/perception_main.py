@@ -18,7 +18,7 @@ def main(args: list[str] | None = None) -> int:
     # A crash in native code (rcl, DDS, torch) prints every thread's Python stack to stderr.
     faulthandler.enable()
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         node = PerceptionNode()
         executor = MultiThreadedExecutor(num_threads=node.executor_threads())
@@ -27,6 +27,10 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if executor is not None:
+            # joins the executor's threads: a callback in flight (autostart's configure loading the
+            # engine, a transition, a query) ends before the node and its state machine are freed
+            executor.shutdown()
         if node is not None:
             node.close()
         rclpy.try_shutdown()

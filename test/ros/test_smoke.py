@@ -53,3 +53,29 @@ def test_node_process_joins_graph_publishes_and_exits_cleanly(ros_node, spin, pr
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
+
+
+def test_sigint_while_the_node_is_still_configuring_exits_cleanly(processes):
+    """SIGINT during autostart's configure (the engine still loading on an executor thread): the
+    node waits for the transition in flight before it destroys itself, so the process neither
+    crashes in rcl (the state machine freed under a running transition) nor prints a traceback."""
+    import select
+    import time
+
+    exe = find_executable("spatial_ttt_ros", "perception_node")
+    proc = subprocess.Popen([str(exe), "--ros-args", "-r", "__node:=sigint_configure", "-p", "model_preset:=demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    processes.append(proc)
+    seen, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline and not any("loading engine" in line for line in seen):
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+    assert any("loading engine" in line for line in seen), "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    out = "".join(seen) + out
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "Fatal Python error" not in out, out
