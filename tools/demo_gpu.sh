@@ -6,7 +6,8 @@
 #   PHASES="train export eval" TIME_LIMIT=300 bash tools/demo_gpu.sh
 #
 # data:   bulk shards of training scenes SEEDS (train/demo_data.py; same samples as synth -> bag ->
-#         annotate -> bake), runs/demo_shards
+#         annotate -> bake), runs/demo_shards; DATA_TIME_LIMIT=S starts no scene after S seconds (on
+#         2026-12-07 rendering took ~31 s per scene per worker on the device and ate a whole call)
 # train:  spatial-ttt train run config/train/demo.yaml --out runs/demo (resumes; stops and
 #         checkpoints before TIME_LIMIT seconds)
 # export: models/demo/model.safetensors (fp16)
@@ -41,7 +42,8 @@ for phase in ${PHASES:-data train export eval}; do
     echo "== $phase $(date -u +%H:%M:%S)"
     case $phase in
         data) python3 -m spatial_ttt_ros.train.demo_data --seeds "$SEEDS" --out runs/demo_shards --preset demo \
-                  --frames "$FRAMES" --stride 5 --tour oneway --workers "$WORKERS" ;;
+                  --frames "$FRAMES" --stride 5 --tour oneway --workers "$WORKERS" \
+                  ${DATA_TIME_LIMIT:+--time-limit "$DATA_TIME_LIMIT"} ;;
         train) OMP_NUM_THREADS=4 $PY train run "${RECIPE:-config/train/demo.yaml}" --out "$RUN" \
                    --time-limit "${TIME_LIMIT:-420}" --no-bar ;;
         export) $PY train export "$RUN" --out models/demo --dtype float16 ;;

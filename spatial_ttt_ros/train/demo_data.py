@@ -1,7 +1,7 @@
 """Bulk synthetic episodes for the demo model, straight into episode shards (train/shards.py).
 
     python -m spatial_ttt_ros.train.demo_data --seeds 0:4000 --out runs/demo_shards \\
-        [--preset demo] [--frames 600] [--stride 5] [--tour oneway] [--workers 16]
+        [--preset demo] [--frames 600] [--stride 5] [--tour oneway] [--workers 16] [--time-limit S]
 
 The product path is `spatial-ttt synth --width W --height H --stride S --tour T` -> bag ->
 `spatial-ttt annotate` -> `bake`. This module renders the same frames (data.synth.stream_frames,
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,20 @@ def synth_episode(seed: int, config: SpatialTTTConfig, *, frames: int, stride: i
     return rgb, stamps, poses, info
 
 
+def _one_thread() -> None:
+    """Initializer of the (spawned) worker processes: one OpenCV and one torch thread each; the
+    pool is the parallelism, and their default of a thread per core in each of N workers
+    oversubscribes the CPU. Spawned, not forked: resizing a thread pool that the parent had
+    started hangs in a forked child."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def _one(job: tuple) -> tuple[int, int, int, float]:
     seed, out, preset, kwargs = job
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     config = load_config(preset, weights="")
     rgb, stamps, poses, info = synth_episode(seed, config, **kwargs)
@@ -129,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qa-seed", type=int, default=0, help="annotate's --seed")
     parser.add_argument("--max-per-kind", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                        help="start no scene after S seconds (those running finish; every shard written is whole)")
     args = parser.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
@@ -145,13 +159,32 @@ def main(argv: list[str] | None = None) -> int:
                   n_rooms=args.rooms, qa_seed=args.qa_seed, max_per_kind=args.max_per_kind)
     jobs = [(s, str(args.out), args.preset, kwargs) for s in seeds]
     t0 = time.perf_counter()
-    items = outside = 0
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for k, (_, n_items, n_out, _) in enumerate(pool.map(_one, jobs, chunksize=4), 1):
-            items, outside = items + n_items, outside + n_out
-            if k % 200 == 0 or k == len(jobs):
-                print(f"{k}/{len(jobs)} scenes, {items} QA items ({outside} with evidence outside the window), "
-                      f"{time.perf_counter() - t0:.0f} s", flush=True)
+    deadline = None if args.time_limit is None else t0 + args.time_limit
+    done = items = outside = 0
+    scene_s = 0.0  # summed per-scene seconds inside the workers
+
+    def report(prefix: str = "") -> None:
+        per_scene = f", {scene_s / done:.1f} s per scene in a worker" if done else ""
+        print(f"{prefix}{done}/{len(jobs)} scenes, {items} QA items ({outside} with evidence outside the window), "
+              f"{time.perf_counter() - t0:.0f} s{per_scene}", flush=True)
+
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        pending = {pool.submit(_one, job) for job in jobs}
+        while pending:
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                for future in pending:  # queued scenes never start; running ones finish below
+                    future.cancel()
+                finished, pending = wait({f for f in pending if not f.cancelled()}).done, set()
+            else:
+                finished, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+            for future in finished:
+                _, n_items, n_out, seconds = future.result()
+                done, items, outside, scene_s = done + 1, items + n_items, outside + n_out, scene_s + seconds
+                if done % 200 == 0:
+                    report()
+    report("time limit: " if done < len(jobs) else "")
     return 0
 
 

@@ -89,3 +89,15 @@ def test_cli_writes_readable_shards(tmp_path, capsys):
     with pytest.raises(ValueError, match="A:B"):
         parse_seeds("5")
     assert main(["--seeds", "5:3", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_time_limit_starts_no_scene_after_it_and_keeps_whole_shards(tmp_path, capsys):
+    out = tmp_path / "shards"
+    assert main(["--seeds", "0:40", "--out", str(out), "--frames", "20", "--stride", "5", "--workers", "1",
+                 "--time-limit", "0"]) == 0
+    printed = capsys.readouterr().out
+    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert printed.startswith("time limit: ") and f"{len(written)}/40 scenes" in printed, printed
+    assert len(written) < 40  # only scenes a worker had taken before the limit
+    for name in written:  # each one whole
+        assert read_episode(out / name).frames.shape == (4, 128, 192, 3)
