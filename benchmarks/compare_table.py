@@ -36,8 +36,10 @@ def compare_rows(result: dict) -> dict[int, dict]:
 
 def compare_table(result: dict) -> list[str]:
     k = result["ingest_batch_groups"]
+    paths = {q.get("question_path") for q in result["ours"].get("queries", [])} - {None}
+    question = f", question pass {'/'.join(sorted(paths))}" if paths else ""
     lines = [f"Ours: {result['fw_precision']} fast weights, {k} frame pairs per pass, decode_graph "
-             f"{result.get('decode_graph', 'off')}; the KV-cache peer: {k} pairs per pass; count answer = "
+             f"{result.get('decode_graph', 'off')}{question}; the KV-cache peer: {k} pairs per pass; count answer = "
              f"{_answer_tokens(result)} tokens, medians of 3.", "",
              "| frames | system | ingest frames/s | peak GiB, ingest | peak GiB, with questions | count answer ms | "
              "first token ms |", "|---:|---|---:|---:|---:|---:|---:|"]
@@ -53,6 +55,9 @@ def compare_table(result: dict) -> list[str]:
             if "prepared_count_answer_s" in q:
                 lines.append(f"| {frames} | {OURS}, prepared when idle | | | | {_ms(q['prepared_count_answer_s'])} | "
                              f"{_ms(q['prepared_first_token_s'])} |")
+            if "eager_question_count_answer_s" in q:
+                lines.append(f"| {frames} | {OURS}, prepared, question pass eager (before the question graph) | | | | "
+                             f"{_ms(q['eager_question_count_answer_s'])} | {_ms(q['eager_question_first_token_s'])} |")
         if peer:
             lines.append(f"| {frames} | {PEER} | {peer['frames_per_s']:.1f} | {_gib(peer['peak_gib'])} | "
                          f"{_gib(peer['peak_after_questions_gib'])} | {_ms(peer['count_answer_s'])} | "

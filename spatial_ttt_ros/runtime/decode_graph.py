@@ -16,6 +16,15 @@ not change from token to token, so it is captured once and replayed:
 * The step counter, rope positions, the embedding of the previous token and the greedy argmax stay
   on the device: a replay needs no input from the host, which only reads the token back (for EOS).
 
+The question itself (its tokens and the chat suffix, on a drained memory) runs the same way as
+one block of Q query rows, Q the question's length rounded up to a bucket (`QUESTION_BUCKETS`,
+at most the window): its keys go after the window ring in the TTT layers' attention (a mask gives
+each row the last W positions, itself included) and into the anchor caches past their length (a
+row sees the cache up to itself); padded rows are computed and ignored, and only the real tokens
+enter the ring for the decode steps that follow. One capture per bucket, on the same buffers as
+the token step. The eager question pass launches ~45 kernels per layer per unit from Python:
+63 ms for the first token at 1024 frames on an H100 (benchmarks/results/engine_compare_bf16_b32.md).
+
 `mode="static"` runs the same step without capturing it: that is how CPU tests check the
 bookkeeping against the eager decode; `mode="graph"` (CUDA) captures it. A capture is reused
 while the anchor buffers stay the same (they move only when they grow, by doubling).
@@ -48,8 +57,13 @@ def resolve_decode_mode(requested: str, device: torch.device) -> str:
     return requested
 
 
+QUESTION_BUCKETS = (16, 32, 64, 128)  # question-pass shapes (tokens): one capture each
+KEY_BLOCK = 16384  # keys per block when a question's rows attend over a long anchor cache
+
+
 class StaticDecode:
-    """One-token decode steps of `decoder` over static buffers (see the module docstring)."""
+    """The question pass and one-token decode steps of `decoder` over static buffers (see the
+    module docstring)."""
 
     def __init__(self, decoder: Decoder, mode: str) -> None:
         if mode not in ("graph", "static"):
@@ -59,21 +73,29 @@ class StaticDecode:
         self.window = cfg.window_size
         self.ttt: dict[int, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
         self.anchors: dict[int, AnchorLayerState] = {}
-        # step, window length, anchor length, rope position at the first step (device, long)
-        self.meta = torch.zeros(4, dtype=torch.long, device=dev)
+        # step, window length, anchor length, rope position at the first step, question length
+        # (device, long)
+        self.meta = torch.zeros(5, dtype=torch.long, device=dev)
         self.token = torch.zeros(1, dtype=torch.long, device=dev)
         self.logits: torch.Tensor | None = None
         self.ring_slots = torch.arange(self.window, device=dev)
         self.anchor_slots: dict[int, torch.Tensor] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._question_graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.question_ids = {b: torch.zeros(b, dtype=torch.long, device=dev) for b in QUESTION_BUCKETS}
+        self.question_rows = {b: torch.arange(b, device=dev) for b in QUESTION_BUCKETS}
+        self._pool = None  # one CUDA graph memory pool for every capture (they never run at once)
         self._key: tuple | None = None
+        self.key_block = KEY_BLOCK
+        self.question_buckets = QUESTION_BUCKETS  # () runs every question eagerly (benchmarks compare)
         self.captures = 0
         self.capture_error = ""
         self._out_dtype = _bmm_out_dtype_works(decoder.param)
 
     def _scores(self, q: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
-        """q [B, r, hd] @ k_t [B, hd, m] -> fp32 [B, r, m], without an fp32 copy of the keys where
-        the device's bmm can write fp32 from bf16/fp16 inputs."""
+        """q [B, r, hd] @ k_t [B, hd, m] -> fp32 [B, r, m] (any batched product with an fp32
+        result), without fp32 copies of the inputs where the device's bmm can write fp32 from
+        bf16/fp16 inputs."""
         if q.dtype == torch.float32:
             return torch.bmm(q, k_t)
         if self._out_dtype:
@@ -91,21 +113,86 @@ class StaticDecode:
             return False  # not drained: layers at different tokens
         return not ttt or ttt[0].pending_k.shape[1] + steps <= self.dec.config.chunk_size
 
-    def begin(self, state: MemoryState, first_token: int, steps: int) -> None:
-        """Load `state` (a drained fork) for up to `steps` decode steps whose first input is
-        `first_token`. Anchor buffers without room for `steps` more tokens grow (new buffers in
-        `state`, as the eager decoder grows them)."""
-        self._reserve(state, steps)
+    def question_bucket(self, n: int) -> int | None:
+        """The question-pass shape for `n` tokens, or None (too long: the question runs eagerly)."""
+        return next((b for b in self.question_buckets if n <= b <= self.window), None)
+
+    def begin_question(self, state: MemoryState, ids: list[int], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the question `ids` over `state` (a drained fork for which `fits(state, len(ids) +
+        steps)`) and load what `steps` decode steps after it need: (logits [vocab] fp32 of its
+        last token, the first answer token [1]). `state` itself is not advanced."""
+        bucket = self.question_bucket(len(ids))
+        if bucket is None:
+            raise ValueError(f"a question of {len(ids)} tokens has no static bucket (at most "
+                             f"{min(QUESTION_BUCKETS[-1], self.window)})")
+        key = self._prepare_buffers(state, max(bucket, len(ids) + steps))
+        fresh = key != self._key
+        self._key = key
+        if self.mode == "graph" and (fresh or bucket not in self._question_graphs):
+            self._capture_all(state, ids, bucket)
+        self._load(state, 0, ids, bucket)
+        graph = self._question_graphs.get(bucket)
+        if graph is not None:
+            graph.replay()
+        else:
+            self._question(bucket)
+        return self.logits, self.token
+
+    def _prepare_buffers(self, state: MemoryState, reserve: int) -> tuple:
+        """Room in the anchor caches, the ring and fast-weight buffers; the key of the anchor
+        buffers (captures are valid while it stays)."""
+        self._reserve(state, reserve)
         self.anchors = {i: s for i, s in enumerate(state.layers) if isinstance(s, AnchorLayerState)}
         key = tuple((i, s.k.data_ptr(), s.v.data_ptr(), s.k.shape[1]) for i, s in self.anchors.items())
         if key != self._key:
             self._allocate(state)
+            self._question_graphs.clear()
+        return key
+
+    def _capture_all(self, state: MemoryState, ids: list[int], bucket: int) -> None:
+        """Captures of the token step (when missing) and of the question pass for `bucket`; on
+        failure, both run uncaptured from now on."""
+        try:
+            if self._graph is None:
+                self._load(state, 0)
+                self._capture(state, 0)
+            self._capture_question(state, ids, bucket)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: run uncaptured from now on
+            self._graph, self._question_graphs, self.mode = None, {}, "static"
+            self.capture_error = f"{type(exc).__name__}: {exc}"
+            log.warning("CUDA graph capture failed (%s); decoding without graphs", self.capture_error)
+
+    def _capture_question(self, state: MemoryState, ids: list[int], bucket: int) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._load(state, 0, ids, bucket)
+                self._question(bucket)
+        torch.cuda.current_stream().wait_stream(stream)
+        self._load(state, 0, ids, bucket)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._graph_pool(), capture_error_mode="thread_local"):
+            self._question(bucket)
+        self._question_graphs[bucket] = graph
+        self.captures += 1
+
+    def _graph_pool(self):  # noqa: ANN202 - an opaque CUDA pool handle
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        return self._pool
+
+    def begin(self, state: MemoryState, first_token: int, steps: int) -> None:
+        """Load `state` (a drained fork) for up to `steps` decode steps whose first input is
+        `first_token`. Anchor buffers without room for `steps` more tokens grow (new buffers in
+        `state`, as the eager decoder grows them)."""
+        key = self._prepare_buffers(state, steps)
         self._load(state, first_token)
-        if self.mode == "graph" and key != self._key:
+        if self.mode == "graph" and (key != self._key or self._graph is None):
             try:
                 self._capture(state, first_token)
             except Exception as exc:  # noqa: BLE001 - any capture failure: decode uncaptured from now on
-                self._graph, self.mode = None, "static"
+                self._graph, self._question_graphs, self.mode = None, {}, "static"
                 self.capture_error = f"{type(exc).__name__}: {exc}"
                 log.warning("CUDA graph capture failed (%s); decoding without graphs", self.capture_error)
                 self._load(state, first_token)
@@ -137,7 +224,10 @@ class StaticDecode:
         self.anchor_slots = {cap: torch.arange(cap, device=self.meta.device)
                              for cap in {s.k.shape[1] for s in self.anchors.values()}}
 
-    def _load(self, state: MemoryState, first_token: int) -> None:
+    def _load(self, state: MemoryState, first_token: int, ids: list[int] | None = None,
+              bucket: int = 0) -> None:
+        """Copy `state`'s window and fast weights into the buffers, reset the counters; with `ids`
+        (question tokens), also the question buffer of `bucket` (zero-padded)."""
         lw = lengths = 0
         for idx, st in enumerate(state.layers):
             if isinstance(st, TTTLayerState):
@@ -149,8 +239,13 @@ class StaticDecode:
                     mine.copy_(theirs)
             else:
                 lengths = st.length
-        self.meta.copy_(torch.tensor([0, lw, lengths, state.next_position], dtype=torch.long))
+        n = 0 if ids is None else len(ids)
+        self.meta.copy_(torch.tensor([0, lw, lengths, state.next_position, n], dtype=torch.long))
         self.token.fill_(first_token)
+        if ids is not None:
+            padded = torch.zeros(bucket, dtype=torch.long)
+            padded[:n] = torch.tensor(ids, dtype=torch.long)
+            self.question_ids[bucket].copy_(padded)
 
     def _capture(self, state: MemoryState, first_token: int) -> None:
         """Warm up (Triton compiles, cuBLAS picks kernels) on a side stream, reload the state the
@@ -164,7 +259,7 @@ class StaticDecode:
         self._load(state, first_token)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA calls from other threads (a node's status timer) do not break it
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # records, does not run
+        with torch.cuda.graph(graph, pool=self._graph_pool(), capture_error_mode="thread_local"):  # records only
             self._step()
         self._graph = graph
         self.captures += 1
@@ -198,23 +293,116 @@ class StaticDecode:
         self.token.copy_(logits.argmax().view(1))
         self.meta[0:1].add_(1)
 
+    # ------------------------------------------------------------ the question
+    @torch.no_grad()
+    def _question(self, bucket: int) -> None:
+        """The question (meta[4] real tokens of `question_ids[bucket]`) as one block over the
+        buffers: logits and argmax of its last real token, then the ring, the anchor caches and
+        the counters as the token steps after it expect them."""
+        dec, w = self.dec, self.window
+        rows = self.question_rows[bucket]
+        n = self.meta[4:5]
+        hidden = dec.text.embed_tokens(self.question_ids[bucket])
+        position = (self.meta[3:4] + rows).expand(3, bucket)
+        cos, sin = dec.text.rotary_emb(hidden, position[:, None, :])
+        cos, sin = cos[0], sin[0]
+        seen = self.meta[1:2]
+        # Ring slot s holds the window token `back` positions before the question's first token
+        # (none when the window had fewer tokens); row r sees the W - 1 - r newest of them and the
+        # question's own rows 0..r.
+        back = torch.remainder(seen - 1 - self.ring_slots, w)
+        in_ring = (seen - 1 - back >= 0)[None, :] & (back[None, :] <= w - 2 - rows[:, None])
+        swa_mask = torch.cat((in_ring, rows[None, :] <= rows[:, None]), dim=1)
+        # After the block, ring slot s takes the question token that lands on it, if a real one.
+        landing = torch.remainder(self.ring_slots - seen, w)
+        take = (landing < n)[None, :, None]
+        landing = landing.clamp(max=bucket - 1)
+        anchor_rows = self.meta[2:3] + rows
+        anchor_masks = {cap: slots[None, :] <= anchor_rows[:, None] for cap, slots in self.anchor_slots.items()}
+        for idx, layer in enumerate(dec.layers):
+            if idx in self.ttt:
+                out = self._ttt_block(layer, self.ttt[idx], hidden, cos, sin, swa_mask, landing, take)
+            else:
+                st = self.anchors[idx]
+                out = self._anchor(layer, st.k, st.v, hidden, cos, sin, anchor_rows, anchor_masks[st.k.shape[1]])
+            hidden = hidden + out
+            hidden = hidden + layer.mlp(dec.ops.norm(layer.post_attention_layernorm, hidden))
+        last = hidden.index_select(0, n - 1)
+        logits = dec.model.lm_head(dec.ops.norm(dec.text.norm, last))[0].float()
+        if self.logits is None:
+            self.logits = torch.empty_like(logits)
+        self.logits.copy_(logits)
+        self.token.copy_(logits.argmax().view(1))
+        self.meta[1:4].add_(n)
+
+    def _ttt_block(self, layer: nn.Module, bufs: tuple, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   mask: torch.Tensor, landing: torch.Tensor, take: torch.Tensor) -> torch.Tensor:
+        """A TTT layer over a block of rows: window attention over ring + block, fast weights applied
+        (no update falls inside: `fits`), then the block's real tokens written into the ring."""
+        ops, attn = self.dec.ops, layer.self_attn
+        ring_k, ring_v, fw = bufs
+        x = ops.norm(layer.input_layernorm, hidden)
+        q_hat, k_hat, v = ops.project(attn.attn_layer, x)
+        q_rot, k_rot = attn.rope(q_hat, k_hat, cos, sin)
+        v = v.transpose(0, 1)
+        swa = self._attend(attn.attn_layer, q_rot, torch.cat((ring_k, k_rot), dim=1),
+                           torch.cat((ring_v, v), dim=1), mask)
+        ring_k.copy_(torch.where(take, k_rot.index_select(1, landing), ring_k))
+        ring_v.copy_(torch.where(take, v.index_select(1, landing), ring_v))
+        q, _, _ = ops.fast_qkv(attn, attn.raw_fast_inputs(q_hat, k_hat, v.transpose(0, 1)), cos, sin)
+        _, _, gate_logits = ops.side(attn, x)
+        ttt = ops.gate_output(attn, fw_apply(*fw, q, backend=self.dec.backend), gate_logits, x.dtype)
+        return attn.attn_layer.o_proj(swa + ttt)
+
     def _attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        """q [Hq, 1, hd] against k/v [Hkv, m, hd] where mask [m] (the query heads sharing a KV head
-        folded into rows, as the eager n == 1 path does), as two batched matmuls and a softmax.
+        """q [Hq, r, hd] against k/v [Hkv, m, hd] where mask ([m], or [r, m] per row) -> [r, Hq*hd]:
+        the query heads sharing a KV head folded into rows, as the eager n == 1 path does, then two
+        batched matmuls and a softmax; a block of rows against more than `key_block` keys goes
+        block by block (`_attend_blocks`), so its scores never span a whole anchor cache.
 
         Not SDPA: with a mask only its memory-efficient kernel applies, which runs one thread
         block per (head, query block), i.e. 8 blocks reading a 100k-key cache: 84% of a replay's
         GPU time, ~0.8 ms per layer (measured, H100). The matmuls spread over the whole GPU. The
         numerics follow flash attention's: fp32 scores from bf16 inputs, fp32 softmax, the
         probabilities rounded to the value dtype for the second product (fp32 accumulation)."""
-        hkv, _, hd = k.shape
-        scores = self._scores(q.view(hkv, -1, hd), k.transpose(1, 2)) * attn.scaling
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-        return torch.bmm(probs.to(v.dtype), v).reshape(1, -1)
+        hq, r, hd = q.shape
+        hkv, m = k.shape[0], k.shape[1]
+        rows = q.reshape(hkv, hq // hkv * r, hd)
+        if mask.dim() == 2:
+            mask = mask.repeat(hq // hkv, 1)  # rows run (head in group, query row)
+        if r > 1 and m > self.key_block:
+            out = self._attend_blocks(rows, k, v, mask, attn.scaling)
+        else:
+            scores = self._scores(rows, k.transpose(1, 2)) * attn.scaling
+            probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            out = torch.bmm(probs.to(v.dtype), v)
+        return out.view(hkv, hq // hkv, r, hd).permute(2, 0, 1, 3).reshape(r, hq * hd)
+
+    def _attend_blocks(self, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                       scaling: float) -> torch.Tensor:
+        """Softmax attention of rows [Hkv, R, hd] over k/v in blocks of `key_block` keys, merged by
+        their running maxima (flash attention's online softmax): transient memory of one block."""
+        top = num = den = None
+        for s in range(0, k.shape[1], self.key_block):
+            e = min(k.shape[1], s + self.key_block)
+            scores = (self._scores(rows, k[:, s:e].transpose(1, 2)) * scaling).masked_fill(~mask[:, s:e], float("-inf"))
+            best = scores.amax(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).min)  # a fully masked block: 0
+            probs = torch.exp(scores - best)
+            part_den = probs.sum(-1, keepdim=True)
+            part_num = self._scores(probs.to(v.dtype), v[:, s:e])
+            if top is None:
+                top, num, den = best, part_num, part_den
+                continue
+            new = torch.maximum(top, best)
+            old_w, new_w = torch.exp(top - new), torch.exp(best - new)
+            num, den, top = num * old_w + part_num * new_w, den * old_w + part_den * new_w, new
+        return (num / den).to(v.dtype)
 
     def _anchor(self, layer: nn.Module, cache_k: torch.Tensor, cache_v: torch.Tensor, hidden: torch.Tensor,
                 cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """An anchor layer for the rows of `hidden` at cache slots `slot` ([rows]; `mask` [cap] for one
+        row, [rows, cap] for a block)."""
         ops, attn = self.dec.ops, layer.self_attn
         q, k, v = ops.project(attn, ops.norm(layer.input_layernorm, hidden))
         q, k = TTTAttention.rope(q, k, cos, sin)

@@ -59,6 +59,7 @@ class Answer:
     total_s: float
     logits: torch.Tensor | None = None  # [len(token_ids), vocab] fp32 when ask(..., return_logits=True)
     decode_path: str = "eager"     # how tokens 2.. were decoded: "eager", "static" or "graph" (decode_graph.py)
+    question_path: str = "eager"   # how the question and first token ran: the same three
 
 
 @dataclass
@@ -222,26 +223,39 @@ class StreamingEngine:
         fork = self.state.fork() if self._prepared is None else self._prepared.fork()
         units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
-        units.append(self._text_unit(fork, ids))
-        if self.config.decode_update_rule == "official":
-            for st in fork.layers:
-                if isinstance(st, TTTLayerState):
-                    st.prompt_end = fork.tokens
-        top = self._run_fork(fork, units, drain=True)
-        logits = [self.decoder.logits(top[-1])]
-        token = int(logits[-1].argmax())
+        static, question_path, path = self._static, "eager", "eager"
+        if static is not None and static.question_bucket(len(ids)) is not None:
+            if self._prepared is None:
+                self._run_fork(fork, units, drain=True)  # finish the video first, as prepare() does
+                units = []
+            if static.fits(fork, len(ids) + max_new - 1):
+                # The question and the answer over static buffers (CUDA graph replays on GPUs).
+                before = _anchor_buffers(fork)
+                first_logits, first = static.begin_question(fork, ids, max_new - 1)
+                self._adopt(fork, before)
+                logits, token, question_path = [first_logits.clone()], int(first), static.mode
+        if question_path == "eager":
+            units.append(self._text_unit(fork, ids))
+            if self.config.decode_update_rule == "official":
+                for st in fork.layers:
+                    if isinstance(st, TTTLayerState):
+                        st.prompt_end = fork.tokens
+            top = self._run_fork(fork, units, drain=True)
+            logits = [self.decoder.logits(top[-1])]
+            token = int(logits[-1].argmax())
         t1 = time.perf_counter()
         tokens = [token]
-        path = "eager"
-        if token != self.layout.eos and max_new > 1 and self._static is not None \
-                and self._static.fits(fork, max_new - 1):
+        if question_path != "eager" and token != self.layout.eos and max_new > 1:
+            path = static.mode  # the question pass loaded the buffers for these steps
+        elif token != self.layout.eos and max_new > 1 and static is not None and static.fits(fork, max_new - 1):
             # Static buffers (one CUDA graph replay per token on GPUs): decode_graph.py.
-            path = self._static.mode
+            path = static.mode
             before = _anchor_buffers(fork)
-            self._static.begin(fork, token, max_new - 1)
+            static.begin(fork, token, max_new - 1)
             self._adopt(fork, before)
+        if path != "eager":
             while token != self.layout.eos and len(tokens) < max_new:
-                step_logits, next_token = self._static.step()
+                step_logits, next_token = static.step()
                 if return_logits:
                     logits.append(step_logits.clone())
                 token = int(next_token)
@@ -255,7 +269,8 @@ class StreamingEngine:
         text = self.tokenizer.decode([t for t in tokens if t != self.layout.eos], skip_special_tokens=True)
         return Answer(text=text.strip(), token_ids=tokens, frames_seen=self.state.frames,
                       last_stamp_s=self.state.last_stamp_s, prefill_s=t1 - t0, decode_s=t2 - t1, total_s=t2 - t0,
-                      logits=torch.stack(logits) if return_logits else None, decode_path=path)
+                      logits=torch.stack(logits) if return_logits else None, decode_path=path,
+                      question_path=question_path)
 
     def _run_fork(self, fork: MemoryState, units: list[Unit], drain: bool = False) -> list[Unit]:
         """decoder.run on a fork of the memory, handing grown anchor caches back (`_adopt`)."""

@@ -1,8 +1,10 @@
-"""The static-buffer decode step (runtime/decode_graph.py) against the eager decode, on CPU.
+"""The static-buffer question pass and decode step (runtime/decode_graph.py) against the eager
+path, on CPU.
 
-`decode_graph: static` runs exactly the step a CUDA graph captures, without capturing it, so these
-tests check its bookkeeping (window ring, anchor length mask, positions, fast weights, the chunk
-boundary rule, growing anchor buffers shared with the memory); test/gpu checks the capture.
+`decode_graph: static` runs exactly what a CUDA graph captures, without capturing it, so these
+tests check its bookkeeping (window ring, padded question rows, anchor length mask, positions, fast
+weights, the chunk boundary rule, growing anchor buffers shared with the memory); test/gpu checks
+the capture.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ def _push(engine: StreamingEngine, n: int, first: int) -> None:
         engine.push_frame(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), 0.2 * i)
 
 
-def _same(eager, static, max_new: int, path: str = "static") -> list[int]:
-    a = eager.ask(QUESTION, max_new, return_logits=True)
+def _same(eager, static, max_new: int, path: str = "static", question: str = QUESTION,
+          question_path: str | None = None) -> list[int]:
+    a = eager.ask(question, max_new, return_logits=True)
     before = static.state.digest()
-    b = static.ask(QUESTION, max_new, return_logits=True)
+    b = static.ask(question, max_new, return_logits=True)
     assert static.state.digest() == before  # the memory is untouched (grown buffers hold the same)
     assert (a.decode_path, b.decode_path) == ("eager", path)
+    assert (a.question_path, b.question_path) == ("eager", path if question_path is None else question_path)
     assert a.token_ids == b.token_ids
     assert len(a.token_ids) > 2, "the random model ended at once: pick another question or seed"
     torch.testing.assert_close(b.logits, a.logits, rtol=1e-5, atol=1e-5)
@@ -70,22 +74,69 @@ def test_memory_grows_between_asks_and_prepare_is_used():
     assert static.state.frames == eager.state.frames == 44
 
 
-def _pending_after_question(engine: StreamingEngine) -> int:
+def _pending(engine: StreamingEngine, question: str | None) -> int:
+    """Tokens pending in the first TTT layer's chunk after the video (and the question)."""
     fork = engine.state.fork()
     units = engine._take_pending(fork)
-    units.append(engine._text_unit(fork, engine.tokenizer.encode(QUESTION, add_special_tokens=False)
-                                   + list(engine.layout.suffix)))
+    if question is not None:
+        units.append(engine._text_unit(fork, engine.tokenizer.encode(question, add_special_tokens=False)
+                                       + list(engine.layout.suffix)))
     engine.decoder.run(fork, units, drain=True)
     return fork.layers[0].pending_k.shape[1]
 
 
-def test_decoding_up_to_the_chunk_boundary_is_static_and_beyond_it_eager():
-    eager, static = _pair(8)  # tiny chunk: C = 24 tokens
-    room = static.config.chunk_size - _pending_after_question(static)
+@pytest.mark.parametrize("chunk", [24, 64])
+def test_decoding_up_to_the_chunk_boundary_is_static_and_beyond_it_eager(chunk):
+    eager, static = _pair(8, chunk_size=chunk)
+    n_question = len(static.tokenizer.encode(QUESTION, add_special_tokens=False)) + len(static.layout.suffix)
+    # C = 24: the question's 29 tokens hold an update, so the question runs eagerly and the answer
+    # statically; C = 64: the question and the answer up to the boundary run statically
+    crosses = _pending(static, None) + n_question > chunk
+    assert crosses == (chunk == 24)
+    room = chunk - _pending(static, QUESTION)
     # `room` more tokens fit in the pending chunk; the last of them fills it, and its own output
     # is still from the old weights, so room + 1 answer tokens (the first from the prefill) are exact
-    assert len(_same(eager, static, room + 1)) == room + 1  # no early EOS: the boundary is reached
+    assert len(_same(eager, static, room + 1, question_path="eager" if crosses else "static")) == room + 1
     _same(eager, static, room + 2, path="eager")  # an update would fall inside: decoded eagerly
+
+
+def test_questions_of_every_bucket_and_one_too_long_for_the_window():
+    # window 40: buckets 16 and 32 fit it; a longer question runs eagerly, its answer statically.
+    # Different lengths in turn: the padded rows of one question must not leak into the next.
+    eager, static = _pair(10, window_size=40, chunk_size=4096)
+    n_suffix = len(static.layout.suffix)
+    for chars, question_path in ((16 - n_suffix, "static"), (3, "static"), (30 - n_suffix, "static"),
+                                 (32 - n_suffix, "static"), (33 - n_suffix, "eager"), (17 - n_suffix, "static")):
+        # the random model ends some answers at once: take a text of this length it answers at length
+        words = ("chair", "table", "door", "bed", "lamp", "sofa", "plant", "shelf")
+        texts = (f"{a} {b} {i} where is it? how far? how many? "[:chars - 1] + "?"
+                 for i in range(10) for a in words for b in words)
+        question = next(t for t in texts if len(eager.ask(t, 4).token_ids) > 2)
+        assert len(static.tokenizer.encode(question, add_special_tokens=False)) == chars  # bytes
+        _same(eager, static, 12, question=question, question_path=question_path)
+
+
+def test_a_cold_ask_finishes_the_video_before_the_static_question():
+    # pending frames and a held frame group (no prepare()): the static question runs after the
+    # drain, as the eager path's single run does; then more frames and the same again
+    eager, static = _pair(9, window_size=40, chunk_size=4096)
+    assert static.state.pending_frames and not static.prepared
+    _same(eager, static, 12)
+    for engine in (eager, static):
+        _push(engine, 6, 9)
+    _same(eager, static, 12)
+
+
+@pytest.mark.parametrize("key_block", [7, 64])
+def test_a_question_over_a_long_anchor_cache_attends_block_by_block(key_block):
+    # (the 2B model's caches hold ~10^5 keys; here blocks of 7 and 64 keys over a few hundred, the
+    # last block partly or fully masked)
+    eager, static = _pair(30, chunk_size=4096)
+    static._static.key_block = key_block
+    anchor = static.state.layers[3]
+    assert anchor.k.shape[1] > 4 * key_block
+    _same(eager, static, 12)
+    _same(eager, static, 12, question="where is the bed?")
 
 
 def test_decode_mode_choice():
