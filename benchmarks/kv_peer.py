@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from spatial_ttt_ros.runtime.tokens import ChatLayout, patchify_pair, resize_frame, timestamp_text
+from spatial_ttt_ros.runtime.tokens import ChatLayout, patchify_pairs, resize_frame, timestamp_text
 
 
 class KVCachePeer:
@@ -57,21 +57,19 @@ class KVCachePeer:
         if len(frames) % 2:
             frames.append(frames[-1])
         ids = [] if self.ids else list(self.layout.prefix)
-        pixels = []
-        grid = None
+        # the pixels converted on the device, as our engine does (a fair comparison of the models)
+        pixels, grid = patchify_pairs(torch.from_numpy(np.stack([f for f, _ in frames])).to(self.device))
         for g in range(0, len(frames), 2):
-            pix, grid = patchify_pair(np.stack([frames[g][0], frames[g + 1][0]]))
-            pixels.append(pix)
             t_rel = ((frames[g][1] - self.first_stamp) + (frames[g + 1][1] - self.first_stamp)) / 2
             ids += self.tokenizer.encode(timestamp_text(t_rel), add_special_tokens=False) + [self.layout.vision_start]
             ids += [self.layout.video_pad] * (grid[1] * grid[2] // 4) + [self.layout.vision_end]
         input_ids = torch.tensor([ids], device=self.device)
         token_type = (input_ids == self.layout.video_pad).int() * 2
-        video_grid = torch.tensor([[len(pixels), grid[1], grid[2]]], device=self.device)
+        video_grid = torch.tensor([list(grid)], device=self.device)
         positions, _ = self.model.model.get_rope_index(input_ids, token_type, video_grid_thw=video_grid)
         positions = positions + self.next_position
         visual = self.model.model.visual
-        self.model(input_ids=input_ids, pixel_values_videos=torch.cat(pixels).to(self.device, visual.dtype),
+        self.model(input_ids=input_ids, pixel_values_videos=pixels.to(visual.dtype),
                    video_grid_thw=video_grid, mm_token_type_ids=token_type, position_ids=positions,
                    past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.ids += ids

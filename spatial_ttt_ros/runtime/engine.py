@@ -39,7 +39,7 @@ from .tokens import (
     ChatLayout,
     check_frame,
     group_text,
-    patchify_pair,
+    patchify_pairs,
     pose_xy_yaw,
     resize_frame,
 )
@@ -371,11 +371,10 @@ class StreamingEngine:
                      poses: list[tuple[float, float, float] | None]) -> list[Unit]:
         """The chat prefix (before the first group) and one unit holding len(frames) / 2 frame groups."""
         units = [] if state.tokens else [self._text_unit(state, list(self.layout.prefix))]
-        pairs = [patchify_pair(torch.stack(frames[i:i + 2]).numpy()) for i in range(0, len(frames), 2)]
-        groups, (_, gh, gw) = len(pairs), pairs[0][1]
+        rows, (groups, gh, gw) = patchify_pairs(torch.stack(frames).to(self.device))
         visual = self.model.model.visual
-        out = visual(torch.cat([p for p, _ in pairs]).to(self.device, visual.dtype),
-                     grid_thw=torch.tensor([[groups, gh, gw]], device=self.device), return_dict=True)
+        out = visual(rows.to(visual.dtype), grid_thw=torch.tensor([[groups, gh, gw]], device=self.device),
+                     return_dict=True)
         h, w = gh // 2, gw // 2
         ids: list[int] = []
         starts: list[int] = []

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..runtime.config import SpatialTTTConfig
 from ..runtime.one_pass import decoder_one_pass
-from ..runtime.tokens import patchify_pair
+from ..runtime.tokens import patchify_pairs
 from .samples import IGNORE, TrainSample, merged_grid
 
 PAD_ID = 0  # any id: padding is masked everywhere and never read by a real token
@@ -98,13 +98,12 @@ def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[
     # Vision: one call over every sample's frame pairs, one grid (groups, gh, gw) per sample.
     rows, grids = [], []
     for s in samples:
-        frames = s.frames.cpu().numpy()
-        pairs = [patchify_pair(frames[i:i + 2]) for i in range(0, len(frames), 2)]
-        rows += [p for p, _ in pairs]
-        grids.append((len(pairs), *pairs[0][1][1:]))
+        pixels, grid = patchify_pairs(s.frames.to(device))  # on the model's device: the host copies bytes
+        rows.append(pixels)
+        grids.append(grid)
     trainable = any(p.requires_grad for p in visual.parameters())
     with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
-        out = visual(torch.cat(rows).to(device, visual.dtype), grid_thw=torch.tensor(grids, device=device),
+        out = visual(torch.cat(rows).to(visual.dtype), grid_thw=torch.tensor(grids, device=device),
                      return_dict=True)
     embeds = text.embed_tokens(ids)
     embeds = embeds.masked_scatter(video[..., None], out.pooler_output.to(embeds.dtype))

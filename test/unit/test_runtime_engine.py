@@ -18,7 +18,7 @@ from spatial_ttt_ros.runtime.model import (
     ttt_parameter_names,
     wrap_ttt_layers,
 )
-from spatial_ttt_ros.runtime.tokens import patchify_pair
+from spatial_ttt_ros.runtime.tokens import patchify_pair, patchify_pairs
 
 
 def _engine(**overrides: object) -> StreamingEngine:
@@ -199,3 +199,14 @@ def test_patchify_matches_the_hf_video_processor_layout():
     ref, t, h, w = Qwen3VLVideoProcessor().patchify(video, patch_size=16, merge_size=2, temporal_patch_size=2)
     assert grid == (t, h, w) == (1, 4, 6)
     assert torch.equal(mine, ref[0])
+
+
+def test_patchify_of_several_pairs_at_once_is_the_pairs_in_order():
+    # the engine and the training forward convert all pairs of a pass in one call (on the device)
+    frames = np.random.default_rng(1).integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
+    rows, grid = patchify_pairs(torch.from_numpy(frames))
+    assert grid == (3, 4, 6)
+    assert torch.equal(rows, torch.cat([patchify_pair(frames[i:i + 2])[0] for i in range(0, 6, 2)]))
+    for bad in (frames[:3], frames[:, :50], frames.astype(np.float32)):
+        with pytest.raises(ValueError, match="frames"):
+            patchify_pairs(torch.from_numpy(np.ascontiguousarray(bad)))
