@@ -389,15 +389,15 @@ class StreamingEngine:
             video_ranges.append((len(ids), len(ids) + h * w))
             ids += [self.layout.video_pad] * (h * w) + [self.layout.vision_end]
         hidden = self._embed(ids).clone()
-        video = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
         # rope positions: text ids count up; a visual block is (s, s + i, s + j) for block (i, j) and
-        # the token after it continues at s + max(h, w)
-        pos = torch.empty(3, len(ids), dtype=torch.long, device=self.device)
-        ii, jj = torch.meshgrid(torch.arange(h, device=self.device), torch.arange(w, device=self.device), indexing="ij")
+        # the token after it continues at s + max(h, w). Built on the host, moved in one copy each.
+        video = torch.zeros(len(ids), dtype=torch.bool)
+        pos = torch.empty(3, len(ids), dtype=torch.long)
+        ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         p = state.next_position
         cursor = 0
         for a, b in video_ranges:
-            pos[:, cursor:a] = torch.arange(p, p + a - cursor, device=self.device)
+            pos[:, cursor:a] = torch.arange(p, p + a - cursor)
             s = p + a - cursor
             pos[0, a:b], pos[1, a:b], pos[2, a:b] = s, s + ii.flatten(), s + jj.flatten()
             video[a:b] = True
@@ -405,6 +405,7 @@ class StreamingEngine:
             p, cursor = s + max(h, w) + 1, b + 1
         state.next_position = p
         video_index = torch.cat([torch.arange(a, b) for a, b in video_ranges]).to(self.device)
+        video, pos = video.to(self.device), pos.to(self.device)
         hidden = hidden.index_copy(0, video_index, out.pooler_output.to(hidden.dtype))
         unit = Unit(hidden=hidden, position_ids=pos, start=state.tokens, video=video, hw=(h, w),
                     segment=state.segment, deepstack=[d.to(hidden.dtype) for d in out.deepstack_features],
