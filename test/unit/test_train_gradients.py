@@ -104,7 +104,7 @@ def test_the_memory_path_trains_through_a_whole_ttt_layer(engine):
         cos, sin = engine.model.model.language_model.rotary_emb(x, pos)
         valid = torch.ones(1, n, dtype=torch.bool)
         ctx = OnePass(config=cfg, video=~valid, valid=valid, grids=[[]], cos=cos, sin=sin,
-                      swa_mask=attention_masks(valid, 3)[1])
+                      swa_mask=attention_masks(valid, 3)[1], window=3)
         out, _ = attn(x, one_pass=ctx)
         out[0, -4:].square().sum().backward()
         return x.grad[0, :8].abs().amax()
