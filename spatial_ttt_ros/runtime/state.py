@@ -80,6 +80,19 @@ class TTTLayerState:
     prompt_end: int | None = None
 
 
+GROWTH_STEP_TOKENS = 16384  # anchor buffers double up to this capacity, then grow by a quarter
+
+
+def grown_capacity(capacity: int) -> int:
+    """The next capacity of an anchor buffer: doubling while small (few copies), then +25%, so
+    that the unused headroom of a long stream's caches is at most a fifth of them instead of half
+    (computed for the 2B model at 1024 frames, ~88k tokens and 2.42 GiB of anchor KV in use: 3.58 GiB
+    of buffers when doubling, 2.67 GiB this way)."""
+    if capacity < GROWTH_STEP_TOKENS:
+        return max(2 * capacity, 256)
+    return capacity + capacity // 4
+
+
 @dataclass
 class AnchorLayerState:
     k: torch.Tensor                 # [Hkv, capacity, hd] RoPE'd keys of every token; valid [:, :length]
@@ -92,13 +105,13 @@ class AnchorLayerState:
 
     def reserve(self, end: int, limit: int = 0) -> None:
         """Room for tokens up to `end`: a new buffer (amortised doubling) when the current one is
-        too small. Forks sharing the old buffer keep it; the used part is copied over. The rest is
+        too small (`grown_capacity`). Forks sharing the old buffer keep it; the used part is copied over. The rest is
         zeroed, not left uninitialised: the graph decode attends over the whole buffer with a mask,
         and a masked NaN still poisons the weighted sum (0 * NaN). `limit` > 0 (a bounded memory)
         caps the doubling there, so the buffer settles at the budget plus headroom."""
         if end <= self.k.shape[1]:
             return
-        cap = max(2 * self.k.shape[1], 256)
+        cap = grown_capacity(self.k.shape[1])
         cap = max(end, min(cap, limit) if limit > 0 else cap)
         grown_k = self.k.new_zeros(self.k.shape[0], cap, self.k.shape[2])
         grown_v = self.v.new_zeros(self.v.shape[0], cap, self.v.shape[2])

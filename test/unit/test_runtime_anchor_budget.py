@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.runtime.state import AnchorLayerState
+from spatial_ttt_ros.runtime.state import GROWTH_STEP_TOKENS, AnchorLayerState, grown_capacity
 
 pytestmark = pytest.mark.unit
 
@@ -191,3 +191,15 @@ def test_a_snapshot_is_written_on_another_thread_while_ingest_goes_on(tmp_path):
     loaded = _engine(anchor_kv_budget_tokens=BUDGET)
     loaded.load(path)
     assert loaded.state.digest() == digest and loaded.frames_in_memory == 40
+
+
+def test_anchor_buffers_double_while_small_then_grow_by_a_quarter():
+    assert grown_capacity(0) == 256 and grown_capacity(1024) == 2048
+    assert grown_capacity(GROWTH_STEP_TOKENS) == GROWTH_STEP_TOKENS * 5 // 4
+    st = AnchorLayerState(k=torch.ones(2, 100_000, 4), v=torch.ones(2, 100_000, 4), length=100_000)
+    st.reserve(100_001)
+    assert st.k.shape[1] == 125_000 and float(st.k[:, :100_000].min()) == 1.0 and float(st.k[:, 100_000:].abs().max()) == 0.0
+    st.reserve(200_000)  # a larger request than the step: exactly what is asked
+    assert st.k.shape[1] == 200_000
+    st.reserve(200_001, limit=210_000)  # a bounded memory caps the growth at its limit
+    assert st.k.shape[1] == 210_000
