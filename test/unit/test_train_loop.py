@@ -38,7 +38,9 @@ def test_tiny_preset_overfits_a_handful_of_samples(tmp_path):
     # 4 samples whose answer digit depends on the question: 2 label tokens each (digit + <|im_end|>).
     # Learning only <|im_end|> and the answer prior leaves ln(4)/2 = 0.69; telling only pairs
     # apart ln(2)/2 = 0.35; below 0.3 the model tells the samples apart.
-    recipe = tiny_recipe(50, lr=1e-2, batch_size=4)
+    # LR 5e-3 for 80 steps: at 1e-2 / 50 steps the run sat at the edge of stability (a loss spike
+    # near step 40 in some runs), so a change of summation order alone decided pass or fail.
+    recipe = tiny_recipe(80, lr=5e-3, batch_size=4)
     from spatial_ttt_ros.train import loop
 
     result = loop.train(recipe, tmp_path, progress_bar=False,
@@ -47,7 +49,7 @@ def test_tiny_preset_overfits_a_handful_of_samples(tmp_path):
     assert losses[0] > 5.0
     assert min(losses[-5:]) < 0.3, losses
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, 51))
+    assert [r["step"] for r in rows] == list(range(1, 81))
     assert {"loss", "lr", "tokens_per_s", "grad_norm", "window"} <= set(rows[0])
 
 
