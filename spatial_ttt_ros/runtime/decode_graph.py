@@ -27,7 +27,7 @@ the token step. The eager question pass launches ~45 kernels per layer per unit 
 
 `mode="static"` runs the same step without capturing it: that is how CPU tests check the
 bookkeeping against the eager decode; `mode="graph"` (CUDA) captures it. A capture is reused
-while the anchor buffers stay the same (they move only when they grow, by doubling).
+while the anchor buffers stay the same (they move only when they grow: state.grown_capacity).
 """
 
 from __future__ import annotations
