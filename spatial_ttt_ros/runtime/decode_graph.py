@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import fw_apply
@@ -57,8 +58,7 @@ def resolve_decode_mode(requested: str, device: torch.device) -> str:
     return requested
 
 
-QUESTION_BUCKETS = (16, 32, 64, 128)  # question-pass shapes (tokens): one capture each
-KEY_BLOCK = 16384  # keys per block when a question's rows attend over a long anchor cache
+QUESTION_BUCKETS = (16, 32, 64, 128, 256)  # question-pass shapes (tokens): one capture each
 
 
 class StaticDecode:
@@ -84,18 +84,15 @@ class StaticDecode:
         self._question_graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.question_ids = {b: torch.zeros(b, dtype=torch.long, device=dev) for b in QUESTION_BUCKETS}
         self.question_rows = {b: torch.arange(b, device=dev) for b in QUESTION_BUCKETS}
-        self._pool = None  # one CUDA graph memory pool for every capture (they never run at once)
         self._key: tuple | None = None
-        self.key_block = KEY_BLOCK
         self.question_buckets = QUESTION_BUCKETS  # () runs every question eagerly (benchmarks compare)
         self.captures = 0
         self.capture_error = ""
         self._out_dtype = _bmm_out_dtype_works(decoder.param)
 
     def _scores(self, q: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
-        """q [B, r, hd] @ k_t [B, hd, m] -> fp32 [B, r, m] (any batched product with an fp32
-        result), without fp32 copies of the inputs where the device's bmm can write fp32 from
-        bf16/fp16 inputs."""
+        """q [B, r, hd] @ k_t [B, hd, m] -> fp32 [B, r, m], without an fp32 copy of the keys where
+        the device's bmm can write fp32 from bf16/fp16 inputs."""
         if q.dtype == torch.float32:
             return torch.bmm(q, k_t)
         if self._out_dtype:
@@ -172,15 +169,10 @@ class StaticDecode:
         torch.cuda.current_stream().wait_stream(stream)
         self._load(state, 0, ids, bucket)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._graph_pool(), capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._question(bucket)
         self._question_graphs[bucket] = graph
         self.captures += 1
-
-    def _graph_pool(self):  # noqa: ANN202 - an opaque CUDA pool handle
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        return self._pool
 
     def begin(self, state: MemoryState, first_token: int, steps: int) -> None:
         """Load `state` (a drained fork) for up to `steps` decode steps whose first input is
@@ -259,7 +251,7 @@ class StaticDecode:
         self._load(state, first_token)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA calls from other threads (a node's status timer) do not break it
-        with torch.cuda.graph(graph, pool=self._graph_pool(), capture_error_mode="thread_local"):  # records only
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # records, does not run
             self._step()
         self._graph = graph
         self.captures += 1
@@ -356,48 +348,31 @@ class StaticDecode:
 
     def _attend(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        """q [Hq, r, hd] against k/v [Hkv, m, hd] where mask ([m], or [r, m] per row) -> [r, Hq*hd]:
-        the query heads sharing a KV head folded into rows, as the eager n == 1 path does, then two
-        batched matmuls and a softmax; a block of rows against more than `key_block` keys goes
-        block by block (`_attend_blocks`), so its scores never span a whole anchor cache.
+        """q [Hq, r, hd] against k/v [Hkv, m, hd] where mask ([m] for one row, [r, m] for a block)
+        -> [r, Hq*hd], the query heads sharing a KV head folded into rows as the eager n == 1 path
+        does.
 
-        Not SDPA: with a mask only its memory-efficient kernel applies, which runs one thread
-        block per (head, query block), i.e. 8 blocks reading a 100k-key cache: 84% of a replay's
-        GPU time, ~0.8 ms per layer (measured, H100). The matmuls spread over the whole GPU. The
-        numerics follow flash attention's: fp32 scores from bf16 inputs, fp32 softmax, the
-        probabilities rounded to the value dtype for the second product (fp32 accumulation)."""
+        One row (a decode step): two batched matmuls and a softmax, not SDPA: with a mask only its
+        memory-efficient kernel applies, which runs one thread block per (head, query block), i.e.
+        8 blocks reading a 100k-key cache: 84% of a replay's GPU time, ~0.8 ms per layer (measured,
+        H100). The numerics follow flash attention's: fp32 scores from bf16 inputs, fp32 softmax,
+        the probabilities rounded to the value dtype for the second product (fp32 accumulation).
+        A block of rows (the question): masked SDPA, whose memory-efficient kernel then has enough
+        query blocks to fill the GPU and never holds the scores (as matmuls they are rows x keys
+        fp32: 1 GiB per layer for a 256-token question over 130k keys; 37 ms against 83 ms for the
+        first token at 1000 frames, H100; `benchmarks/results/question_pass.md`)."""
         hq, r, hd = q.shape
-        hkv, m = k.shape[0], k.shape[1]
+        hkv = k.shape[0]
         rows = q.reshape(hkv, hq // hkv * r, hd)
-        if mask.dim() == 2:
-            mask = mask.repeat(hq // hkv, 1)  # rows run (head in group, query row)
-        if r > 1 and m > self.key_block:
-            out = self._attend_blocks(rows, k, v, mask, attn.scaling)
+        if r > 1:
+            block_mask = mask.repeat(hq // hkv, 1)  # rows run (head in group, query row)
+            out = F.scaled_dot_product_attention(rows[None], k[None], v[None], attn_mask=block_mask[None, None],
+                                                 scale=attn.scaling)[0]
         else:
             scores = self._scores(rows, k.transpose(1, 2)) * attn.scaling
             probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
             out = torch.bmm(probs.to(v.dtype), v)
         return out.view(hkv, hq // hkv, r, hd).permute(2, 0, 1, 3).reshape(r, hq * hd)
-
-    def _attend_blocks(self, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                       scaling: float) -> torch.Tensor:
-        """Softmax attention of rows [Hkv, R, hd] over k/v in blocks of `key_block` keys, merged by
-        their running maxima (flash attention's online softmax): transient memory of one block."""
-        top = num = den = None
-        for s in range(0, k.shape[1], self.key_block):
-            e = min(k.shape[1], s + self.key_block)
-            scores = (self._scores(rows, k[:, s:e].transpose(1, 2)) * scaling).masked_fill(~mask[:, s:e], float("-inf"))
-            best = scores.amax(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).min)  # a fully masked block: 0
-            probs = torch.exp(scores - best)
-            part_den = probs.sum(-1, keepdim=True)
-            part_num = self._scores(probs.to(v.dtype), v[:, s:e])
-            if top is None:
-                top, num, den = best, part_num, part_den
-                continue
-            new = torch.maximum(top, best)
-            old_w, new_w = torch.exp(top - new), torch.exp(best - new)
-            num, den, top = num * old_w + part_num * new_w, den * old_w + part_den * new_w, new
-        return (num / den).to(v.dtype)
 
     def _anchor(self, layer: nn.Module, cache_k: torch.Tensor, cache_v: torch.Tensor, hidden: torch.Tensor,
                 cos: torch.Tensor, sin: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -127,18 +127,6 @@ def test_a_cold_ask_finishes_the_video_before_the_static_question():
     _same(eager, static, 12)
 
 
-@pytest.mark.parametrize("key_block", [7, 64])
-def test_a_question_over_a_long_anchor_cache_attends_block_by_block(key_block):
-    # (the 2B model's caches hold ~10^5 keys; here blocks of 7 and 64 keys over a few hundred, the
-    # last block partly or fully masked)
-    eager, static = _pair(30, chunk_size=4096)
-    static._static.key_block = key_block
-    anchor = static.state.layers[3]
-    assert anchor.k.shape[1] > 4 * key_block
-    _same(eager, static, 12)
-    _same(eager, static, 12, question="where is the bed?")
-
-
 def test_decode_mode_choice():
     assert resolve_decode_mode("auto", torch.device("cpu")) == "off"
     assert resolve_decode_mode("static", torch.device("cpu")) == "static"
