@@ -79,6 +79,7 @@ class StaticDecode:
         self.token = torch.zeros(1, dtype=torch.long, device=dev)
         self.logits: torch.Tensor | None = None
         self.ring_slots = torch.arange(self.window, device=dev)
+        self.ttt_layers = any(isinstance(layer.self_attn, TTTAttention) for layer in decoder.layers)
         self.anchor_slots: dict[int, torch.Tensor] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
         self._question_graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -109,6 +110,14 @@ class StaticDecode:
         if len({s.length for s in state.layers if isinstance(s, AnchorLayerState)}) > 1:
             return False  # not drained: layers at different tokens
         return not ttt or ttt[0].pending_k.shape[1] + steps <= self.dec.config.chunk_size
+
+    def fits_at(self, tokens: int, steps: int) -> bool:
+        """Whether `steps` tokens after the first `tokens` of a stream fall before the next
+        fast-weight update (updates close every block of C tokens counted from the stream's start):
+        `fits` for a memory not drained yet, so that a question that will not fit is never split
+        from the frames it arrives with (one eager run is cheaper than a drain plus a question)."""
+        c = self.dec.config.chunk_size
+        return not self.ttt_layers or tokens % c + steps <= c
 
     def question_bucket(self, n: int) -> int | None:
         """The question-pass shape for `n` tokens, or None (too long: the question runs eagerly)."""

@@ -224,7 +224,8 @@ class StreamingEngine:
         units = self._take_pending(fork)
         ids = self.tokenizer.encode(question, add_special_tokens=False) + list(self.layout.suffix)
         static, question_path, path = self._static, "eager", "eager"
-        if static is not None and static.question_bucket(len(ids)) is not None:
+        if static is not None and static.question_bucket(len(ids)) is not None \
+                and static.fits_at(fork.tokens, len(ids) + max_new - 1):
             if self._prepared is None:
                 self._run_fork(fork, units, drain=True)  # finish the video first, as prepare() does
                 units = []

@@ -127,6 +127,19 @@ def test_a_cold_ask_finishes_the_video_before_the_static_question():
     _same(eager, static, 12)
 
 
+@pytest.mark.parametrize("frames", [1, 4, 7, 10])
+def test_fits_before_the_drain_agrees_with_fits_after_it(frames):
+    # a cold ask decides from the token count whether the question can run statically, before
+    # finishing the video (fits_at), and must decide as fits() would on the drained memory
+    _, static = _pair(frames)  # tiny chunk: C = 24 tokens, so some of these cross an update
+    fork = static.state.fork()
+    units = static._take_pending(fork)
+    before = [static._static.fits_at(fork.tokens, steps) for steps in range(30)]
+    static.decoder.run(fork, units, drain=True)
+    assert before == [static._static.fits(fork, steps) for steps in range(30)]
+    assert True in before and False in before
+
+
 def test_decode_mode_choice():
     assert resolve_decode_mode("auto", torch.device("cpu")) == "off"
     assert resolve_decode_mode("static", torch.device("cpu")) == "static"
