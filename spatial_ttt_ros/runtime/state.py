@@ -81,6 +81,10 @@ class TTTLayerState:
 
 
 GROWTH_STEP_TOKENS = 16384  # anchor buffers double up to this capacity, then grow by a quarter
+# Capacities are multiples of this many tokens (a bounded memory's limit may be passed by less):
+# the decode step's attention runs GEMMs with the capacity as a leading dimension, and an odd one
+# (78,125 after 1.25x steps) loses cuBLAS's aligned kernels.
+CAPACITY_ALIGN = 256
 
 
 def grown_capacity(capacity: int) -> int:
@@ -108,11 +112,13 @@ class AnchorLayerState:
         too small (`grown_capacity`). Forks sharing the old buffer keep it; the used part is copied over. The rest is
         zeroed, not left uninitialised: the graph decode attends over the whole buffer with a mask,
         and a masked NaN still poisons the weighted sum (0 * NaN). `limit` > 0 (a bounded memory)
-        caps the doubling there, so the buffer settles at the budget plus headroom."""
+        caps the growth there, so the buffer settles at the budget plus headroom (rounded up to
+        CAPACITY_ALIGN)."""
         if end <= self.k.shape[1]:
             return
         cap = grown_capacity(self.k.shape[1])
         cap = max(end, min(cap, limit) if limit > 0 else cap)
+        cap = -(-cap // CAPACITY_ALIGN) * CAPACITY_ALIGN
         grown_k = self.k.new_zeros(self.k.shape[0], cap, self.k.shape[2])
         grown_v = self.v.new_zeros(self.v.shape[0], cap, self.v.shape[2])
         grown_k[:, :self.length], grown_v[:, :self.length] = self.k[:, :self.length], self.v[:, :self.length]

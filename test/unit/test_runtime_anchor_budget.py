@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.runtime.state import GROWTH_STEP_TOKENS, AnchorLayerState, grown_capacity
+from spatial_ttt_ros.runtime.state import CAPACITY_ALIGN, GROWTH_STEP_TOKENS, AnchorLayerState, grown_capacity
 
 pytestmark = pytest.mark.unit
 
@@ -197,9 +197,10 @@ def test_anchor_buffers_double_while_small_then_grow_by_a_quarter():
     assert grown_capacity(0) == 256 and grown_capacity(1024) == 2048
     assert grown_capacity(GROWTH_STEP_TOKENS) == GROWTH_STEP_TOKENS * 5 // 4
     st = AnchorLayerState(k=torch.ones(2, 100_000, 4), v=torch.ones(2, 100_000, 4), length=100_000)
-    st.reserve(100_001)
-    assert st.k.shape[1] == 125_000 and float(st.k[:, :100_000].min()) == 1.0 and float(st.k[:, 100_000:].abs().max()) == 0.0
-    st.reserve(200_000)  # a larger request than the step: exactly what is asked
-    assert st.k.shape[1] == 200_000
-    st.reserve(200_001, limit=210_000)  # a bounded memory caps the growth at its limit
-    assert st.k.shape[1] == 210_000
+    st.reserve(100_001)  # 125,000 rounded up to the alignment
+    assert st.k.shape[1] == 125_184 and float(st.k[:, :100_000].min()) == 1.0 and float(st.k[:, 100_000:].abs().max()) == 0.0
+    st.reserve(200_000)  # a larger request than the step: what is asked, rounded up
+    assert st.k.shape[1] == 200_192
+    st.reserve(200_193, limit=210_000)  # a bounded memory caps the growth at its limit (rounded up)
+    assert st.k.shape[1] == 210_176
+    assert all(c % CAPACITY_ALIGN == 0 for c in (125_184, 200_192, 210_176))
