@@ -368,7 +368,7 @@ class StaticDecode:
         the probabilities rounded to the value dtype for the second product (fp32 accumulation).
         A block of rows (the question): masked SDPA, whose memory-efficient kernel then has enough
         query blocks to fill the GPU and never holds the scores (as matmuls they are rows x keys
-        fp32: 1 GiB per layer for a 256-token question over 130k keys; 37 ms against 83 ms for the
+        fp32: 2 GiB per layer for a 256-token question over 131k keys; 37 ms against 83 ms for the
         first token at 1000 frames for a 135-token question on an H100, 46 ms eager:
         `benchmarks/results/question_pass_20261207/`)."""
         hq, r, hd = q.shape
