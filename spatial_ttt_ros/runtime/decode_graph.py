@@ -23,7 +23,7 @@ each row the last W positions, itself included) and into the anchor caches past 
 row sees the cache up to itself); padded rows are computed and ignored, and only the real tokens
 enter the ring for the decode steps that follow. One capture per bucket, on the same buffers as
 the token step. The eager question pass launches ~45 kernels per layer per unit from Python:
-63 ms for the first token at 1024 frames on an H100 (benchmarks/results/engine_compare_bf16_b32.md).
+68 ms for the first token at 1024 frames on an H100 (benchmarks/results/engine_compare_bf16_b32.md).
 
 `mode="static"` runs the same step without capturing it: that is how CPU tests check the
 bookkeeping against the eager decode; `mode="graph"` (CUDA) captures it. A capture is reused
