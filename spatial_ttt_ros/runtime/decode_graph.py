@@ -129,12 +129,10 @@ class StaticDecode:
         last token, the first answer token [1]). `state` itself is not advanced."""
         bucket = self.question_bucket(len(ids))
         if bucket is None:
-            raise ValueError(f"a question of {len(ids)} tokens has no static bucket (at most "
-                             f"{min(QUESTION_BUCKETS[-1], self.window)})")
-        key = self._prepare_buffers(state, max(bucket, len(ids) + steps))
-        fresh = key != self._key
-        self._key = key
-        if self.mode == "graph" and (fresh or bucket not in self._question_graphs):
+            raise ValueError(f"a question of {len(ids)} tokens has no static bucket (buckets "
+                             f"{self.question_buckets}, window {self.window})")
+        self._key = self._prepare_buffers(state, max(bucket, len(ids) + steps))  # new buffers: no graphs
+        if self.mode == "graph" and bucket not in self._question_graphs:
             self._capture_all(state, ids, bucket)
         self._load(state, 0, ids, bucket)
         graph = self._question_graphs.get(bucket)
