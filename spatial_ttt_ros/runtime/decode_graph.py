@@ -33,6 +33,7 @@ while the anchor buffers stay the same (they move only when they grow: state.gro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,6 @@ class StaticDecode:
         self.token = torch.zeros(1, dtype=torch.long, device=dev)
         self.logits: torch.Tensor | None = None
         self.ring_slots = torch.arange(self.window, device=dev)
-        self.ttt_layers = any(isinstance(layer.self_attn, TTTAttention) for layer in decoder.layers)
         self.anchor_slots: dict[int, torch.Tensor] = {}
         self._graph: torch.cuda.CUDAGraph | None = None
         self._question_graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -117,7 +117,7 @@ class StaticDecode:
         `fits` for a memory not drained yet, so that a question that will not fit is never split
         from the frames it arrives with (one eager run is cheaper than a drain plus a question)."""
         c = self.dec.config.chunk_size
-        return not self.ttt_layers or tokens % c + steps <= c
+        return not self.dec.config.ttt_layers or tokens % c + steps <= c
 
     def question_bucket(self, n: int) -> int | None:
         """The question-pass shape for `n` tokens, or None (too long: the question runs eagerly)."""
@@ -158,28 +158,16 @@ class StaticDecode:
         failure, both run uncaptured from now on."""
         try:
             if self._graph is None:
-                self._load(state, 0)
-                self._capture(state, 0)
-            self._capture_question(state, ids, bucket)
+                self._graph = self._record(self._step, lambda: self._load(state, 0))
+            self._question_graphs[bucket] = self._record(lambda: self._question(bucket),
+                                                         lambda: self._load(state, 0, ids, bucket))
         except Exception as exc:  # noqa: BLE001 - any capture failure: run uncaptured from now on
-            self._graph, self._question_graphs, self.mode = None, {}, "static"
-            self.capture_error = f"{type(exc).__name__}: {exc}"
-            log.warning("CUDA graph capture failed (%s); decoding without graphs", self.capture_error)
+            self._give_up_graphs(exc)
 
-    def _capture_question(self, state: MemoryState, ids: list[int], bucket: int) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._load(state, 0, ids, bucket)
-                self._question(bucket)
-        torch.cuda.current_stream().wait_stream(stream)
-        self._load(state, 0, ids, bucket)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self._question(bucket)
-        self._question_graphs[bucket] = graph
-        self.captures += 1
+    def _give_up_graphs(self, exc: Exception) -> None:
+        self._graph, self._question_graphs, self.mode = None, {}, "static"
+        self.capture_error = f"{type(exc).__name__}: {exc}"
+        log.warning("CUDA graph capture failed (%s); decoding without graphs", self.capture_error)
 
     def begin(self, state: MemoryState, first_token: int, steps: int) -> None:
         """Load `state` (a drained fork) for up to `steps` decode steps whose first input is
@@ -189,11 +177,9 @@ class StaticDecode:
         self._load(state, first_token)
         if self.mode == "graph" and (key != self._key or self._graph is None):
             try:
-                self._capture(state, first_token)
+                self._graph = self._record(self._step, lambda: self._load(state, first_token))
             except Exception as exc:  # noqa: BLE001 - any capture failure: decode uncaptured from now on
-                self._graph, self._question_graphs, self.mode = None, {}, "static"
-                self.capture_error = f"{type(exc).__name__}: {exc}"
-                log.warning("CUDA graph capture failed (%s); decoding without graphs", self.capture_error)
+                self._give_up_graphs(exc)
                 self._load(state, first_token)
         self._key = key
 
@@ -246,22 +232,23 @@ class StaticDecode:
             padded[:n] = torch.tensor(ids, dtype=torch.long)
             self.question_ids[bucket].copy_(padded)
 
-    def _capture(self, state: MemoryState, first_token: int) -> None:
-        """Warm up (Triton compiles, cuBLAS picks kernels) on a side stream, reload the state the
-        warm-up steps moved on, capture one step."""
+    def _record(self, run: Callable[[], None], load: Callable[[], None]) -> torch.cuda.CUDAGraph:
+        """`run` (a token step or a question pass) warmed up on a side stream (Triton compiles,
+        cuBLAS picks kernels), the buffers the warm-up moved on `load`ed back, one `run` captured."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self._step()
+                load()
+                run()
         torch.cuda.current_stream().wait_stream(stream)
-        self._load(state, first_token)
+        load()
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA calls from other threads (a node's status timer) do not break it
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # records, does not run
-            self._step()
-        self._graph = graph
+            run()
         self.captures += 1
+        return graph
 
     # ------------------------------------------------------------ one token
     @torch.no_grad()
@@ -343,12 +330,20 @@ class StaticDecode:
         x = ops.norm(layer.input_layernorm, hidden)
         q_hat, k_hat, v = ops.project(attn.attn_layer, x)
         q_rot, k_rot = attn.rope(q_hat, k_hat, cos, sin)
-        v = v.transpose(0, 1)
+        v_heads = v.transpose(0, 1)
         swa = self._attend(attn.attn_layer, q_rot, torch.cat((ring_k, k_rot), dim=1),
-                           torch.cat((ring_v, v), dim=1), mask)
+                           torch.cat((ring_v, v_heads), dim=1), mask)
         ring_k.copy_(torch.where(take, k_rot.index_select(1, landing), ring_k))
-        ring_v.copy_(torch.where(take, v.index_select(1, landing), ring_v))
-        q, _, _ = ops.fast_qkv(attn, attn.raw_fast_inputs(q_hat, k_hat, v.transpose(0, 1)), cos, sin)
+        ring_v.copy_(torch.where(take, v_heads.index_select(1, landing), ring_v))
+        return self._ttt_output(attn, fw, x, q_hat, k_hat, v, cos, sin, swa)
+
+    def _ttt_output(self, attn: TTTAttention, fw: list[torch.Tensor], x: torch.Tensor, q_hat: torch.Tensor,
+                    k_hat: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                    swa: torch.Tensor) -> torch.Tensor:
+        """A TTT layer's output from its window attention `swa`: the fast weights `fw` applied to the
+        rows' fast queries, gated, added, projected."""
+        ops = self.dec.ops
+        q, _, _ = ops.fast_qkv(attn, attn.raw_fast_inputs(q_hat, k_hat, v), cos, sin)
         _, _, gate_logits = ops.side(attn, x)
         ttt = ops.gate_output(attn, fw_apply(*fw, q, backend=self.dec.backend), gate_logits, x.dtype)
         return attn.attn_layer.o_proj(swa + ttt)
@@ -403,10 +398,7 @@ class StaticDecode:
         ring_k.index_copy_(1, slot, k_rot)
         ring_v.index_copy_(1, slot, v.transpose(0, 1))
         swa = self._attend(attn.attn_layer, q_rot, ring_k, ring_v, mask)
-        q, _, _ = ops.fast_qkv(attn, attn.raw_fast_inputs(q_hat, k_hat, v), cos, sin)
-        _, _, gate_logits = ops.side(attn, x)
-        ttt = ops.gate_output(attn, fw_apply(*fw, q, backend=self.dec.backend), gate_logits, x.dtype)
-        return attn.attn_layer.o_proj(swa + ttt)
+        return self._ttt_output(attn, fw, x, q_hat, k_hat, v, cos, sin, swa)
 
 
 def _bmm_out_dtype_works(param: torch.Tensor) -> bool:

@@ -226,15 +226,14 @@ class StreamingEngine:
         static, question_path, path = self._static, "eager", "eager"
         if static is not None and static.question_bucket(len(ids)) is not None \
                 and static.fits_at(fork.tokens, len(ids) + max_new - 1):
+            # The question and the answer over static buffers (CUDA graph replays on GPUs), after
+            # the video is finished as prepare() does (fits_at: no update falls among them then).
             if self._prepared is None:
-                self._run_fork(fork, units, drain=True)  # finish the video first, as prepare() does
-                units = []
-            if static.fits(fork, len(ids) + max_new - 1):
-                # The question and the answer over static buffers (CUDA graph replays on GPUs).
-                before = _anchor_buffers(fork)
-                first_logits, first = static.begin_question(fork, ids, max_new - 1)
-                self._adopt(fork, before)
-                logits, token, question_path = [first_logits.clone()], int(first), static.mode
+                self._run_fork(fork, units, drain=True)
+            before = _anchor_buffers(fork)
+            first_logits, first = static.begin_question(fork, ids, max_new - 1)
+            self._adopt(fork, before)
+            logits, token, question_path = [first_logits.clone()], int(first), static.mode
         if question_path == "eager":
             units.append(self._text_unit(fork, ids))
             if self.config.decode_update_rule == "official":
