@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_engine import QUESTION, bench_config, test_frames, warm_engine
-from benchmarks.stamp import stamp, stamp_line
+from benchmarks.compare_table import question_table
+from benchmarks.stamp import stamp
 
 SHORT = "How many chair(s) are in this room?"
 PATHS = (("eager", ()), ("graph", None))
@@ -73,15 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     result = {**stamp(" ".join(["python -m benchmarks.bench_question", *(argv if argv is not None else sys.argv[1:])]),
                       "cuda"), "rows": rows}
-    table = [stamp_line(result), "",
-             "Prepared memory (engine.prepare() ran), count answer of 3 tokens, medians of 3; eager = the question "
-             "pass launched from Python, graph = over static buffers (runtime/decode_graph.py). Answer tokens 2-3 "
-             "decode by graph replay in both.", "",
-             "| frames | question tokens | first token ms, eager | first token ms, graph | answer ms, eager | "
-             "answer ms, graph | path taken |", "|---:|---:|---:|---:|---:|---:|---|"]
-    table += [f"| {r['frames']} | {r['question_tokens']} | {r['eager']['first_token_ms']:.1f} | "
-              f"{r['graph']['first_token_ms']:.1f} | {r['eager']['answer_ms']:.1f} | {r['graph']['answer_ms']:.1f} | "
-              f"{r['graph']['question_path']} |" for r in rows]
+    table = question_table(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "question_pass.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -1,8 +1,11 @@
-"""The side-by-side table of `bench_engine compare` (our engine, the KV-cache peer, the one-pass
-baseline, one run): used by bench_engine.py when it writes the result and by plot.py for engine.md
-and the README block, so both show the same numbers from the same JSON."""
+"""The side-by-side tables of the GPU benchmarks: `bench_engine compare` (our engine, the KV-cache
+peer, the one-pass baseline, one run) and `bench_question` (the question pass eager vs over static
+buffers, one run): used by the benchmark when it writes the result and by plot.py for engine.md and
+the README block, so both show the same numbers from the same JSON."""
 
 from __future__ import annotations
+
+from benchmarks.stamp import stamp_line
 
 OURS = "Spatial-TTT engine"
 PEER = "stock Qwen3-VL-2B, KV cache streamed"
@@ -86,3 +89,16 @@ def _answer_tokens(result: dict) -> int:
     for q in result["ours"].get("queries", []):
         return q.get("count_answer_tokens", 3)
     return 3
+
+
+def question_table(result: dict) -> list[str]:
+    """The markdown of a question_pass.json result: its stamp, then eager vs graph per row."""
+    table = [stamp_line(result), "",
+             "Prepared memory (engine.prepare() ran), count answer of 3 tokens, medians of 3; eager = the question "
+             "pass launched from Python, graph = over static buffers (runtime/decode_graph.py). Answer tokens 2-3 "
+             "decode by graph replay in both.", "",
+             "| frames | question tokens | first token ms, eager | first token ms, graph | answer ms, eager | "
+             "answer ms, graph | path taken |", "|---:|---:|---:|---:|---:|---:|---|"]
+    return table + [f"| {r['frames']} | {r['question_tokens']} | {r['eager']['first_token_ms']:.1f} | "
+                     f"{r['graph']['first_token_ms']:.1f} | {r['eager']['answer_ms']:.1f} | "
+                     f"{r['graph']['answer_ms']:.1f} | {r['graph']['question_path']} |" for r in result["rows"]]

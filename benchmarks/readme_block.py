@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.compare_table import compare_table
+from benchmarks.compare_table import compare_table, question_table
 
 BEGIN = "<!-- BEGIN GENERATED PERFORMANCE (python -m benchmarks.plot; from benchmarks/results/*.json, do not edit) -->"
 END = "<!-- END GENERATED PERFORMANCE -->"
@@ -72,6 +72,9 @@ def gpu_lines(data: dict, default: tuple[str, int]) -> list[str]:
     lines += [f"- {source(r)}" for r in sources]
     for cmp in data.get("compare", []):
         lines += ["", "Side by side, one run on one GPU (`bench_engine compare`):", "", *compare_table(cmp)]
+    if data.get("question"):
+        lines += ["", "The question pass, eager vs over static buffers, one run on one GPU (`bench_question`):", "",
+                  *question_table(data["question"])]
     if runs:
         lines += ["", f"Ingest and memory by configuration at {' and '.join(map(str, TABLE_FRAMES))} frames (separate "
                       "runs; every frame count: `benchmarks/results/engine.md`):", "",

@@ -4,13 +4,20 @@
     sample = source.sample(index, step)        # a TrainSample (train/samples.py)
 
 `data` keys: `shards` (glob patterns of shard directories or of their roots), `max_frames`
-(frames per clip), `stages` (train/curriculum.py). For a sample, the stage at `step` picks a
+(frames per clip), `stages` (train/curriculum.py), `ask_at_end` (optional, default 0: the share of
+QA clips asked at the end of the tour, below). For a sample, the stage at `step` picks a
 task by its mix, then:
 
 * "qa": a kind uniformly among the stage's kinds that have items (balanced per kind), an item of
   that kind uniformly, and a clip of <= max_frames frames holding the item's whole frame_range
   (every object the answer depends on is first seen inside the clip, so the answer is true of
-  the clip). Question = spatial.qa.item_prompt (spatial/prompts.py build_prompt, the node's call,
+  the clip). A share `ask_at_end` of these clips is the longest one instead: it ends as late as
+  max_frames allows (the episode's last frame when the episode fits) and starts as early as that
+  end allows — the question asked after the whole tour, as the node and `train eval` ask it, so
+  that all items of an episode share an ask time. (Otherwise an item whose evidence runs to the
+  last frames is the only one asked there, and the clip's end alone can tell its answer: the
+  overfit gate of 2026-12-07 learnt that shortcut, models/demo/attempts/gate_gpu_20261207b.)
+  Question = spatial.qa.item_prompt (spatial/prompts.py build_prompt, the node's call,
   with the preset's append_many_rooms); answer = `answer_text(item)`, which
   spatial.answers.parse_answer reads back as the item's answer. The robot-relative kinds
   (locate, robot_distance, robot_direction: answers relative to the camera pose when asked) take
@@ -54,7 +61,7 @@ from .shards import Episode, find_shards, read_episode, read_frames
 DESCRIBE_QUESTION = ("Describe everything you have seen in the video so far: the rooms, each object with its "
                      "size and position, and the order in which the objects first appeared.")
 CHUNK_QUESTION = "Describe what the latest frames show, what is new in them, and what you have seen so far."
-DATA_KEYS = ("shards", "max_frames", "stages")
+DATA_KEYS = ("shards", "max_frames", "stages", "ask_at_end")
 
 
 def answer_text(item: Mapping) -> str:
@@ -102,8 +109,8 @@ class SampleSource:
     """Deterministic samples over a set of shards; see the module doc."""
 
     def __init__(self, shards: list[_Shard], stages: list[Stage], max_frames: int, config: SpatialTTTConfig,
-                 tokenizer: Any, layout: ChatLayout, seed: int) -> None:
-        self.shards, self.stages, self.max_frames = shards, stages, max_frames
+                 tokenizer: Any, layout: ChatLayout, seed: int, ask_at_end: float = 0.0) -> None:
+        self.shards, self.stages, self.max_frames, self.ask_at_end = shards, stages, max_frames, float(ask_at_end)
         self.config, self.tokenizer, self.layout, self.seed = config, tokenizer, layout, int(seed)
         self.qa: dict[str, list[tuple[int, int]]] = {}
         self.describe: list[tuple[int, int | None]] = []  # (shard, chunk description index or None)
@@ -189,8 +196,13 @@ class SampleSource:
         first, last = item["frame_range"]
         n = sh.episode.num_frames
         robot = item["kind"] in ROBOT_KINDS  # answered relative to the pose at the ask frame
-        end = last if robot else int(rng.integers(last, min(n - 1, first + self.max_frames - 1) + 1))
-        start = int(rng.integers(max(0, end - self.max_frames + 1), first + 1))
+        latest = min(n - 1, first + self.max_frames - 1)
+        if not robot and self.ask_at_end > 0 and rng.random() < self.ask_at_end:  # after the tour (module doc)
+            end = latest
+            start = max(0, end - self.max_frames + 1)
+        else:
+            end = last if robot else int(rng.integers(last, latest + 1))
+            start = int(rng.integers(max(0, end - self.max_frames + 1), first + 1))
         prompt = item_prompt(item, append_many_rooms=self.config.append_many_rooms)
         return self._finish(sh, start, end, prompt.text, answer_text(item), item["kind"], dict(item), item["objects"])
 
@@ -232,6 +244,9 @@ def build_source(data_cfg: Mapping, config: SpatialTTTConfig, tokenizer: Any, la
     paths = find_shards(list(patterns))
     if not paths:
         raise ValueError(f"data.shards: no episode shard matches {list(patterns)}")
+    ask_at_end = data_cfg.get("ask_at_end", 0.0)
+    if isinstance(ask_at_end, bool) or not isinstance(ask_at_end, (int, float)) or not 0.0 <= ask_at_end <= 1.0:
+        raise ValueError(f"data.ask_at_end: expected a number in [0, 1], got {ask_at_end!r}")
     stages = parse_stages(data_cfg.get("stages"))
     shards = []
     size = (config.frame_height, config.frame_width)
@@ -244,4 +259,4 @@ def build_source(data_cfg: Mapping, config: SpatialTTTConfig, tokenizer: Any, la
             raise ValueError(f"shard {p} has no camera poses, but preset {config.name!r} has pose_text: true")
         scene = validate_scene(ep.scene) if ep.scene is not None else None
         shards.append(_Shard(ep, scene, ep.visibility))
-    return SampleSource(shards, stages, max_frames, config, tokenizer, layout, seed)
+    return SampleSource(shards, stages, max_frames, config, tokenizer, layout, seed, ask_at_end)

@@ -44,8 +44,8 @@ def shards(tmp_path_factory):
     return out, root / "noscene"
 
 
-def _source(engine, shards, *, max_frames=8, stages=STAGES, seed=0):
-    cfg = {"shards": [str(p) + "/*" for p in shards], "max_frames": max_frames, "stages": stages}
+def _source(engine, shards, *, max_frames=8, stages=STAGES, seed=0, **extra):
+    cfg = {"shards": [str(p) + "/*" for p in shards], "max_frames": max_frames, "stages": stages, **extra}
     return build_source(cfg, engine.config, engine.tokenizer, engine.layout, seed=seed)
 
 
@@ -131,6 +131,29 @@ def test_deterministic_in_seed_index_step(engine, shards):
     assert a.sample(2, 1).meta["window"] == 275 and a.sample(2, 4).meta["stage"] == "qa"
 
 
+def test_ask_at_end_asks_after_the_whole_tour(engine, shards):
+    """ask_at_end: 1 -> every QA clip is the longest one max_frames allows around its item (the end
+    of the episode when it fits), so all items of an episode share their ask time; the default (0)
+    keeps the random clips, and leaves the draws of existing recipes as they were."""
+    qa = [{"name": "qa", "steps": 1, "mix": {"qa": 1.0}}]
+    n = read_episode(next(iter(shards[0].iterdir())), load_frames=False).num_frames
+    for max_frames in (n, 8):
+        src = _source(engine, shards[:1], max_frames=max_frames, stages=qa, ask_at_end=1.0)
+        for i in range(12):
+            meta = src.sample(i, 0).meta
+            first, last = meta["item"]["frame_range"]
+            end = min(n - 1, first + max_frames - 1)
+            assert meta["clip"] == [max(0, end - max_frames + 1), end], (max_frames, meta["item"]["question"])
+            assert meta["clip"][0] <= first and last <= meta["clip"][1]
+    ends = {_source(engine, shards[:1], max_frames=n, stages=qa).sample(i, 0).meta["clip"][1] for i in range(24)}
+    assert len(ends) > 1  # random clips end at different frames
+    half = _source(engine, shards[:1], max_frames=n, stages=qa, ask_at_end=0.5)
+    at_end = [half.sample(i, 0).meta["clip"] == [0, n - 1] for i in range(40)]
+    assert 5 < sum(at_end) < 40
+    plain, zero = _source(engine, shards[:1], stages=qa), _source(engine, shards[:1], stages=qa, ask_at_end=0)
+    assert all(plain.sample(i, 0).meta == zero.sample(i, 0).meta for i in range(6))
+
+
 def test_evidence_outside_window_against_the_attention_mask(engine):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(6)]
@@ -161,6 +184,8 @@ def test_evidence_label_is_set_with_visibility(engine, shards):
     ({"shards": ["/nonexistent/*"], "max_frames": 8, "stages": STAGES}, "no episode shard"),
     ({"shards": ["X"], "max_frames": 0, "stages": STAGES}, "data.max_frames"),
     ({"shards": ["X"], "max_frames": 8, "stages": STAGES, "fps": 2}, "unknown keys"),
+    ({"shards": ["X"], "max_frames": 8, "stages": STAGES, "ask_at_end": 1.5}, "data.ask_at_end"),
+    ({"shards": ["X"], "max_frames": 8, "stages": STAGES, "ask_at_end": True}, "data.ask_at_end"),
 ])
 def test_bad_data_config(engine, shards, cfg, match):
     cfg = {k: ([str(shards[0] / "*")] if v == ["X"] else v) for k, v in cfg.items()}
