@@ -7,7 +7,9 @@
 #
 # data:   bulk shards of training scenes SEEDS (train/demo_data.py; same samples as synth -> bag ->
 #         annotate -> bake), runs/demo_shards; DATA_TIME_LIMIT=S starts no scene after S seconds (on
-#         2026-12-07 rendering took ~31 s per scene per worker on the device and ate a whole call)
+#         2026-12-07 rendering took ~31 s per scene per worker on the device and ate a whole call;
+#         in a later session the same day 8 scenes took 11 s with 8 workers, 2.5 s per scene per worker,
+#         cause of the difference not found)
 # train:  spatial-ttt train run config/train/demo.yaml --out runs/demo (resumes; stops and
 #         checkpoints before TIME_LIMIT seconds)
 # export: models/demo/model.safetensors (fp16)
