@@ -70,11 +70,11 @@ def counted_tflop(config: SpatialTTTConfig, tokens: int) -> dict[str, float]:
     d, layers, ttt = 2048, 28, len(config.ttt_layers)
     params = layers * (2 * d * d + 2 * d * 1024 + 3 * d * 6144)  # q, o: d*d; k, v: d*1024; MLP: 3*d*6144
     fw = 4 * 18 * 512 * 512
-    ours = (decoder_flops(tokens, params=params, layers=ttt, d=d, keys_per_token=min(config.window_size, tokens),
-                          ttt_layers=ttt, fw_per_token=fw)
-            + decoder_flops(tokens, params=0, layers=layers - ttt, d=d, keys_per_token=tokens / 2))
+    anchor = decoder_flops(tokens, params=0, layers=layers - ttt, d=d, keys_per_token=tokens / 2)
+    ours = decoder_flops(tokens, params=params, layers=ttt, d=d, keys_per_token=min(config.window_size, tokens),
+                         ttt_layers=ttt, fw_per_token=fw) + anchor
     full = decoder_flops(tokens, params=params, layers=layers, d=d, keys_per_token=tokens / 2)
-    return {"spatial_ttt_tflop": ours / 1e12, "full_attention_tflop": full / 1e12}
+    return {"spatial_ttt_tflop": ours / 1e12, "full_attention_tflop": full / 1e12, "anchor_attention_tflop": anchor / 1e12}
 
 
 def gpu_peak_gib() -> float:

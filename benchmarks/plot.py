@@ -120,6 +120,22 @@ def compare_values(cmp: dict) -> dict[int, dict[str, float]]:
     return out
 
 
+def _work_rate(cmp: dict, frames: int, name: str, target: float) -> str:
+    """For an ingest target: the decoder work counted for the run (bench_engine's formula) per second
+    as measured, and as the target would need it."""
+    row = next((r for r in cmp["ours"]["ingest"] if r["frames"] == frames), None)
+    if name != "ingest frames/s" or not row or not row.get("spatial_ttt_tflop"):
+        return ""
+    from benchmarks.bench_engine import bench_config, counted_tflop
+
+    config = bench_config(argparse.Namespace(fw_precision=cmp["fw_precision"], batch_groups=cmp["ingest_batch_groups"]))
+    anchor = counted_tflop(config, row["tokens"])["anchor_attention_tflop"]
+    done = row["spatial_ttt_tflop"] / row["seconds"]
+    return (f"; counted decoder work {row['spatial_ttt_tflop']:.0f} TFLOP ({anchor / row['spatial_ttt_tflop']:.0%} of it "
+            f"the anchor layers' attention over the whole history), done at {done:.0f} TFLOP/s, the target needs "
+            f"{row['spatial_ttt_tflop'] * target / frames:.0f} TFLOP/s")
+
+
 def compare_verdicts(data: dict) -> list[str]:
     """One line per issue-13 target with a measurement in the compare / question-pass results."""
     lines = []
@@ -130,7 +146,7 @@ def compare_verdicts(data: dict) -> list[str]:
                     ok = values[name] <= target if at_most else values[name] >= target
                     lines.append(f"- {frames} frames, {name} ({'<=' if at_most else '>='} {target:g}): "
                                  f"{values[name]:.{2 if values[name] < 10 else 1}f} — **{'met' if ok else 'not met'}** "
-                                 f"({cmp['device']}, commit {str(cmp.get('commit'))[:7]})")
+                                 f"({cmp['device']}, commit {str(cmp.get('commit'))[:7]})" + _work_rate(cmp, frames, name, target))
     question = data.get("question")
     if question:
         # the target is at 1024 frames; bench_question's largest default is 1000 (a shorter stream is easier)

@@ -63,3 +63,34 @@ def test_out_of_memory_baseline_gets_no_ratio_and_no_verdict(tmp_path):
     assert "| 1024 | 88,000 | OOM | OOM | |" in text
     assert "| 8 pairs/pass, fp32 | 1024 | 150.0 | 11.0 | baseline OOM |" in text  # no ratio against an OOM run
     assert "peak memory at 1024" not in text and "count question" not in text
+
+
+def _compare(fps: float, peak_q: float, prepared_s: float, decode_ms: float) -> dict:
+    ours = {"ingest": [{"frames": 1024, "frames_per_s": fps, "seconds": 1024 / fps, "peak_gib": peak_q - 1,
+                        "peak_after_questions_gib": peak_q, "tokens": 92636, "spatial_ttt_tflop": 586.0}],
+            "queries": [{"frames": 1024, "count_answer_s": 0.09, "first_token_s": 0.05, "decode_ms_per_token": decode_ms,
+                         "prepared_count_answer_s": prepared_s, "prepared_first_token_s": 0.015}]}
+    return {"device": "GPU", "commit": "abcdef0123", "fw_precision": "bf16", "ingest_batch_groups": 32, "ours": ours,
+            "baseline": [{"frames": 1024, "tokens": 88636, "seconds": 3.6, "peak_gib": 20.0}]}
+
+
+def test_issue_13_targets_are_judged_from_the_side_by_side_run():
+    met = "\n".join(plot.compare_verdicts({"compare": [_compare(410.0, 10.0, 0.045, 6.5)]}))
+    assert "ingest frames/s (>= 400): 410.0 — **met**" in met
+    assert "peak with questions / one-pass peak (<= 0.5): 0.50 — **met**" in met
+    assert "count answer ms, prepared (<= 50): 45.0 — **met**" in met
+    assert "count answer ms, cold (<= 100): 90.0 — **met**" in met
+    assert "first token ms, prepared (<= 20): 15.0 — **met**" in met
+    assert "decode ms per answer token (<= 7): 6.50 — **met**" in met
+    # 586 TFLOP over 1024 / 410 s, and at 400 frames/s: 586 * 400 / 1024
+    assert "done at 235 TFLOP/s, the target needs 229 TFLOP/s" in met
+    missed = "\n".join(plot.compare_verdicts({"compare": [_compare(255.0, 10.2, 0.081, 7.04)]}))
+    for name in ("ingest frames/s (>= 400): 255.0", "(<= 0.5): 0.51", "prepared (<= 50): 81.0", "(<= 7): 7.04"):
+        assert f"{name} — **not met**" in missed
+    question = {"device": "GPU", "rows": [
+        {"frames": 300, "question_tokens": 48, "graph": {"question_path": "graph", "first_token_ms": 15.0}},
+        {"frames": 1000, "question_tokens": 48, "graph": {"question_path": "graph", "first_token_ms": 27.4}},
+        {"frames": 1000, "question_tokens": 300, "graph": {"question_path": "eager", "first_token_ms": 60.0}}]}
+    lines = plot.compare_verdicts({"compare": [], "question": question})
+    assert lines == ["- 1000 frames, first token ms over static buffers, 48-token question (<= 20 at 1024 frames): "
+                     "27.4 — **not met** (`bench_question`, GPU)"]
