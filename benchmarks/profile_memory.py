@@ -1,0 +1,159 @@
+"""GPU memory of the engine on the Qwen3-VL-2B architecture (random weights): what the peak is made of.
+
+    python -m benchmarks.profile_memory [--frames 64] [--history 960] [--batch-groups 32] \
+        [--fw-precision bf16] [--out DIR]
+
+Pushes `--history` frames, then measures `--frames` more and the questions of the benchmark (a cold
+ask, prepare(), a prepared ask): the persistent part (weights, each part of the memory state, the
+anchor buffers' capacity) and, for each part of a pass (vision tower, the decoder's raw projections,
+TTT layers, anchor layers, layer finish; and "between parts" for the rest), the memory allocated when
+it starts and the most it allocates on top while it runs. The part whose start + transient reaches
+the run's peak is where the peak is made. Peak figures are torch.cuda.max_memory_allocated, as
+bench_engine reports them. Writes DIR/memory_profile.json and .md when --out is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 2**30
+PARTS = ("_raw", "_ttt", "_anchor", "_finish_layer")
+
+
+@dataclass
+class PartMemory:
+    """Per part: calls, the most allocated at a call's start, the largest transient on top of it,
+    and the largest start + transient (the highest the part took the allocation)."""
+    calls: int = 0
+    start: int = 0
+    transient: int = 0
+    high: int = 0
+
+
+@dataclass
+class PeakTracker:
+    """Bookkeeping of allocation peaks by part through three allocator calls (on CUDA:
+    torch.cuda.memory_allocated, max_memory_allocated, reset_peak_memory_stats); `overall` is the
+    highest allocation seen, in or between parts."""
+    allocated: Callable[[], int]
+    peak: Callable[[], int]
+    reset: Callable[[], None]
+    parts: dict[str, PartMemory] = field(default_factory=dict)
+    overall: int = 0
+
+    def wrap(self, name: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            between = self.parts.setdefault("between parts", PartMemory())
+            between.high = max(between.high, self.peak())
+            self.overall = max(self.overall, self.peak())
+            start = self.allocated()
+            self.reset()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                high = self.peak()
+                part = self.parts.setdefault(name, PartMemory())
+                part.calls += 1
+                part.start = max(part.start, start)
+                part.transient = max(part.transient, high - start)
+                part.high = max(part.high, high)
+                self.overall = max(self.overall, high)
+                self.reset()
+        return wrapper
+
+    def finish(self) -> None:
+        """Fold in what was allocated after the last part."""
+        between = self.parts.setdefault("between parts", PartMemory())
+        between.high = max(between.high, self.peak())
+        self.overall = max(self.overall, self.peak())
+
+
+def tracked(engine: object, tracker: PeakTracker, run: Callable[[], object]) -> None:
+    """Run `run()` with the vision tower and the decoder's parts wrapped by `tracker`."""
+    visual, dec = engine.model.model.visual, engine.decoder
+    visual.forward = tracker.wrap("vision", visual.forward)
+    for name in PARTS:
+        setattr(dec, name, tracker.wrap(name, getattr(dec, name)))
+    tracker.reset()
+    try:
+        run()
+        tracker.finish()
+    finally:
+        del visual.forward
+        for name in PARTS:
+            delattr(dec, name)
+
+
+def table(label: str, tracker: PeakTracker) -> list[str]:
+    rows = sorted(tracker.parts.items(), key=lambda kv: -kv[1].high)
+    lines = [f"{label}: peak {tracker.overall / GIB:.2f} GiB", "",
+             "| part | calls | allocated at start, GiB | transient on top, GiB | highest, GiB |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {p.calls or ''} | {p.start / GIB:.2f} | {p.transient / GIB:.2f} | {p.high / GIB:.2f} |"
+              if p.calls else f"| {name} | | | | {p.high / GIB:.2f} |" for name, p in rows]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+    import torch
+
+    from benchmarks.bench_engine import QUESTION, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
+    from benchmarks.profile_engine import _push
+    from benchmarks.stamp import stamp, stamp_line
+    from spatial_ttt_ros.runtime.engine import StreamingEngine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--history", type=int, default=960)
+    parser.add_argument("--fw-precision", default="bf16")
+    parser.add_argument("--batch-groups", type=int, default=32)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("profile_memory needs a CUDA GPU", file=sys.stderr)
+        return 2
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
+        "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
+        "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+    weights = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
+    _push(engine, frames, args.history)
+    torch.cuda.synchronize()
+
+    def tracker() -> PeakTracker:
+        return PeakTracker(torch.cuda.memory_allocated, torch.cuda.max_memory_allocated,
+                           torch.cuda.reset_peak_memory_stats)
+
+    runs = {"ingest": tracker(), "cold ask": tracker(), "prepare": tracker(), "prepared ask": tracker()}
+    tracked(engine, runs["ingest"], lambda: _push(engine, frames, args.frames))
+    persistent = {"weights": weights, **engine.state.nbytes_by_part(),
+                  "anchor capacity": engine.state.anchor_capacity_bytes(), "allocated after ingest": torch.cuda.memory_allocated()}
+    tracked(engine, runs["cold ask"], lambda: engine.ask(QUESTION, max_new_tokens=3))
+    tracked(engine, runs["prepare"], engine.prepare)
+    tracked(engine, runs["prepared ask"], lambda: engine.ask(QUESTION, max_new_tokens=3))
+    result = {**stamp(" ".join(["python -m benchmarks.profile_memory", *(argv if argv is not None else sys.argv[1:])]),
+                      "cuda"),
+              "frames": args.history + args.frames, "persistent_bytes": persistent,
+              "runs": {k: {"peak_bytes": t.overall, "parts": {n: vars(p) for n, p in t.parts.items()}} for k, t in runs.items()}}
+    lines = [stamp_line(result), "", f"After {args.history} + {args.frames} frames, {args.batch_groups} pairs per pass, "
+             f"{args.fw_precision} fast weights. Persistent:", "", "| part | GiB |", "|---|---:|"]
+    lines += [f"| {k} | {v / GIB:.3f} |" for k, v in persistent.items()]
+    for label, t in runs.items():
+        lines += ["", *table(label, t)]
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "memory_profile.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "memory_profile.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

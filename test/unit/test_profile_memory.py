@@ -1,0 +1,79 @@
+"""benchmarks/profile_memory.py's bookkeeping: which part of a pass makes the allocation peak,
+checked against a scripted allocator (the GPU run uses torch.cuda's counters the same way)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("profile_memory", ROOT / "benchmarks" / "profile_memory.py")
+pm = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("profile_memory", pm)  # dataclasses look their module up there
+_spec.loader.exec_module(pm)
+
+pytestmark = pytest.mark.unit
+
+
+class Allocator:
+    """memory_allocated / max_memory_allocated / reset_peak_memory_stats of a scripted allocator."""
+
+    def __init__(self, start: int) -> None:
+        self.now = self.high = start
+
+    def alloc(self, n: int) -> None:
+        self.now += n
+        self.high = max(self.high, self.now)
+
+    def free(self, n: int) -> None:
+        self.now -= n
+
+    def reset(self) -> None:
+        self.high = self.now
+
+
+def test_the_part_that_makes_the_peak_is_found():
+    a = Allocator(100)
+    t = pm.PeakTracker(lambda: a.now, lambda: a.high, a.reset)
+
+    def vision():  # 50 transient, keeps 10 (its output)
+        a.alloc(50)
+        a.free(40)
+
+    def ttt():  # 30 transient, keeps nothing
+        a.alloc(30)
+        a.free(30)
+
+    wrapped_v, wrapped_t = t.wrap("vision", vision), t.wrap("_ttt", ttt)
+    a.reset()
+    wrapped_v()          # 100 -> 150 -> 110
+    a.alloc(70)          # between parts: 180
+    a.free(70)
+    wrapped_t()          # 110 -> 140
+    wrapped_t()
+    a.alloc(100)         # after the last part: 210, the run's peak
+    t.finish()
+    assert (t.parts["vision"].calls, t.parts["vision"].start, t.parts["vision"].transient, t.parts["vision"].high) \
+        == (1, 100, 50, 150)
+    assert (t.parts["_ttt"].calls, t.parts["_ttt"].start, t.parts["_ttt"].transient, t.parts["_ttt"].high) \
+        == (2, 110, 30, 140)
+    assert t.parts["between parts"].high == 210 and t.overall == 210
+    lines = pm.table("ingest", t)
+    assert lines[0] == f"ingest: peak {210 / pm.GIB:.2f} GiB"
+    assert lines[4].startswith("| between parts |") and lines[5].startswith("| vision | 1 |")
+
+
+def test_a_part_that_raises_is_still_counted():
+    a = Allocator(0)
+    t = pm.PeakTracker(lambda: a.now, lambda: a.high, a.reset)
+
+    def boom():
+        a.alloc(7)
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        t.wrap("_anchor", boom)()
+    assert t.parts["_anchor"].transient == 7 and t.overall == 7
