@@ -21,6 +21,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
 from .anchor_budget import capacity_limit
+from .band_attention import band_attention, band_supported
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
@@ -164,13 +165,19 @@ class Decoder:
         if window is None or k.shape[1] <= window or n <= block:
             return _sdpa(q, k, v, q_start, k_start, window, scaling)
         # A long unit against a window: query blocks of W/2 tokens, each against the keys it can
-        # see (W/2 + W - 1 of them), instead of every query against every key of the unit.
+        # see (W/2 + W - 1 of them), instead of every query against every key of the unit; a block
+        # with its whole band in the keys runs as flash calls without a mask (band_attention.py).
+        band = band_supported(q)
         outs = []
         for s in range(0, n, block):
             e = min(n, s + block)
-            lo = max(0, q_start + s - window + 1 - k_start)
+            first = q_start + s - window + 1 - k_start
             hi = q_start + e - k_start
-            outs.append(_sdpa(q[:, s:e], k[:, lo:hi], v[:, lo:hi], q_start + s, k_start + lo, window, scaling))
+            if band and first >= 0 and e - s < window:
+                outs.append(band_attention(q[:, s:e], k[:, first:hi], v[:, first:hi], window, scaling))
+            else:
+                lo = max(0, first)
+                outs.append(_sdpa(q[:, s:e], k[:, lo:hi], v[:, lo:hi], q_start + s, k_start + lo, window, scaling))
         return torch.cat(outs)
 
     def _anchor(self, layer: nn.Module, st: AnchorLayerState, unit: Unit) -> torch.Tensor:

@@ -1,0 +1,59 @@
+"""Sliding-window attention of a block of queries without a materialised mask.
+
+A block of n queries at positions P..P+n-1 (n < W) sees, row r, the keys (P + r - W, P + r]. That
+band is not one causal pattern, so it runs as three unmasked or causal flash calls over disjoint
+key ranges, merged by their log-sum-exps:
+
+    tail   [P+1-W, P+n-W]   n keys, row r sees key j iff j >= r: causal after flipping rows and keys
+    middle [P+n-W+1, P-1]   W-n-1 keys every row sees: no mask
+    head   [P, P+n-1]       n keys, row r sees key j iff j <= r: causal
+
+Each part is a flash kernel with its causal flag, where a boolean band mask sends SDPA to the
+memory-efficient kernel over all W + n - 1 keys with the mask read from memory (the largest single
+GPU cost of ingest in benchmarks/results/profile_ingest_h100_20261207.txt). Equal to the masked
+form up to rounding (test/unit/test_band_attention.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def band_supported(q: torch.Tensor) -> bool:
+    """Whether the flash kernels that return a log-sum-exp take `q`'s device, dtype and head size:
+    any CPU tensor; on CUDA fp16/bf16 with a head size that is a multiple of 8 up to 256 on an
+    sm80+ GPU (flash attention's own limits)."""
+    if q.device.type == "cpu":
+        return q.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    d = q.shape[-1]
+    return d % 8 == 0 and d <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0)
+
+
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+           scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output [H, n, d], log-sum-exp [H, n] fp32) of q [H, n, d] against k/v [H, m, d]; `causal`
+    is top-left aligned (row r sees keys 0..r)."""
+    q, k, v = q[None], k[None], v[None]
+    if q.device.type == "cuda":
+        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scaling)
+    else:
+        out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scaling)
+    return out[0][0], out[1][0].float()
+
+
+def band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scaling: float) -> torch.Tensor:
+    """q [H, n, hd] at positions P..P+n-1; k/v [H, W+n-1, hd] at positions P+1-W..P+n-1 (the last
+    key is the last query's own); 1 <= n < W -> [n, H*hd], each row over the W keys it sees."""
+    h, n, hd = q.shape
+    if not 1 <= n < window or k.shape[1] != window + n - 1 or v.shape[1] != k.shape[1]:
+        raise ValueError(f"band_attention: {n} queries need {window + n - 1} keys for window {window}, "
+                         f"got {k.shape[1]} (and {v.shape[1]} values)")
+    tail_o, tail_lse = _flash(q.flip(1), k[:, :n].flip(1), v[:, :n].flip(1), True, scaling)
+    parts = [(tail_o.flip(1), tail_lse.flip(1)), _flash(q, k[:, -n:], v[:, -n:], True, scaling)]
+    if window - n - 1 > 0:
+        parts.append(_flash(q, k[:, n:window - 1], v[:, n:window - 1], False, scaling))
+    lse = torch.logsumexp(torch.stack([s for _, s in parts]), dim=0)
+    out = sum(o.float() * (s - lse).exp()[..., None] for o, s in parts)
+    return out.to(q.dtype).transpose(0, 1).reshape(n, h * hd)
