@@ -16,7 +16,12 @@ form up to rounding (test/unit/test_band_attention.py).
 
 from __future__ import annotations
 
+import logging
+
 import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 
 def band_supported(q: torch.Tensor) -> bool:
@@ -29,6 +34,32 @@ def band_supported(q: torch.Tensor) -> bool:
         return False
     d = q.shape[-1]
     return d % 8 == 0 and d <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0)
+
+
+def band_works(q: torch.Tensor) -> bool:
+    """band_supported(q), and a small band on q's device, dtype and head size equals the masked
+    form there: the kernels are private torch ops, so a torch build whose signature or behaviour
+    differs keeps the masked form (with a warning) instead of failing or answering wrongly."""
+    if not band_supported(q):
+        return False
+    window, n, d = 16, 8, q.shape[-1]
+    g = torch.Generator().manual_seed(0)
+    q_, k_, v_ = (torch.randn(2, rows, d, generator=g).to(q.device, q.dtype) for rows in (n, window + n - 1, window + n - 1))
+    qi = torch.arange(window - 1, window + n - 1, device=q.device)[:, None]
+    ki = torch.arange(window + n - 1, device=q.device)[None]
+    mask = ((ki <= qi) & (ki > qi - window))[None, None]
+    want = F.scaled_dot_product_attention(q_[None], k_[None], v_[None], attn_mask=mask)[0].transpose(0, 1).reshape(n, -1)
+    try:
+        got = band_attention(q_, k_, v_, window, d ** -0.5)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        log.warning("band attention unavailable on %s %s (%s); window attention keeps its mask", q.device, q.dtype, exc)
+        return False
+    tol = 1e-4 if q.dtype == torch.float32 else 3e-2
+    if not torch.allclose(got.float(), want.float(), atol=tol, rtol=tol):
+        log.warning("band attention differs from the masked form on %s %s; window attention keeps its mask",
+                    q.device, q.dtype)
+        return False
+    return True
 
 
 def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,

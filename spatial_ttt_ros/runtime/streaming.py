@@ -21,7 +21,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from ..kernels import fw_apply, fw_update, init_fast_weight_state
 from .anchor_budget import capacity_limit
-from .band_attention import band_attention, band_supported
+from .band_attention import band_attention, band_works
 from .config import SpatialTTTConfig
 from .fused import FusedLayerOps
 from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
@@ -42,6 +42,7 @@ class Decoder:
         self.param = next(model.parameters())
         self.anchor_limit = capacity_limit(config.anchor_kv_budget_tokens)
         self.ops = FusedLayerOps(self.backend, torch.bfloat16 if config.fw_precision == "bf16" else torch.float32)
+        self._band: dict[tuple[torch.device, torch.dtype, int], bool] = {}  # band_works per device, dtype, head size
 
     # ------------------------------------------------------------ state
     def new_state(self) -> MemoryState:
@@ -141,8 +142,7 @@ class Decoder:
         attn: TTTAttention = layer.self_attn
         return attn.raw_fast_inputs(*self.ops.project(attn.attn_layer, self.ops.norm(layer.input_layernorm, unit.hidden)))
 
-    @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
                 window: int | None, scaling: float) -> torch.Tensor:
         """q [Hq, n, hd] at global positions q_start.., k/v [Hkv, m, hd] at k_start.. -> [n, Hq*hd].
 
@@ -167,7 +167,10 @@ class Decoder:
         # A long unit against a window: query blocks of W/2 tokens, each against the keys it can
         # see (W/2 + W - 1 of them), instead of every query against every key of the unit; a block
         # with its whole band in the keys runs as flash calls without a mask (band_attention.py).
-        band = band_supported(q)
+        key = (q.device, q.dtype, q.shape[-1])
+        if key not in self._band:
+            self._band[key] = band_works(q)
+        band = self._band[key]
         outs = []
         for s in range(0, n, block):
             e = min(n, s + block)

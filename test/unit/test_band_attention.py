@@ -54,3 +54,50 @@ def test_wrong_key_count_is_refused_by_value():
 def test_supported_on_cpu_and_not_for_integer_tensors():
     assert band_supported(torch.zeros(1, 2, 8)) and band_supported(torch.zeros(1, 2, 8, dtype=torch.bfloat16))
     assert not band_supported(torch.zeros(1, 2, 8, dtype=torch.int32))
+
+
+def test_band_works_probes_the_kernels_and_refuses_a_broken_build(monkeypatch, caplog):
+    from spatial_ttt_ros.runtime import band_attention as ba
+
+    q = torch.zeros(4, 2, 16)
+    assert ba.band_works(q) and ba.band_works(q.bfloat16())
+    assert not ba.band_works(torch.zeros(4, 2, 16, dtype=torch.int64))
+
+    def missing(*args, **kwargs):
+        raise RuntimeError("no such op")
+
+    monkeypatch.setattr(ba, "_flash", missing)
+    with caplog.at_level("WARNING"):
+        assert not ba.band_works(q)
+    assert "no such op" in caplog.text
+
+    def wrong(q, k, v, causal, scaling):
+        return torch.zeros_like(q), torch.zeros(q.shape[:2])
+
+    monkeypatch.setattr(ba, "_flash", wrong)
+    assert not ba.band_works(q)
+
+
+def test_streaming_keeps_the_mask_where_the_band_does_not_work(monkeypatch):
+    """A Decoder whose probe failed takes the masked path for every block, with the same output."""
+    from spatial_ttt_ros.runtime import streaming
+    from spatial_ttt_ros.runtime.engine import StreamingEngine
+
+    engine = StreamingEngine.from_preset("tiny", device="cpu")
+    g = torch.Generator().manual_seed(3)
+    window, n = 16, 40
+    h, d = 2, 8
+    q = torch.randn(h, n, d, generator=g)
+    k, v = (torch.randn(h, n + 30, d, generator=g) for _ in range(2))
+    fast = engine.decoder._attend(q, k, v, 30, 0, window, d ** -0.5)
+    calls = []
+    monkeypatch.setattr(streaming, "band_attention", lambda *a: calls.append(a) or band_attention(*a))
+    engine.decoder._band.clear()
+    monkeypatch.setattr(streaming, "band_works", lambda q: False)
+    slow = engine.decoder._attend(q, k, v, 30, 0, window, d ** -0.5)
+    assert calls == []
+    torch.testing.assert_close(fast, slow, atol=2e-6, rtol=2e-5)
+    engine.decoder._band.clear()
+    monkeypatch.setattr(streaming, "band_works", lambda q: True)
+    engine.decoder._attend(q, k, v, 30, 0, window, d ** -0.5)
+    assert len(calls) == 40 // (window // 2)
