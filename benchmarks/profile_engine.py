@@ -24,6 +24,15 @@ from benchmarks.bench_engine import QUESTION, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISI
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 
+def engine_2b(fw_precision: str, batch_groups: int) -> tuple[StreamingEngine, list[np.ndarray]]:
+    """The Qwen3-VL-2B-shaped engine (random weights, bf16) on CUDA and 8 random 352x480 frames."""
+    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
+        "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
+        "dtype": "bfloat16", "fw_precision": fw_precision, "ingest_batch_groups": batch_groups})
+    rng = np.random.default_rng(0)
+    return engine, [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+
+
 def _push(engine: StreamingEngine, frames: list[np.ndarray], n: int) -> None:
     base = engine.state.last_stamp_s or 0.0
     for i in range(n):
@@ -75,11 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ask", action="store_true", help="also profile one ask() (count question, 8 tokens)")
     parser.add_argument("--vision", action="store_true", help="only profile the vision tower on --frames frames")
     args = parser.parse_args(argv)
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
-        "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+    engine, frames = engine_2b(args.fw_precision, args.batch_groups)
     if args.vision:
         profile_vision(engine, frames, args.frames)
         return 0

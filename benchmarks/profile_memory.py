@@ -99,13 +99,11 @@ def table(label: str, tracker: PeakTracker) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import numpy as np
     import torch
 
-    from benchmarks.bench_engine import QUESTION, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
-    from benchmarks.profile_engine import _push
+    from benchmarks.bench_engine import QUESTION
+    from benchmarks.profile_engine import _push, engine_2b
     from benchmarks.stamp import stamp, stamp_line
-    from spatial_ttt_ros.runtime.engine import StreamingEngine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
@@ -117,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("profile_memory needs a CUDA GPU", file=sys.stderr)
         return 2
-    engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
-        "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
-        "dtype": "bfloat16", "fw_precision": args.fw_precision, "ingest_batch_groups": args.batch_groups})
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
+    engine, frames = engine_2b(args.fw_precision, args.batch_groups)
     weights = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
     _push(engine, frames, args.history)
     torch.cuda.synchronize()
