@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 def band_supported(q: torch.Tensor) -> bool:
     """Whether the flash kernels that return a log-sum-exp take `q`'s device, dtype and head size:
-    CPU tensors in fp32, bf16 or fp16; on CUDA fp16/bf16 with a head size that is a multiple of 8 up to 256 on an
-    sm80+ GPU (flash attention's own limits)."""
+    CPU tensors in fp32, bf16 or fp16; on CUDA fp16/bf16 with a head size that is a multiple of 8
+    up to 256 on an sm80+ GPU (flash attention's own limits)."""
     if q.device.type == "cpu":
         return q.dtype in (torch.float32, torch.bfloat16, torch.float16)
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
