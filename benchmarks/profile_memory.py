@@ -48,9 +48,7 @@ class PeakTracker:
 
     def wrap(self, name: str, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            between = self.parts.setdefault("between parts", PartMemory())
-            between.high = max(between.high, self.peak())
-            self.overall = max(self.overall, self.peak())
+            self.finish()
             start = self.allocated()
             self.reset()
             try:
@@ -67,7 +65,7 @@ class PeakTracker:
         return wrapper
 
     def finish(self) -> None:
-        """Fold in what was allocated after the last part."""
+        """Fold in what was allocated since the last part (before the next one, or at the end)."""
         between = self.parts.setdefault("between parts", PartMemory())
         between.high = max(between.high, self.peak())
         self.overall = max(self.overall, self.peak())

@@ -93,7 +93,7 @@ def grown_capacity(capacity: int) -> int:
     (computed for the 2B model at 1024 frames, ~88k tokens and 2.42 GiB of anchor KV in use: 3.58 GiB
     of buffers when doubling, 2.67 GiB this way)."""
     if capacity < GROWTH_STEP_TOKENS:
-        return max(2 * capacity, 256)
+        return max(2 * capacity, CAPACITY_ALIGN)
     return capacity + capacity // 4
 
 
@@ -108,8 +108,8 @@ class AnchorLayerState:
     evicted: int = 0
 
     def reserve(self, end: int, limit: int = 0) -> None:
-        """Room for tokens up to `end`: a new buffer (amortised doubling) when the current one is
-        too small (`grown_capacity`). Forks sharing the old buffer keep it; the used part is copied over. The rest is
+        """Room for tokens up to `end`: a new buffer (`grown_capacity`, amortised) when the current
+        one is too small. Forks sharing the old buffer keep it; the used part is copied over. The rest is
         zeroed, not left uninitialised: the graph decode attends over the whole buffer with a mask,
         and a masked NaN still poisons the weighted sum (0 * NaN). `limit` > 0 (a bounded memory)
         caps the growth there, so the buffer settles at the budget plus headroom (rounded up to
