@@ -12,6 +12,11 @@ Each part is a flash kernel with its causal flag, where a boolean band mask send
 memory-efficient kernel over all W + n - 1 keys with the mask read from memory (the largest single
 GPU cost of ingest in benchmarks/results/profile_ingest_h100_20261207.txt). Equal to the masked
 form up to rounding (test/unit/test_band_attention.py).
+
+Used on the CPU only: there it is 1.31x faster per 2B-shaped block (band_attention_cpu.md); on an
+H100 the three flash calls lost to the one masked call, 0.82 against 0.64 ms per block
+(band_attention_cuda.md), and ingest fell from 245 to 196 frames/s at 1024 frames
+(benchmarks/results/band_ingest_h100_20261207/). `benchmarks.bench_band --device cuda` re-measures it.
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ def band_supported(q: torch.Tensor) -> bool:
 
 
 def band_works(q: torch.Tensor) -> bool:
-    """band_supported(q), and a small band on q's device, dtype and head size equals the masked
-    form there: the kernels are private torch ops, so a torch build whose signature or behaviour
-    differs keeps the masked form (with a warning) instead of failing or answering wrongly."""
-    if not band_supported(q):
+    """Whether the decoder should run q's window attention as bands: q is on the CPU (the one device
+    where it pays, module docstring), band_supported(q), and a small band on q's dtype and head size
+    equals the masked form: the kernels are private torch ops, so a torch build whose signature or
+    behaviour differs keeps the masked form (with a warning) instead of failing or answering wrongly."""
+    if q.device.type != "cpu" or not band_supported(q):
         return False
     window, n, d = 16, 8, q.shape[-1]
     g = torch.Generator().manual_seed(0)

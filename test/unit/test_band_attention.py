@@ -78,6 +78,18 @@ def test_band_works_probes_the_kernels_and_refuses_a_broken_build(monkeypatch, c
     assert not ba.band_works(q)
 
 
+def test_band_is_used_on_the_cpu_only(monkeypatch):
+    """Off a CPU the masked form is kept without probing, even where the flash kernels exist: on an
+    H100 the bands were slower (band_attention.py's docstring)."""
+    from spatial_ttt_ros.runtime import band_attention as ba
+
+    calls = []
+    monkeypatch.setattr(ba, "band_supported", lambda q: True)
+    monkeypatch.setattr(ba, "_flash", lambda *args: calls.append(args))
+    assert not ba.band_works(torch.zeros(4, 2, 16, device="meta"))
+    assert calls == []
+
+
 def test_streaming_keeps_the_mask_where_the_band_does_not_work(monkeypatch):
     """A Decoder whose probe failed takes the masked path for every block, with the same output."""
     from spatial_ttt_ros.runtime import streaming
