@@ -25,6 +25,12 @@ choice) of its question type, fitted on the other half of the scenes (two folds 
 Reported per arm: per task {score, prior, n, ci95}, overall, overall_prior and bootstrap 95 %
 intervals over scenes; the same on the items whose evidence lies outside the sliding window at ask
 time (`evidence_outside_window`). Writes DIR/eval.json, eval.md, eval.svg and items.jsonl.
+
+    spatial-ttt train eval --merge DIR1 --merge DIR2 ... --out DIR
+
+joins the arms of earlier runs over the same items (e.g. arms split across GPU-machine calls of a
+few minutes) into one report, as if one run had scored them: their items.jsonl rows, with the priors
+refitted; each run's own stamp is kept under `runs`.
 """
 
 from __future__ import annotations
@@ -307,10 +313,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--merge", type=Path, action="append", default=[], metavar="DIR",
+                        help="join the arms of earlier runs (DIR/eval.json + items.jsonl) over the same items")
     parser.add_argument("--out", type=Path, required=True)
 
 
+def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
+    """(rows, metas) of earlier eval runs: the same preset, checkpoint, source and window, the same
+    items (seed, item, kind, answer) in every arm, no arm twice. ValueError naming what differs."""
+    rows: list[dict] = []
+    metas: list[dict] = []
+    items: set | None = None
+    for d in dirs:
+        if not (d / "eval.json").is_file() or not (d / "items.jsonl").is_file():
+            raise ValueError(f"--merge {d}: no eval.json + items.jsonl there")
+        meta = {k: v for k, v in json.loads((d / "eval.json").read_text()).items() if k != "arms"}
+        mine = [json.loads(line) for line in (d / "items.jsonl").read_text().splitlines() if line]
+        for key in ("preset", "checkpoint", "source", "window_frames"):
+            if metas and meta.get(key) != metas[0].get(key):
+                raise ValueError(f"--merge {d}: {key} {meta.get(key)!r} differs from {metas[0].get(key)!r} of {dirs[0]}")
+        taken = {r["arm"] for r in rows}
+        for arm in dict.fromkeys(r["arm"] for r in mine):
+            if arm in taken:
+                raise ValueError(f"--merge {d}: arm {arm!r} is in an earlier run already")
+            keys = {(r["seed"], r["item"], r["kind"], json.dumps(r["answer"])) for r in mine if r["arm"] == arm}
+            if items is not None and keys != items:
+                raise ValueError(f"--merge {d}: arm {arm!r} scored other items than {dirs[0]}")
+            items = keys
+        rows += mine
+        metas.append(meta)
+    return rows, metas
+
+
+def _merged(args: argparse.Namespace, command: str) -> int:
+    try:
+        rows, metas = merge_runs(args.merge)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def joined(key: str) -> str:
+        return "; ".join(dict.fromkeys(str(m[key]) for m in metas))
+
+    meta = {**metas[0], "command": command, **{k: joined(k) for k in ("commit", "device", "torch", "transformers", "date")},
+            "seconds": round(sum(m["seconds"] for m in metas), 1), "runs": metas}
+    _write(args.out, report(rows, meta), rows)
+    return 0
+
+
+def _write(out: Path, result: dict, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "eval.md").write_text(markdown(result))
+    (out / "eval.svg").write_text(svg(result))
+    (out / "eval_outside_window.svg").write_text(svg(result, "outside_window"))
+    with open(out / "items.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    print(markdown(result))
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    # from the `spatial-ttt train eval` CLI argv is None and sys.argv[1:] starts with "train eval"
+    command = "spatial-ttt " + " ".join(sys.argv[1:]) if argv is None else "spatial-ttt train eval " + " ".join(argv)
+    if args.merge:
+        return _merged(args, command)
     from ..runtime.config import load_config
     from ..runtime.engine import StreamingEngine
     from .demo_data import window_frames
@@ -354,8 +421,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    # from the `spatial-ttt train eval` CLI argv is None and sys.argv[1:] starts with "train eval"
-    command = "spatial-ttt " + " ".join(sys.argv[1:]) if argv is None else "spatial-ttt train eval " + " ".join(argv)
     meta = {"command": command, "commit": source_commit(), "preset": args.preset,
             "checkpoint": args.checkpoint or (load_config(args.preset).weights or "(random init)"),
             "device": f"{args.device} ({platform.processor() or platform.machine()}, {args.workers} workers)",
@@ -364,16 +429,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             "source": f"synth seeds {args.synth_seeds}, {args.frames} frames / stride {args.stride}, {args.tour} tours"
             if seeds else f"shards {args.shards}", "scenes": len({r['seed'] for r in rows}),
             "window_frames": window, "seconds": round(time.perf_counter() - t0, 1)}
-    result = report(rows, meta)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "eval.md").write_text(markdown(result))
-    (args.out / "eval.svg").write_text(svg(result))
-    (args.out / "eval_outside_window.svg").write_text(svg(result, "outside_window"))
-    with open(args.out / "items.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    print(markdown(result))
+    _write(args.out, report(rows, meta), rows)
     return 0
 
 

@@ -118,3 +118,25 @@ def test_budget_arms_stream_under_an_anchor_budget_and_bad_budgets_are_refused(t
     capsys.readouterr()
     assert main(["--preset", "tiny", "--synth-seeds", "5:6", "--out", str(out), "--anchor-budget", "60"]) == 2
     assert "anchor_kv_budget_tokens=60 is too small" in capsys.readouterr().err
+
+
+def test_merged_runs_report_what_one_run_of_all_arms_reports(tmp_path, capsys):
+    common = ["--preset", "tiny", "--synth-seeds", "5:7", "--frames", "30", "--max-new-tokens", "2"]
+    for name, arms in (("both", ["--arm", "full", "--arm", "blind"]), ("a", ["--arm", "full"]), ("b", ["--arm", "blind"])):
+        assert main([*common, *arms, "--out", str(tmp_path / name)]) == 0
+    assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    one, merged = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("both", "m"))
+    assert merged["arms"] == one["arms"]  # scores, priors refitted, intervals: as if one run
+    assert [r["command"] for r in merged["runs"]] == [json.loads((tmp_path / d / "eval.json").read_text())["command"]
+                                                     for d in ("a", "b")]
+    assert merged["command"].startswith("spatial-ttt train eval --merge")
+    capsys.readouterr()
+    # the same arm twice, or runs over other scenes, are refused by name
+    assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "both"), "--out", str(tmp_path / "x")]) == 2
+    assert "arm 'full' is in an earlier run already" in capsys.readouterr().err
+    assert main([*common[:3], "5:6", *common[4:], "--arm", "blind", "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 2
+    assert "source" in capsys.readouterr().err
+    assert main(["--merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
