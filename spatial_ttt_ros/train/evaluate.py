@@ -30,7 +30,8 @@ time (`evidence_outside_window`). Writes DIR/eval.json, eval.md, eval.svg and it
 
 joins the arms of earlier runs over the same items (e.g. arms split across GPU-machine calls of a
 few minutes) into one report, as if one run had scored them: their items.jsonl rows, with the priors
-refitted; each run's own stamp is kept under `runs`.
+refitted; each run's own stamp is kept under `runs`. `--checkpoint F` then names where the evaluated
+weights are kept (e.g. the committed copy of a file the runs read from a machine's /tmp).
 """
 
 from __future__ import annotations
@@ -357,6 +358,8 @@ def _merged(args: argparse.Namespace, command: str) -> int:
 
     meta = {**metas[0], "command": command, **{k: joined(k) for k in ("commit", "device", "torch", "transformers", "date")},
             "seconds": round(sum(m["seconds"] for m in metas), 1), "runs": metas}
+    if args.checkpoint:  # where the evaluated weights live now (the runs' own paths stay under `runs`)
+        meta["checkpoint"] = args.checkpoint
     _write(args.out, report(rows, meta), rows)
     return 0
 

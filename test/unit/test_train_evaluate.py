@@ -129,7 +129,10 @@ def test_merged_runs_report_what_one_run_of_all_arms_reports(tmp_path, capsys):
     assert merged["arms"] == one["arms"]  # scores, priors refitted, intervals: as if one run
     assert [r["command"] for r in merged["runs"]] == [json.loads((tmp_path / d / "eval.json").read_text())["command"]
                                                      for d in ("a", "b")]
-    assert merged["command"].startswith("spatial-ttt train eval --merge")
+    assert merged["command"].startswith("spatial-ttt train eval --merge") and merged["checkpoint"] == "(random init)"
+    assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "b"), "--checkpoint", "kept/model.safetensors",
+                 "--out", str(tmp_path / "m2")]) == 0
+    assert json.loads((tmp_path / "m2" / "eval.json").read_text())["checkpoint"] == "kept/model.safetensors"
     capsys.readouterr()
     # the same arm twice, or runs over other scenes, are refused by name
     assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "both"), "--out", str(tmp_path / "x")]) == 2
