@@ -9,7 +9,8 @@ anchor buffers' capacity) and, for each part of a pass (vision tower, the decode
 TTT layers, anchor layers, layer finish; and "between parts" for the rest), the memory allocated when
 it starts and the most it allocates on top while it runs. The part whose start + transient reaches
 the run's peak is where the peak is made. Peak figures are torch.cuda.max_memory_allocated, as
-bench_engine reports them. Writes DIR/memory_profile.json and .md when --out is given.
+bench_engine reports them. After ingest, a census of the live tensors that are neither weights nor
+memory state (gc walk: size, shape, holder) names what else the allocator's count holds. Writes DIR/memory_profile.json and .md when --out is given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,50 @@ def tracked(engine: object, tracker: PeakTracker, run: Callable[[], object]) -> 
             delattr(dec, name)
 
 
+def _holder(tensor: object) -> str:
+    """Who holds `tensor`: `Type.attribute` for each object attribute that is it (directly or
+    through the object's __dict__), else the types of the containers that do."""
+    import gc
+
+    names, containers = [], []
+    for ref in gc.get_referrers(tensor):
+        if isinstance(ref, dict):  # an object's __dict__, or a plain dict
+            owners = [o for o in gc.get_referrers(ref) if getattr(o, "__dict__", None) is ref]
+            attrs = [k for k, v in ref.items() if v is tensor]
+            names += [f"{type(o).__name__}.{a}" for o in owners for a in attrs]
+        elif hasattr(ref, "__dict__") and not isinstance(ref, type):  # inline attributes (Python 3.11+)
+            names += [f"{type(ref).__name__}.{k}" for k, v in vars(ref).items() if v is tensor]
+        elif not isinstance(ref, (list, tuple, dict)) or ref:
+            containers.append(type(ref).__name__)
+    return ", ".join(dict.fromkeys(names)) or ", ".join(dict.fromkeys(containers)) or "?"
+
+
+def census(engine: object, device: object, top: int = 12) -> dict:
+    """Live tensors on `device` that are neither the model's weights and buffers nor the memory
+    state's tensors, after a gc.collect(): their total bytes (by storage, a view counted once) and the
+    largest `top` with shape, dtype and holder — what the allocator's count has beyond the two."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    known = {t.untyped_storage().data_ptr()
+             for t in [*engine.model.parameters(), *engine.model.buffers(), *engine.state.tensors()]}
+    others: dict[int, torch.Tensor] = {}
+    with warnings.catch_warnings():  # isinstance() on deprecated torch objects warns
+        warnings.simplefilter("ignore", FutureWarning)
+        live = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
+    for obj in live:
+        if not obj.is_meta and obj.device == torch.device(device):
+            ptr = obj.untyped_storage().data_ptr()
+            if ptr not in known:
+                others.setdefault(ptr, obj)
+    largest = sorted(others.values(), key=lambda t: -t.untyped_storage().nbytes())[:top]
+    return {"bytes": sum(t.untyped_storage().nbytes() for t in others.values()), "tensors": len(others),
+            "largest": [{"bytes": t.untyped_storage().nbytes(), "shape": list(t.shape), "dtype": str(t.dtype),
+                         "holder": _holder(t)} for t in largest]}
+
+
 def table(label: str, tracker: PeakTracker) -> list[str]:
     rows = sorted(tracker.parts.items(), key=lambda kv: -kv[1].high)
     lines = [f"{label}: peak {tracker.overall / GIB:.2f} GiB", "",
@@ -124,18 +170,24 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = {"ingest": tracker(), "cold ask": tracker(), "prepare": tracker(), "prepared ask": tracker()}
     tracked(engine, runs["ingest"], lambda: _push(engine, frames, args.frames))
+    allocated = torch.cuda.memory_allocated()
+    others = census(engine, "cuda")
     persistent = {"weights": weights, **engine.state.nbytes_by_part(),
-                  "anchor capacity": engine.state.anchor_capacity_bytes(), "allocated after ingest": torch.cuda.memory_allocated()}
+                  "anchor capacity": engine.state.anchor_capacity_bytes(), "other live tensors": others["bytes"],
+                  "allocated after ingest": allocated, "allocated after gc.collect()": torch.cuda.memory_allocated()}
     tracked(engine, runs["cold ask"], lambda: engine.ask(QUESTION, max_new_tokens=3))
     tracked(engine, runs["prepare"], engine.prepare)
     tracked(engine, runs["prepared ask"], lambda: engine.ask(QUESTION, max_new_tokens=3))
     result = {**stamp(" ".join(["python -m benchmarks.profile_memory", *(argv if argv is not None else sys.argv[1:])]),
                       "cuda"),
-              "frames": args.history + args.frames, "persistent_bytes": persistent,
+              "frames": args.history + args.frames, "persistent_bytes": persistent, "other_tensors": others,
               "runs": {k: {"peak_bytes": t.overall, "parts": {n: vars(p) for n, p in t.parts.items()}} for k, t in runs.items()}}
     lines = [stamp_line(result), "", f"After {args.history} + {args.frames} frames, {args.batch_groups} pairs per pass, "
              f"{args.fw_precision} fast weights. Persistent:", "", "| part | GiB |", "|---|---:|"]
     lines += [f"| {k} | {v / GIB:.3f} |" for k, v in persistent.items()]
+    lines += ["", f"The other live tensors ({others['tensors']}), largest first:", "", "| GiB | shape | dtype | held by |",
+              "|---:|---|---|---|"]
+    lines += [f"| {t['bytes'] / GIB:.3f} | {t['shape']} | {t['dtype']} | {t['holder']} |" for t in others["largest"]]
     for label, t in runs.items():
         lines += ["", *table(label, t)]
     print("\n".join(lines))

@@ -152,6 +152,12 @@ class MemoryState:
         """A deep copy (anchor caches trimmed to their used length)."""
         return _map_tensors(self.trimmed(), lambda t: t.clone())
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the state holds, derived ones included (for memory accounting)."""
+        found: list[torch.Tensor] = []
+        _map_tensors(self, lambda t: found.append(t) or t)
+        return found
+
     def fork(self) -> MemoryState:
         """A structural copy sharing tensors. Cheap; valid because the decoder never writes into a
         tensor region another state can read (fast weights and pending are replaced, anchor caches

@@ -77,3 +77,23 @@ def test_a_part_that_raises_is_still_counted():
     with pytest.raises(ValueError, match="bad frame"):
         t.wrap("_anchor", boom)()
     assert t.parts["_anchor"].transient == 7 and t.overall == 7
+
+
+def test_the_census_names_live_tensors_beyond_weights_and_state():
+    import numpy as np
+    import torch
+
+    from spatial_ttt_ros.runtime.engine import StreamingEngine
+
+    engine = StreamingEngine.from_preset("tiny", device="cpu")
+    frame = np.random.default_rng(0).integers(0, 256, (engine.config.frame_height, engine.config.frame_width, 3),
+                                              dtype=np.uint8)
+    for i in range(12):
+        engine.push_frame(frame, (i + 1) / 2)
+    engine._planted = torch.zeros(1 << 22, dtype=torch.uint8)  # 4 MiB nobody accounts for
+    found = pm.census(engine, "cpu", top=50)
+    planted = [t for t in found["largest"] if t["holder"] == "StreamingEngine._planted"]
+    assert planted == [{"bytes": 1 << 22, "shape": [1 << 22], "dtype": "torch.uint8", "holder": "StreamingEngine._planted"}]
+    assert found["bytes"] >= 1 << 22
+    held = {id(t) for t in engine.state.tensors()} | {id(p) for p in engine.model.parameters()}
+    assert held and not any("LayerState" in t["holder"] for t in found["largest"])  # the state is accounted
