@@ -30,7 +30,8 @@ time (`evidence_outside_window`). Writes DIR/eval.json, eval.md, eval.svg and it
 
 joins the arms of earlier runs over the same items (e.g. arms split across GPU-machine calls of a
 few minutes) into one report, as if one run had scored them: their items.jsonl rows, with the priors
-refitted; each run's own stamp is kept under `runs`. `--checkpoint F` then names where the evaluated
+refitted; each run's own stamp is kept under `runs`. An arm in several runs is kept once and must
+have given the same answer to every item (e.g. `full` re-run on another machine as a check). `--checkpoint F` then names where the evaluated
 weights are kept (e.g. the committed copy of a file the runs read from a machine's /tmp).
 """
 
@@ -321,7 +322,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     """(rows, metas) of earlier eval runs: the same preset, checkpoint, source and window, the same
-    items (seed, item, kind, answer) in every arm, no arm twice. ValueError naming what differs."""
+    items (seed, item, kind, answer) in every arm; an arm in several runs must have answered every
+    item the same (kept once: a check that the runs agree). ValueError naming what differs."""
     rows: list[dict] = []
     metas: list[dict] = []
     items: set | None = None
@@ -335,13 +337,17 @@ def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
                 raise ValueError(f"--merge {d}: {key} {meta.get(key)!r} differs from {metas[0].get(key)!r} of {dirs[0]}")
         taken = {r["arm"] for r in rows}
         for arm in dict.fromkeys(r["arm"] for r in mine):
-            if arm in taken:
-                raise ValueError(f"--merge {d}: arm {arm!r} is in an earlier run already")
             keys = {(r["seed"], r["item"], r["kind"], json.dumps(r["answer"])) for r in mine if r["arm"] == arm}
             if items is not None and keys != items:
                 raise ValueError(f"--merge {d}: arm {arm!r} scored other items than {dirs[0]}")
             items = keys
-        rows += mine
+            if arm in taken:  # in an earlier run too: kept once, if it answered every item the same
+                answers = {(r["seed"], r["item"]): r["prediction"] for r in rows if r["arm"] == arm}
+                differ = sum(answers[(r["seed"], r["item"])] != r["prediction"] for r in mine if r["arm"] == arm)
+                if differ:
+                    raise ValueError(f"--merge {d}: arm {arm!r} answered {differ} of {len(answers)} items "
+                                     "otherwise in an earlier run")
+        rows += [r for r in mine if r["arm"] not in taken]
         metas.append(meta)
     return rows, metas
 

@@ -134,9 +134,18 @@ def test_merged_runs_report_what_one_run_of_all_arms_reports(tmp_path, capsys):
                  "--out", str(tmp_path / "m2")]) == 0
     assert json.loads((tmp_path / "m2" / "eval.json").read_text())["checkpoint"] == "kept/model.safetensors"
     capsys.readouterr()
-    # the same arm twice, or runs over other scenes, are refused by name
-    assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "both"), "--out", str(tmp_path / "x")]) == 2
-    assert "arm 'full' is in an earlier run already" in capsys.readouterr().err
+    # an arm in two runs is kept once when it answered alike (a re-run as a check), refused otherwise
+    assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "both"), "--out", str(tmp_path / "m3")]) == 0
+    assert json.loads((tmp_path / "m3" / "eval.json").read_text())["arms"] == one["arms"]
+    assert len((tmp_path / "m3" / "items.jsonl").read_text().splitlines()) == len(
+        (tmp_path / "both" / "items.jsonl").read_text().splitlines())
+    rows = [json.loads(line) for line in (tmp_path / "a" / "items.jsonl").read_text().splitlines()]
+    rows[1]["prediction"] += "9"
+    (tmp_path / "a" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["--merge", str(tmp_path / "both"), "--merge", str(tmp_path / "a"), "--out", str(tmp_path / "x")]) == 2
+    assert f"arm 'full' answered 1 of {len(rows)} items otherwise" in capsys.readouterr().err
+    # runs over other scenes are refused by name
     assert main([*common[:3], "5:6", *common[4:], "--arm", "blind", "--out", str(tmp_path / "c")]) == 0
     capsys.readouterr()
     assert main(["--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 2
