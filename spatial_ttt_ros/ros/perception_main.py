@@ -11,7 +11,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 from spatial_ttt_ros.ros.launch_inspect import node_cli
 from spatial_ttt_ros.ros.perception_node import PerceptionNode
-from spatial_ttt_ros.ros.spinning import spin_resilient
+from spatial_ttt_ros.ros.spinning import end_signal_handling, spin_resilient
 
 
 def main(args: list[str] | None = None) -> int:
@@ -27,6 +27,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        end_signal_handling()  # rclpy's signal thread is done before executor.shutdown() (see there)
         if executor is not None:
             # joins the executor's threads: a callback in flight (autostart's configure loading the
             # engine, a transition, a query) ends before the node and its state machine are freed

@@ -66,7 +66,7 @@ from spatial_ttt_ros.ros.recorder_params import (  # noqa: F401 (re-exported for
     PARAMETERS,
     RecorderSettings,
 )
-from spatial_ttt_ros.ros.spinning import spin_resilient
+from spatial_ttt_ros.ros.spinning import end_signal_handling, spin_resilient
 
 POSE_MSG_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
@@ -241,6 +241,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        end_signal_handling()  # rclpy's signal thread is done before executor.shutdown() (see there)
         executor.shutdown(timeout_sec=5.0)  # no callback may write once the bag is closed
         node.close()
         rclpy.try_shutdown()
