@@ -212,10 +212,10 @@ class RecorderNode(Node):
         self._diag_pub.publish(DiagnosticArray(header=header, status=[status]))
 
     def close(self) -> None:
-        """Close the bag (metadata.yaml) and destroy the node."""
-        for sub in self._subscriptions_active:
-            self.destroy_subscription(sub)
-        self._subscriptions_active = []
+        """Close the bag (metadata.yaml), then destroy the node (its subscriptions with it). The bag
+        goes first: nothing after it (DDS teardown in native code) can cost it its metadata. main()
+        has shut the executor down before; a callback that still ran would find the bag closed and
+        write nothing."""
         if not self.context.ok():
             # After SIGINT the context is gone and the node's logger cannot reach /rosout any more;
             # a logger of another name still prints.
