@@ -49,7 +49,10 @@ def start_recorder(processes: list, tmp_path: Path, **params: object) -> subproc
         value = str(value).lower() if isinstance(value, bool) else value
         args += ["-p", f"{name}:={value}"]
     log = open(tmp_path / "recorder.log", "w")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
+    # SIGINT at its default, as from a terminal, even when the test run itself was started with it
+    # ignored (a background job): the recorder's SIGINT path is what sigint() tests
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log.close()
     processes.append(proc)
     return proc
