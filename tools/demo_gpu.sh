@@ -22,7 +22,8 @@
 # plan:    times a few steps of RECIPE (a throw-away run in /tmp) and writes runs/demo_plan.yaml: RECIPE
 #          with its last stage's steps set so that the whole run fits TRAIN_BUDGET seconds of training
 #          at the measured step time (the LR schedule then ends where the GPU time does), with the
-#          first batch size of BATCHES (default "64 32 16") whose probe fits in memory
+#          batch size of BATCHES (default "64 32 16") that gave the most samples per second of those
+#          whose probe fits in memory
 # bgdata:  renders BG_SEEDS in the background (own session: it outlives the command, so a warm machine
 #          keeps rendering between device calls) with BG_WORKERS processes while the next phases run
 #          (shards are written atomically, so a later train phase globs only whole episodes)
@@ -67,27 +68,37 @@ PY
                      echo "restored $(cat "$RUN/latest.json")"
                  fi ;;
         plan) mkdir -p runs
-              for batch in ${BATCHES:-64 32 16}; do  # the first batch size whose probe fits the GPU's memory
-                  rm -rf /tmp/demo_probe && mkdir -p /tmp/demo_probe
-                  sed "s/batch_size: [0-9]*/batch_size: $batch/" "${RECIPE:?}" > /tmp/demo_probe.yaml
-                  if OMP_NUM_THREADS=4 $PY train run /tmp/demo_probe.yaml --out /tmp/demo_probe \
-                         --max-steps "${PROBE_STEPS:-6}" --no-bar; then break; fi
-                  echo "plan: batch $batch failed (see above); trying the next" >&2
+              probes=()
+              for batch in ${BATCHES:-64 32 16}; do  # each batch size is probed; one that fails (memory) is skipped
+                  rm -rf "/tmp/demo_probe_$batch" && mkdir -p "/tmp/demo_probe_$batch"
+                  sed "s/batch_size: [0-9]*/batch_size: $batch/" "${RECIPE:?}" > "/tmp/demo_probe_$batch.yaml"
+                  if OMP_NUM_THREADS=4 $PY train run "/tmp/demo_probe_$batch.yaml" --out "/tmp/demo_probe_$batch" \
+                         --max-steps "${PROBE_STEPS:-6}" --no-bar; then probes+=("$batch")
+                  else echo "plan: batch $batch failed (see above)" >&2; fi
               done
-              python3 - "$RECIPE" "${TRAIN_BUDGET:?}" "$batch" <<'PY'
+              python3 - "$RECIPE" "${TRAIN_BUDGET:?}" "${probes[@]}" <<'PY'
 import json, statistics, sys, yaml
-recipe, budget, batch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-rows = [json.loads(line) for line in open("/tmp/demo_probe/metrics.jsonl")]
-step_s = statistics.median(r["step_s"] for r in rows if r["step"] >= 3)  # steps 1-2 warm up
+recipe, budget, batches = sys.argv[1], float(sys.argv[2]), [int(b) for b in sys.argv[3:]]
+if not batches:
+    sys.exit("plan: no batch size of BATCHES ran")
+step_s = {}
+for b in batches:
+    rows = [json.loads(line) for line in open(f"/tmp/demo_probe_{b}/metrics.jsonl")]
+    step_s[b] = statistics.median(r["step_s"] for r in rows if r["step"] >= 3)  # steps 1-2 warm up
+    print(f"plan: batch {b}: {step_s[b]:.3f} s/step, {b / step_s[b]:.1f} samples/s")
+# the most samples per second (the small demo model is host-bound per step, so a larger batch costs
+# little more per step); fewer, larger steps in the same time
+batch = max(batches, key=lambda b: b / step_s[b])
 doc = yaml.safe_load(open(recipe))
 doc["train"]["batch_size"] = batch
 stages = doc["data"]["stages"]
 before = sum(s["steps"] for s in stages[:-1])
-stages[-1]["steps"] = max(1, int(budget / step_s) - before)
-head = (f"# {recipe} with batch {batch} and its last stage sized by tools/demo_gpu.sh plan: {step_s:.3f} s/step measured,\n"
-        f"# {budget:.0f} s of training\n")
+stages[-1]["steps"] = max(1, int(budget / step_s[batch]) - before)
+probed = ", ".join(f"{b}: {step_s[b]:.3f}" for b in batches)
+head = (f"# {recipe} with batch {batch} (most samples/s of the probed s/step: {probed}) and its last stage\n"
+        f"# sized by tools/demo_gpu.sh plan to {budget:.0f} s of training\n")
 open("runs/demo_plan.yaml", "w").write(head + yaml.safe_dump(doc, sort_keys=False))
-print(f"plan: {step_s:.3f} s/step -> {sum(s['steps'] for s in stages)} steps in {budget:.0f} s")
+print(f"plan: batch {batch}, {step_s[batch]:.3f} s/step -> {sum(s['steps'] for s in stages)} steps in {budget:.0f} s")
 PY
               ;;
         bgdata) setsid nohup python3 -m spatial_ttt_ros.train.demo_data --seeds "${BG_SEEDS:?}" --out runs/demo_shards --preset demo \
