@@ -9,8 +9,9 @@ anchor buffers' capacity) and, for each part of a pass (vision tower, the decode
 TTT layers, anchor layers, layer finish; and "between parts" for the rest), the memory allocated when
 it starts and the most it allocates on top while it runs. The part whose start + transient reaches
 the run's peak is where the peak is made. Peak figures are torch.cuda.max_memory_allocated, as
-bench_engine reports them. After ingest, a census of the live tensors that are neither weights nor
-memory state (gc walk: size, shape, holder) names what else the allocator's count holds. Writes DIR/memory_profile.json and .md when --out is given.
+bench_engine reports them. After ingest, and when a question's first part starts, a census of the
+live tensors that are neither weights nor memory state (gc walk: size, shape, holder) names what
+else the allocator's count holds. Writes DIR/memory_profile.json and .md when --out is given.
 """
 
 from __future__ import annotations
@@ -41,16 +42,25 @@ class PartMemory:
 class PeakTracker:
     """Bookkeeping of allocation peaks by part through three allocator calls (on CUDA:
     torch.cuda.memory_allocated, max_memory_allocated, reset_peak_memory_stats); `overall` is the
-    highest allocation seen, in or between parts."""
+    highest allocation seen, in or between parts. `at_first` (optional) is called once, when the
+    first part starts, and its result kept as `first` (profile_memory: a census of what the run has
+    allocated before its first part)."""
     allocated: Callable[[], int]
     peak: Callable[[], int]
     reset: Callable[[], None]
+    at_first: Callable[[], object] | None = None
     parts: dict[str, PartMemory] = field(default_factory=dict)
     overall: int = 0
+    first: object = None
+    started: bool = False
 
     def wrap(self, name: str, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             self.finish()
+            if not self.started:
+                self.started = True
+                if self.at_first is not None:
+                    self.first = self.at_first()
             start = self.allocated()
             self.reset()
             try:
@@ -89,20 +99,32 @@ def tracked(engine: object, tracker: PeakTracker, run: Callable[[], object]) -> 
             delattr(dec, name)
 
 
-def _holder(tensor: object) -> str:
-    """Who holds `tensor`: `Type.attribute` for each object attribute that is it (directly or
-    through the object's __dict__), else the types of the containers that do."""
+def _attributes_holding(obj: object) -> list[str]:
+    """`Type.attribute` of every object whose attribute is `obj` (through __dict__ or inline)."""
     import gc
 
-    names, containers = [], []
-    for ref in gc.get_referrers(tensor):
-        if isinstance(ref, dict):  # an object's __dict__, or a plain dict
+    names = []
+    for ref in gc.get_referrers(obj):
+        if isinstance(ref, dict):  # an object's __dict__
             owners = [o for o in gc.get_referrers(ref) if getattr(o, "__dict__", None) is ref]
-            attrs = [k for k, v in ref.items() if v is tensor]
-            names += [f"{type(o).__name__}.{a}" for o in owners for a in attrs]
+            names += [f"{type(o).__name__}.{k}" for o in owners for k, v in ref.items() if v is obj]
         elif hasattr(ref, "__dict__") and not isinstance(ref, type):  # inline attributes (Python 3.11+)
-            names += [f"{type(ref).__name__}.{k}" for k, v in vars(ref).items() if v is tensor]
-        elif not isinstance(ref, (list, tuple, dict)) or ref:
+            names += [f"{type(ref).__name__}.{k}" for k, v in vars(ref).items() if v is obj]
+    return names
+
+
+def _holder(tensor: object) -> str:
+    """Who holds `tensor`: `Type.attribute` for an object attribute that is it, or `Type.attribute[]`
+    for one that is a list or tuple holding it; else the types of the containers that do."""
+    import gc
+
+    names = _attributes_holding(tensor)
+    containers = []
+    for ref in gc.get_referrers(tensor):
+        if isinstance(ref, (list, tuple)) and ref:
+            names += [f"{n}[]" for n in _attributes_holding(ref)]
+            containers.append(type(ref).__name__)
+        elif not isinstance(ref, dict) and not hasattr(ref, "__dict__"):
             containers.append(type(ref).__name__)
     return ", ".join(dict.fromkeys(names)) or ", ".join(dict.fromkeys(containers)) or "?"
 
@@ -131,6 +153,13 @@ def census(engine: object, device: object, top: int = 12) -> dict:
     return {"bytes": sum(t.untyped_storage().nbytes() for t in others.values()), "tensors": len(others),
             "largest": [{"bytes": t.untyped_storage().nbytes(), "shape": list(t.shape), "dtype": str(t.dtype),
                          "holder": _holder(t)} for t in largest]}
+
+
+def census_lines(when: str, found: dict) -> list[str]:
+    """Markdown of a census(): the total and the largest tensors with their holders."""
+    return [f"{when}, live tensors beyond weights and memory state: {found['bytes'] / GIB:.3f} GiB in "
+            f"{found['tensors']}; the largest:", "", "| GiB | shape | dtype | held by |", "|---:|---|---|---|",
+            *(f"| {x['bytes'] / GIB:.3f} | {x['shape']} | {x['dtype']} | {x['holder']} |" for x in found["largest"])]
 
 
 def table(label: str, tracker: PeakTracker) -> list[str]:
@@ -164,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     _push(engine, frames, args.history)
     torch.cuda.synchronize()
 
-    def tracker() -> PeakTracker:
+    def tracker(at_first: Callable[[], object] | None = None) -> PeakTracker:
         return PeakTracker(torch.cuda.memory_allocated, torch.cuda.max_memory_allocated,
-                           torch.cuda.reset_peak_memory_stats)
+                           torch.cuda.reset_peak_memory_stats, at_first)
 
-    runs = {"ingest": tracker(), "cold ask": tracker(), "prepare": tracker(), "prepared ask": tracker()}
+    def first_census() -> dict:  # what a question holds before its first layer runs
+        return {"allocated": torch.cuda.memory_allocated(), **census(engine, "cuda")}
+
+    runs = {"ingest": tracker(), "cold ask": tracker(first_census), "prepare": tracker(),
+            "prepared ask": tracker(first_census)}
     tracked(engine, runs["ingest"], lambda: _push(engine, frames, args.frames))
     allocated = torch.cuda.memory_allocated()
     others = census(engine, "cuda")
@@ -181,15 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {**stamp(" ".join(["python -m benchmarks.profile_memory", *(argv if argv is not None else sys.argv[1:])]),
                       "cuda"),
               "frames": args.history + args.frames, "persistent_bytes": persistent, "other_tensors": others,
-              "runs": {k: {"peak_bytes": t.overall, "parts": {n: vars(p) for n, p in t.parts.items()}} for k, t in runs.items()}}
+              "runs": {k: {"peak_bytes": t.overall, "parts": {n: vars(p) for n, p in t.parts.items()},
+                           "first_census": t.first} for k, t in runs.items()}}
     lines = [stamp_line(result), "", f"After {args.history} + {args.frames} frames, {args.batch_groups} pairs per pass, "
              f"{args.fw_precision} fast weights. Persistent:", "", "| part | GiB |", "|---|---:|"]
     lines += [f"| {k} | {v / GIB:.3f} |" for k, v in persistent.items()]
-    lines += ["", f"The other live tensors ({others['tensors']}), largest first:", "", "| GiB | shape | dtype | held by |",
-              "|---:|---|---|---|"]
-    lines += [f"| {t['bytes'] / GIB:.3f} | {t['shape']} | {t['dtype']} | {t['holder']} |" for t in others["largest"]]
+    lines += ["", *census_lines("After ingest", others)]
     for label, t in runs.items():
         lines += ["", *table(label, t)]
+        if t.first:
+            lines += ["", *census_lines(f"When its first part starts ({t.first['allocated'] / GIB:.2f} GiB allocated)",
+                                        t.first)]
     print("\n".join(lines))
     if args.out:
         out = Path(args.out)

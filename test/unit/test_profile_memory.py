@@ -91,9 +91,24 @@ def test_the_census_names_live_tensors_beyond_weights_and_state():
     for i in range(12):
         engine.push_frame(frame, (i + 1) / 2)
     engine._planted = torch.zeros(1 << 22, dtype=torch.uint8)  # 4 MiB nobody accounts for
+    engine._planted_list = [torch.zeros(1 << 21, dtype=torch.uint8)]
     found = pm.census(engine, "cpu", top=50)
+    assert [t["holder"] for t in found["largest"] if t["bytes"] == 1 << 21] == ["StreamingEngine._planted_list[]"]
     planted = [t for t in found["largest"] if t["holder"] == "StreamingEngine._planted"]
     assert planted == [{"bytes": 1 << 22, "shape": [1 << 22], "dtype": "torch.uint8", "holder": "StreamingEngine._planted"}]
     assert found["bytes"] >= 1 << 22
+    lines = pm.census_lines("After ingest", found)
+    assert lines[0].startswith("After ingest, live tensors beyond weights and memory state: ")
+    assert f"| {(1 << 22) / pm.GIB:.3f} | [4194304] | torch.uint8 | StreamingEngine._planted |" in lines
     held = {id(t) for t in engine.state.tensors()} | {id(p) for p in engine.model.parameters()}
     assert held and not any("LayerState" in t["holder"] for t in found["largest"])  # the state is accounted
+
+
+def test_at_first_runs_once_when_the_first_part_starts():
+    a = Allocator(10)
+    seen = []
+    t = pm.PeakTracker(lambda: a.now, lambda: a.high, a.reset, at_first=lambda: seen.append(a.now) or a.now)
+    a.alloc(5)  # what the run allocates before its first part
+    t.wrap("_ttt", lambda: a.alloc(1))()
+    t.wrap("_anchor", lambda: a.alloc(1))()
+    assert seen == [15] and t.first == 15
