@@ -144,8 +144,9 @@ def census(engine: object, device: object, top: int = 12) -> dict:
     with warnings.catch_warnings():  # isinstance() on deprecated torch objects warns
         warnings.simplefilter("ignore", FutureWarning)
         live = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
-    for obj in live:
-        if not obj.is_meta and obj.device == torch.device(device):
+    want = torch.device(device)
+    for obj in live:  # "cuda" names any CUDA device (torch.device("cuda") != "cuda:0"), "cuda:1" one
+        if not obj.is_meta and obj.device.type == want.type and (want.index is None or obj.device.index in (None, want.index)):
             ptr = obj.untyped_storage().data_ptr()
             if ptr not in known:
                 others.setdefault(ptr, obj)

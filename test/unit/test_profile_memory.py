@@ -94,6 +94,8 @@ def test_the_census_names_live_tensors_beyond_weights_and_state():
     engine._planted_list = [torch.zeros(1 << 21, dtype=torch.uint8)]
     found = pm.census(engine, "cpu", top=50)
     assert [t["holder"] for t in found["largest"] if t["bytes"] == 1 << 21] == ["StreamingEngine._planted_list[]"]
+    # a device named with an index finds the tensors of that device named without (as "cuda:0" / "cuda")
+    assert pm.census(engine, "cpu:0", top=50)["bytes"] == found["bytes"]
     planted = [t for t in found["largest"] if t["holder"] == "StreamingEngine._planted"]
     assert planted == [{"bytes": 1 << 22, "shape": [1 << 22], "dtype": "torch.uint8", "holder": "StreamingEngine._planted"}]
     assert found["bytes"] >= 1 << 22
