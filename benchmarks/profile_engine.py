@@ -48,6 +48,24 @@ def _report(prof: profile, wall_s: float, label: str) -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
 
 
+PARTS = ("_raw", "_ttt", "_anchor", "_finish_layer")  # the decoder's parts of a pass (and "vision")
+
+
+def with_parts_wrapped(engine: StreamingEngine, wrap: Callable[[str, Callable], Callable], run: Callable[[], object]) -> None:
+    """Run `run()` with the vision tower's forward and the decoder's PARTS replaced by `wrap(name, fn)`;
+    the wrappers are removed afterwards."""
+    visual, dec = engine.model.model.visual, engine.decoder
+    visual.forward = wrap("vision", visual.forward)
+    for name in PARTS:
+        setattr(dec, name, wrap(name, getattr(dec, name)))
+    try:
+        run()
+    finally:
+        del visual.forward
+        for name in PARTS:
+            delattr(dec, name)
+
+
 def split_by_part(engine: StreamingEngine, run: Callable[[], None]) -> dict[str, float]:
     """Synchronised time of each part while `run()` runs (the wrappers are removed afterwards)."""
     totals: dict[str, float] = defaultdict(float)
@@ -62,16 +80,7 @@ def split_by_part(engine: StreamingEngine, run: Callable[[], None]) -> dict[str,
             return out
         return wrapper
 
-    visual, dec = engine.model.model.visual, engine.decoder
-    visual.forward = timed("vision", visual.forward)
-    for name in ("_ttt", "_anchor", "_finish_layer", "_raw"):
-        setattr(dec, name, timed(name, getattr(dec, name)))
-    try:
-        run()
-    finally:
-        del visual.forward
-        for name in ("_ttt", "_anchor", "_finish_layer", "_raw"):
-            delattr(dec, name)
+    with_parts_wrapped(engine, timed, run)
     return totals
 
 

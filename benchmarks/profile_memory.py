@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 GIB = 2**30
-PARTS = ("_raw", "_ttt", "_anchor", "_finish_layer")
 
 
 @dataclass
@@ -85,18 +84,14 @@ class PeakTracker:
 
 def tracked(engine: object, tracker: PeakTracker, run: Callable[[], object]) -> None:
     """Run `run()` with the vision tower and the decoder's parts wrapped by `tracker`."""
-    visual, dec = engine.model.model.visual, engine.decoder
-    visual.forward = tracker.wrap("vision", visual.forward)
-    for name in PARTS:
-        setattr(dec, name, tracker.wrap(name, getattr(dec, name)))
-    tracker.reset()
-    try:
+    from benchmarks.profile_engine import with_parts_wrapped
+
+    def measured() -> None:
+        tracker.reset()
         run()
         tracker.finish()
-    finally:
-        del visual.forward
-        for name in PARTS:
-            delattr(dec, name)
+
+    with_parts_wrapped(engine, tracker.wrap, measured)
 
 
 def _attributes_holding(obj: object) -> list[str]:
