@@ -49,6 +49,7 @@ class OnePass:
     window: int                               # its window (keys incl. the query)
     backend: str = "torch"                    # fast-weight kernels
     checkpoint_chunks: bool = False
+    conv: tuple | None = None                 # the SP conv's indices (conv_index), built by the first TTT layer
 
 
 def attention_masks(valid: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +125,12 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     """SDPA of q/k/v [B, H, N, hd] under the sliding-window mask [B|1, 1, N, N] of `window` keys, in
     query blocks of W/2 rows, each against the W/2 + W - 1 keys it can see, instead of a masked N x N
     score matrix (kept for backward too): 3.6x less time forward + backward for a 1,838-token gate clip
-    at W = 256, batch 8, on one CPU thread."""
+    at W = 256, batch 8, on one CPU thread. Off a CPU one masked call: there the fused kernels never
+    hold the score matrix, and the blocks' ~130 launches per layer and step (~800 with backward, at
+    2,700 tokens) cost more host time than they save."""
     n = q.shape[2]
     block = max(1, window // 2)
-    if n <= window + block:
+    if n <= window + block or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
     outs = []
     for s in range(0, n, block):
@@ -144,29 +147,55 @@ def _fold(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.view(h, batch, -1, width).transpose(0, 1).reshape(batch * h, -1, width)
 
 
+def conv_index(video: torch.Tensor, grids: list[list[tuple[int, int, int]]]) -> tuple:
+    """Where the SP conv reads and writes for every video of every row, from video [B, N] (two syncs).
+
+    Returns (write, read, keep, shape): `write` = the visual tokens' positions in the flattened [B*N]
+    tokens, row-major; `read` [V * T * h * w] indexes the flattened [B*N] tokens, video v
+    padded to the longest T by repeating its last frame group (for a replicate-padded conv that is
+    what the padding itself adds: every kept output is unchanged); `keep` selects the outputs
+    of the real frame groups, which in order belong to `write`'s tokens; shape = (V, T, h, w)."""
+    flat = video.reshape(-1).nonzero().flatten()
+    shapes = [(t, gh // MERGE, gw // MERGE) for row in grids for t, gh, gw in row]
+    counts = [sum(t * (gh // MERGE) * (gw // MERGE) for t, gh, gw in row) for row in grids]
+    rows_visual = video.sum(dim=1).tolist()
+    for b, (have, cover) in enumerate(zip(rows_visual, counts)):
+        if have != cover:
+            raise ValueError(f"row {b} has {have} visual tokens, its grids {grids[b]} cover {cover}")
+    if len({(h, w) for _, h, w in shapes}) > 1:
+        raise ValueError(f"the SP conv batches videos of one frame size, got merged grids {sorted(set(shapes))}")
+    if not shapes:
+        return flat, flat, flat, (0, 0, 0, 0)
+    T, h, w = max(t for t, _, _ in shapes), shapes[0][1], shapes[0][2]
+    hw = h * w
+    read, keep, start = [], [], 0
+    for v, (t, _, _) in enumerate(shapes):
+        frames = torch.arange(T).clamp(max=t - 1)
+        read.append((start + frames[:, None] * hw + torch.arange(hw)[None]).flatten())
+        keep.append(v * T * hw + torch.arange(t * hw))
+        start += t * hw
+    dev = video.device
+    return flat, flat[torch.cat(read).to(dev)], torch.cat(keep).to(dev), (len(shapes), T, h, w)
+
+
 def _sp_conv(attn: TTTAttention, raw: torch.Tensor, ctx: OnePass) -> torch.Tensor:
     """The depthwise 3-D convs (replicate padding) over every whole video of every row, visual
-    tokens only; raw [3, B*N, C] -> same, text tokens unchanged."""
+    tokens only; raw [3, B*N, C] -> same, text tokens unchanged. All videos and the three convs in
+    one grouped conv call (the modules' own weights and padding, F.conv3d as nn.Conv3d calls it)."""
     if not hasattr(attn, "conv_q"):
         raise ValueError(f"config.use_conv is true but TTT layer {attn.layer_idx} was built without conv modules")
-    n = ctx.video.shape[1]
-    index, outs = [], []
-    for b, grids in enumerate(ctx.grids):
-        positions = ctx.video[b].nonzero().flatten() + b * n
-        start = 0
-        for t, gh, gw in grids:
-            h, w = gh // MERGE, gw // MERGE
-            idx = positions[start:start + t * h * w]
-            start += t * h * w
-            vols = [conv(raw[i, idx].reshape(t, h, w, -1).permute(3, 0, 1, 2)[None])[0]
-                    for i, conv in enumerate((attn.conv_q, attn.conv_k, attn.conv_v))]
-            outs.append(torch.stack(vols).permute(0, 2, 3, 4, 1).reshape(3, t * h * w, -1))
-            index.append(idx)
-        if start != positions.numel():
-            raise ValueError(f"row {b} has {positions.numel()} visual tokens, its grids {grids} cover {start}")
-    if not index:
+    if ctx.conv is None:
+        ctx.conv = conv_index(ctx.video, ctx.grids)
+    write, read, keep, (V, T, h, w) = ctx.conv
+    if V == 0:
         return raw
-    return raw.index_copy(1, torch.cat(index), torch.cat(outs, dim=1).to(raw.dtype))
+    convs = (attn.conv_q, attn.conv_k, attn.conv_v)
+    c = raw.shape[-1]
+    x = raw[:, read].view(3, V, T, h, w, c).permute(1, 0, 5, 2, 3, 4).reshape(V, 3 * c, T, h, w)
+    x = F.pad(x, [p for p in reversed(convs[0].padding) for _ in range(2)], mode=convs[0].padding_mode)
+    y = F.conv3d(x, torch.cat([m.weight for m in convs]), groups=3 * c)
+    y = y.view(V, 3, c, T, h, w).permute(1, 0, 3, 4, 5, 2).reshape(3, V * T * h * w, c)[:, keep]
+    return raw.index_copy(1, write, y.to(raw.dtype))
 
 
 # ---------------------------------------------------------------- the fast weights over the blocks

@@ -26,7 +26,7 @@ from torch import nn
 from ..runtime.config import SpatialTTTConfig
 from ..runtime.one_pass import decoder_one_pass
 from ..runtime.tokens import patchify_pairs
-from .samples import IGNORE, TrainSample, merged_grid
+from .samples import IGNORE, MERGE, TrainSample, merged_grid
 
 PAD_ID = 0  # any id: padding is masked everywhere and never read by a real token
 
@@ -47,14 +47,13 @@ def sample_loss(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[Tr
     cross-entropy (a 3-token answer weighs as much as a 4,000-token description)."""
     hidden, lengths = _final_hidden(model, config, samples, window_size, checkpoint_chunks)
     rows, cols, targets = [], [], []
-    for b, sample in enumerate(samples):
-        labels = sample.labels.to(hidden.device)
-        at = (labels[1:] != IGNORE).nonzero().flatten()
+    for b, sample in enumerate(samples):  # on the host (the labels are there), moved once
+        at = (sample.labels[1:] != IGNORE).nonzero().flatten()
         rows.append(torch.full_like(at, b))
         cols.append(at)
-        targets.append(labels[1:][at])
+        targets.append(sample.labels[1:][at])
     counts = [len(c) for c in cols]
-    rows, cols, targets = torch.cat(rows), torch.cat(cols), torch.cat(targets)
+    rows, cols, targets = (torch.cat(t).to(hidden.device) for t in (rows, cols, targets))
     logits = model.lm_head(hidden[rows, cols]).float()
     if not per_sample_mean:
         return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
@@ -88,19 +87,35 @@ def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[
     device = text.embed_tokens.weight.device
     lengths = [len(s) for s in samples]
     n = max(lengths)
-    ids = torch.full((len(samples), n), PAD_ID, dtype=torch.long, device=device)
-    valid = torch.zeros(len(samples), n, dtype=torch.bool, device=device)
+    # Ids, masks and mRoPE positions are made on the host, where the samples are, and moved once:
+    # HF's get_rope_index reads each frame group's grid with .item(), on a GPU a device sync each
+    # (~5,500 per step of 32 clips of 96 frames).
+    ids = torch.full((len(samples), n), PAD_ID, dtype=torch.long)
+    valid = torch.zeros(len(samples), n, dtype=torch.bool)
     for b, s in enumerate(samples):
-        ids[b, :len(s)] = s.input_ids.to(device)
+        ids[b, :len(s)] = s.input_ids
         valid[b, :len(s)] = True
     video = (ids == video_pad) & valid
+    h, w = merged_grid(config)
+    grids = [(s.groups, h * MERGE, w * MERGE) for s in samples]  # patch grids, as patchify_pairs gives them
+
+    # mRoPE positions per sample (HF's own algorithm); padding continues counting.
+    position_ids = torch.empty(3, len(samples), n, dtype=torch.long)
+    for b, (s, grid) in enumerate(zip(samples, grids)):
+        m = len(s)
+        pos, _ = model.model.get_rope_index(ids[b:b + 1, :m], video[b:b + 1, :m].long() * 2,
+                                            video_grid_thw=torch.tensor([grid]))
+        position_ids[:, b, :m] = pos[:, 0]
+        position_ids[:, b, m:] = pos[:, 0].max() + 1 + torch.arange(n - m)
+    ids, valid, video, position_ids = (t.to(device) for t in (ids, valid, video, position_ids))
 
     # Vision: one call over every sample's frame pairs, one grid (groups, gh, gw) per sample.
-    rows, grids = [], []
-    for s in samples:
-        pixels, grid = patchify_pairs(s.frames.to(device))  # on the model's device: the host copies bytes
+    rows = []
+    for s, grid in zip(samples, grids):
+        pixels, made = patchify_pairs(s.frames.to(device))  # on the model's device: the host copies bytes
+        if made != grid:
+            raise ValueError(f"frames of shape {tuple(s.frames.shape)} make the grid {made}, expected {grid}")
         rows.append(pixels)
-        grids.append(grid)
     trainable = any(p.requires_grad for p in visual.parameters())
     with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
         out = visual(torch.cat(rows).to(visual.dtype), grid_thw=torch.tensor(grids, device=device),
@@ -108,15 +123,6 @@ def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[
     embeds = text.embed_tokens(ids)
     embeds = embeds.masked_scatter(video[..., None], out.pooler_output.to(embeds.dtype))
     deepstack = [d.to(embeds.dtype) for d in out.deepstack_features]
-
-    # mRoPE positions per sample (HF's own algorithm); padding continues counting.
-    position_ids = torch.empty(3, len(samples), n, dtype=torch.long, device=device)
-    for b, (s, grid) in enumerate(zip(samples, grids)):
-        m = len(s)
-        pos, _ = model.model.get_rope_index(ids[b:b + 1, :m], video[b:b + 1, :m].long() * 2,
-                                            video_grid_thw=torch.tensor([grid], device=device))
-        position_ids[:, b, :m] = pos[:, 0]
-        position_ids[:, b, m:] = pos[:, 0].max() + 1 + torch.arange(n - m, device=device)
     hidden = decoder_one_pass(model, config, embeds, position_ids, video, valid, [[g] for g in grids], deepstack,
                               window_size=window_size, backend="torch", checkpoint_chunks=checkpoint_chunks)
     return hidden, lengths
