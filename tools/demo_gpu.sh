@@ -71,7 +71,8 @@ PY
               probes=()
               for batch in ${BATCHES:-64 32 16}; do  # each batch size is probed; one that fails (memory) is skipped
                   rm -rf "/tmp/demo_probe_$batch" && mkdir -p "/tmp/demo_probe_$batch"
-                  sed "s/batch_size: [0-9]*/batch_size: $batch/" "${RECIPE:?}" > "/tmp/demo_probe_$batch.yaml"
+                  sed -e "s/batch_size: [0-9]*/batch_size: $batch/" -e "s/log_every: [0-9]*/log_every: 1/" "${RECIPE:?}" \
+                      > "/tmp/demo_probe_$batch.yaml"  # every step logged: the median below reads them
                   if OMP_NUM_THREADS=4 $PY train run "/tmp/demo_probe_$batch.yaml" --out "/tmp/demo_probe_$batch" \
                          --max-steps "${PROBE_STEPS:-6}" --no-bar; then probes+=("$batch")
                   else echo "plan: batch $batch failed (see above)" >&2; fi
