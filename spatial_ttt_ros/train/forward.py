@@ -26,7 +26,7 @@ from torch import nn
 from ..runtime.config import SpatialTTTConfig
 from ..runtime.one_pass import decoder_one_pass
 from ..runtime.tokens import patchify_pairs
-from .samples import IGNORE, MERGE, TrainSample, merged_grid
+from .samples import IGNORE, MERGE, PATCH, TrainSample, merged_grid
 
 PAD_ID = 0  # any id: padding is masked everywhere and never read by a real token
 
@@ -78,6 +78,17 @@ class TrainForward(nn.Module):
                            checkpoint_chunks=checkpoint_chunks, per_sample_mean=per_sample_mean)
 
 
+def rope_positions(model: nn.Module, sample: TrainSample) -> torch.Tensor:
+    """HF's mRoPE positions [3, N] (long, on the host) of one sample, by `get_rope_index` on host
+    tensors: it reads every frame group's grid with `.item()`, on a device a sync each. The loop's
+    loader workers call this ahead of the step (`TrainSample.position_ids`)."""
+    ids = sample.input_ids.cpu()[None]
+    grid = (sample.groups, sample.frames.shape[1] // PATCH, sample.frames.shape[2] // PATCH)
+    pos, _ = model.model.get_rope_index(ids, (ids == model.config.video_token_id).long() * 2,
+                                        video_grid_thw=torch.tensor([grid]))
+    return pos[:, 0]
+
+
 def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[TrainSample],
                   window_size: int | None, checkpoint_chunks: bool) -> tuple[torch.Tensor, list[int]]:
     video_pad = model.config.video_token_id  # the tokenizer's <|video_pad|> (tiny: runtime.model sets it so)
@@ -87,9 +98,8 @@ def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[
     device = text.embed_tokens.weight.device
     lengths = [len(s) for s in samples]
     n = max(lengths)
-    # Ids, masks and mRoPE positions are made on the host, where the samples are, and moved once:
-    # HF's get_rope_index reads each frame group's grid with .item(), on a GPU a device sync each
-    # (~5,500 per step of 32 clips of 96 frames).
+    # Ids, masks and mRoPE positions are made on the host, where the samples are, and moved once
+    # (HF's get_rope_index on the device: ~5,500 syncs per step of 32 clips of 96 frames).
     ids = torch.full((len(samples), n), PAD_ID, dtype=torch.long)
     valid = torch.zeros(len(samples), n, dtype=torch.bool)
     for b, s in enumerate(samples):
@@ -99,14 +109,16 @@ def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[
     h, w = merged_grid(config)
     grids = [(s.groups, h * MERGE, w * MERGE) for s in samples]  # patch grids, as patchify_pairs gives them
 
-    # mRoPE positions per sample (HF's own algorithm); padding continues counting.
+    # mRoPE positions per sample (HF's own algorithm, made ahead by the loader or here); padding
+    # continues counting.
     position_ids = torch.empty(3, len(samples), n, dtype=torch.long)
-    for b, (s, grid) in enumerate(zip(samples, grids)):
+    for b, s in enumerate(samples):
         m = len(s)
-        pos, _ = model.model.get_rope_index(ids[b:b + 1, :m], video[b:b + 1, :m].long() * 2,
-                                            video_grid_thw=torch.tensor([grid]))
-        position_ids[:, b, :m] = pos[:, 0]
-        position_ids[:, b, m:] = pos[:, 0].max() + 1 + torch.arange(n - m)
+        pos = rope_positions(model, s) if s.position_ids is None else s.position_ids.cpu()
+        if tuple(pos.shape) != (3, m):
+            raise ValueError(f"samples[{b}].position_ids must be [3, {m}], got {tuple(pos.shape)}")
+        position_ids[:, b, :m] = pos
+        position_ids[:, b, m:] = pos.max() + 1 + torch.arange(n - m)
     ids, valid, video, position_ids = (t.to(device) for t in (ids, valid, video, position_ids))
 
     # Vision: one call over every sample's frame pairs, one grid (groups, gh, gw) per sample.

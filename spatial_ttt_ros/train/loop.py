@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from ..runtime.model import build_model, load_checkpoint
 from ..runtime.tokens import ChatLayout
 from . import checkpoint as ckpt_io
 from .curriculum import parse_stages, stage_at, window_at
-from .forward import TrainForward
+from .forward import TrainForward, rope_positions
 from .optim import build_optimizer, set_lr, set_trainable
 from .progress import Progress
 from .recipe import Recipe
@@ -69,15 +69,17 @@ def global_indices(step: int, micro: int, *, rank: int, world: int, batch: int, 
 class StepBatches(torch.utils.data.Dataset):
     """Item k = this rank's micro-batches (lists of samples) for optimiser step `first + k`."""
 
-    def __init__(self, source: object, first: int, last: int, d: Dist, batch: int, accum: int) -> None:
+    def __init__(self, source: object, first: int, last: int, d: Dist, batch: int, accum: int,
+                 prepare: Callable | None = None) -> None:
         self.source, self.first, self.last, self.d, self.batch, self.accum = source, first, last, d, batch, accum
+        self.prepare = prepare or (lambda sample: sample)
 
     def __len__(self) -> int:
         return max(0, self.last - self.first)
 
     def __getitem__(self, k: int) -> list[list]:
         step = self.first + k
-        return [[self.source.sample(i, step) for i in global_indices(step, a, rank=self.d.rank, world=self.d.world,
+        return [[self.prepare(self.source.sample(i, step)) for i in global_indices(step, a, rank=self.d.rank, world=self.d.world,
                                                                      batch=self.batch, accum=self.accum)]
                 for a in range(self.accum)]
 
@@ -87,9 +89,10 @@ def _single_thread(_: int) -> None:
 
 
 def step_batches(source: object, first: int, last: int, d: Dist, batch: int, accum: int,
-                 workers: int) -> Iterator[list[list]]:
-    """Micro-batches for steps first..last-1, in order; built ahead by `workers` forked processes."""
-    data = StepBatches(source, first, last, d, batch, accum)
+                 workers: int, prepare: Callable | None = None) -> Iterator[list[list]]:
+    """Micro-batches for steps first..last-1, in order; built ahead by `workers` forked processes,
+    each sample passed through `prepare` there (the loop: its mRoPE positions, forward.rope_positions)."""
+    data = StepBatches(source, first, last, d, batch, accum, prepare)
     if workers == 0:
         return (data[k] for k in range(len(data)))
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
@@ -192,7 +195,8 @@ def _train(recipe: Recipe, out_dir: Path, d: Dist, max_steps: int | None, time_l
     step_times: list[float] = []
     accum, batch = tr.grad_accum, tr.batch_size
     per_sample = tr.loss_norm == "samples"
-    batches = step_batches(source, step, stop_at, d, batch, accum, tr.loader_workers)
+    batches = step_batches(source, step, stop_at, d, batch, accum, tr.loader_workers,
+                           prepare=lambda s: replace(s, position_ids=rope_positions(model, s)))
     while step < stop_at:
         if time_limit is not None:
             need = (max(step_times[-3:]) if step_times else 0.0) * 1.5 + 5.0

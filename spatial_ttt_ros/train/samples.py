@@ -33,6 +33,8 @@ class TrainSample:
     frames: torch.Tensor            # [F, H, W, 3] uint8 at the model's frame size, F even
     stamps: list[float]             # [F] seconds (the padded last frame repeats its stamp)
     meta: dict = field(default_factory=dict)  # episode, item, kind, stage, evidence_outside_window, ...
+    position_ids: torch.Tensor | None = None  # [3, N] long mRoPE positions (train.forward.rope_positions),
+                                              # made ahead by the loader's workers; None: the forward makes them
 
     @property
     def groups(self) -> int:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.train.forward import TrainForward, forward_logits, sample_loss
+from spatial_ttt_ros.train.forward import TrainForward, forward_logits, rope_positions, sample_loss
 from spatial_ttt_ros.train.samples import IGNORE, TrainSample, layout_sample
 
 pytestmark = pytest.mark.unit
@@ -126,6 +126,23 @@ def test_batch_of_unequal_lengths_equals_each_alone(base):
         twin_alone = forward_logits(engine.model, engine.config, [twin])[0]
     torch.testing.assert_close(pair[0], alone[1], rtol=0, atol=2e-5)
     torch.testing.assert_close(pair[1], twin_alone, rtol=0, atol=2e-5)
+
+
+def test_positions_made_ahead_are_the_ones_used(base):
+    """TrainSample.position_ids (the loader's workers make them: loop.step_batches) replace the
+    forward's own, which equal them; other positions change the logits; a wrong shape is refused."""
+    from dataclasses import replace
+
+    s = _sample(base, _frames(5, seed=6), [40, 41])
+    ahead = replace(s, position_ids=rope_positions(base.model, s))
+    flat = replace(s, position_ids=torch.arange(len(s)).expand(3, -1))  # 1-D positions, not mRoPE's
+    assert not torch.equal(ahead.position_ids, flat.position_ids)
+    with torch.no_grad():
+        own, given, other = (forward_logits(base.model, base.config, [x, s])[0] for x in (s, ahead, flat))
+    torch.testing.assert_close(given, own, rtol=0, atol=0)
+    assert (other - own).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"position_ids must be \[3, "):
+        forward_logits(base.model, base.config, [replace(s, position_ids=ahead.position_ids[:, 1:])])
 
 
 def test_window_override_changes_only_the_sliding_window(base):

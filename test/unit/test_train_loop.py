@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,34 @@ def test_loader_workers_build_the_same_samples_ahead_and_resume(tmp_path):
     assert sorted(second.losses) == [3, 4]
     for step in (3, 4):
         assert second.losses[step] == pytest.approx(plain.losses[step], rel=1e-6, abs=1e-7), step
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loop_makes_positions_ahead_and_trains_the_same(tmp_path, monkeypatch, workers):
+    """The loop's loader gives every sample its mRoPE positions (forward.rope_positions, in the
+    workers when there are any), so the step's forward never makes them (its fallback is broken
+    here), and the training is the one whose forward makes them itself."""
+    from spatial_ttt_ros.train import forward
+
+    recipe = tiny_recipe(2, lr=3e-3, batch_size=2, loader_workers=workers)
+    own = forward._final_hidden
+
+    def forward_without_positions(model, config, samples, *args):  # noqa: ANN001, ANN202
+        bare = [replace(s, position_ids=None) for s in samples]
+        return own(model, config, bare, *args)
+
+    monkeypatch.setattr(forward, "_final_hidden", forward_without_positions)
+    itself = run(recipe, tmp_path / "itself", "single")
+    monkeypatch.setattr(forward, "_final_hidden", own)
+
+    def no_fallback(*_: object) -> None:
+        raise AssertionError("the forward made positions the loader should have made")
+
+    monkeypatch.setattr(forward, "rope_positions", no_fallback)
+    ahead = run(recipe, tmp_path / "ahead", "single")
+    assert sorted(ahead.losses) == [1, 2]
+    for step in (1, 2):
+        assert ahead.losses[step] == itself.losses[step], step
 
 
 def test_per_sample_loss_norm_is_the_same_under_accumulation(tmp_path):
