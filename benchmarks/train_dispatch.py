@@ -9,7 +9,8 @@ random frames (laid out by the real `layout_sample`, one count question each). D
 HF's `get_rope_index` are counted apart: since commit 8ead9be the training forward runs it on the
 host (the samples' ids live there), so on a GPU they launch nothing; before, they ran on the model's
 device, a sync per `.item()`. The rest of the forward's host-side work (ids, masks, label positions:
-a few dispatches and one `nonzero` per sample) is counted with the forward. Writes DIR/train_dispatch.json and .md with --out.
+a few dispatches and one `nonzero` per sample) is counted with the forward. The last column times
+`get_rope_index` alone per clip on the host (what the loader's workers now spend). Writes DIR/train_dispatch.json and .md with --out.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -81,7 +83,14 @@ def count_step(engine: object, batch: int, frames: int) -> dict:
     finally:
         del model.model.get_rope_index
     c = mode.counts
-    return {"batch": batch, "tokens": sum(len(s) for s in batch_samples), "forward": c["forward"],
+    grids = [torch.tensor([(s.groups, s.frames.shape[1] // 16, s.frames.shape[2] // 16)]) for s in batch_samples]
+    t0 = time.perf_counter()
+    for s, grid in zip(batch_samples, grids):  # HF's get_rope_index alone, on host tensors
+        ids = s.input_ids[None]
+        rope(ids, (ids == model.config.video_token_id).long() * 2, video_grid_thw=grid)
+    rope_ms = (time.perf_counter() - t0) * 1000 / len(batch_samples)
+    return {"batch": batch, "tokens": sum(len(s) for s in batch_samples), "get_rope_index_ms_per_sample": rope_ms,
+            "forward": c["forward"],
             "backward": c["backward"], "syncs": c["forward syncs"] + c["backward syncs"],
             "in_get_rope_index": c["host"], "get_rope_index_syncs": c["host syncs"]}
 
@@ -102,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = stamp("python -m benchmarks.train_dispatch " + " ".join(argv if argv is not None else sys.argv[1:]), "cpu")
     lines = [f"# Dispatches of one training step ({args.preset}, clips of <= {args.frames} random frames)", "",
              stamp_line(meta), "",
-             "| batch | tokens | forward | backward | syncs | in get_rope_index | its syncs |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| batch | tokens | forward | backward | syncs | in get_rope_index | its syncs | its host ms per clip |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['batch']} | {r['tokens']} | {r['forward']} | {r['backward']} | {r['syncs']} | "
-              f"{r['in_get_rope_index']} | {r['get_rope_index_syncs']} |" for r in rows]
+              f"{r['in_get_rope_index']} | {r['get_rope_index_syncs']} | {r['get_rope_index_ms_per_sample']:.2f} |"
+              for r in rows]
     print("\n".join(lines))
     if args.out:
         out = Path(args.out)
