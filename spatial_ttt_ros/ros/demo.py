@@ -223,7 +223,8 @@ def print_status(s: Any) -> None:
     print(f"\nmemory_status: received {s.frames_received}, synced {s.frames_synced}, keyframes {s.keyframes}, "
           f"dropped {s.frames_dropped}, rejected {s.frames_rejected}, in memory {s.frames_in_memory},\n"
           f"  tokens {s.tokens}, chunk updates {s.chunk_updates}, memory {s.memory_bytes_total / 1024:.0f} KiB ({parts}),\n"
-          f"  ingest {s.ingest_fps:.1f} frames/s, device {s.device}, model {s.model_id}, last error {s.last_error or '-'}")
+          f"  ingest {s.ingest_fps:.1f} frames/s in the last status period, device {s.device}, model {s.model_id},\n"
+          f"  last error {s.last_error or '-'}")
 
 
 def isolate_ros(env: Any = os.environ) -> str:
