@@ -59,7 +59,7 @@ def samples(engine: object, batch: int, frames: int, seed: int = 0) -> list:
 
 
 def count_step(engine: object, batch: int, frames: int) -> dict:
-    from spatial_ttt_ros.train.forward import sample_loss
+    from spatial_ttt_ros.train.forward import rope_positions, sample_loss
 
     model, config = engine.model, engine.config
     model.requires_grad_(True)
@@ -83,11 +83,9 @@ def count_step(engine: object, batch: int, frames: int) -> dict:
     finally:
         del model.model.get_rope_index
     c = mode.counts
-    grids = [torch.tensor([(s.groups, s.frames.shape[1] // 16, s.frames.shape[2] // 16)]) for s in batch_samples]
     t0 = time.perf_counter()
-    for s, grid in zip(batch_samples, grids):  # HF's get_rope_index alone, on host tensors
-        ids = s.input_ids[None]
-        rope(ids, (ids == model.config.video_token_id).long() * 2, video_grid_thw=grid)
+    for s in batch_samples:  # HF's get_rope_index alone, on host tensors (what the loader's workers run)
+        rope_positions(model, s)
     rope_ms = (time.perf_counter() - t0) * 1000 / len(batch_samples)
     return {"batch": batch, "tokens": sum(len(s) for s in batch_samples), "get_rope_index_ms_per_sample": rope_ms,
             "forward": c["forward"],

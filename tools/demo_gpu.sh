@@ -87,9 +87,9 @@ for b in batches:
     rows = [json.loads(line) for line in open(f"/tmp/demo_probe_{b}/metrics.jsonl")]
     step_s[b] = statistics.median(r["step_s"] for r in rows if r["step"] >= 3)  # steps 1-2 warm up
     print(f"plan: batch {b}: {step_s[b]:.3f} s/step, {b / step_s[b]:.1f} samples/s")
-# the most samples per second: a step of the small demo model issues ~90k ops on the host whatever
-# the batch (torch.profiler on the CPU), so on a GPU a larger batch may cost little more per step;
-# fewer, larger steps in the same time
+# the most samples per second: a step of the small demo model is bound by the host's dispatches,
+# which hardly grow with the batch (benchmarks/results/train_dispatch_20261207), so on a GPU a larger
+# batch costs little more per step (H100: 0.80 s at 32, 1.14 s at 64; train_step_h100_20261207)
 batch = max(batches, key=lambda b: b / step_s[b])
 doc = yaml.safe_load(open(recipe))
 doc["train"]["batch_size"] = batch

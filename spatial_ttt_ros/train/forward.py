@@ -26,7 +26,7 @@ from torch import nn
 from ..runtime.config import SpatialTTTConfig
 from ..runtime.one_pass import decoder_one_pass
 from ..runtime.tokens import patchify_pairs
-from .samples import IGNORE, MERGE, PATCH, TrainSample, merged_grid
+from .samples import IGNORE, PATCH, TrainSample, merged_grid
 
 PAD_ID = 0  # any id: padding is masked everywhere and never read by a real token
 
@@ -83,10 +83,14 @@ def rope_positions(model: nn.Module, sample: TrainSample) -> torch.Tensor:
     tensors: it reads every frame group's grid with `.item()`, on a device a sync each. The loop's
     loader workers call this ahead of the step (`TrainSample.position_ids`)."""
     ids = sample.input_ids.cpu()[None]
-    grid = (sample.groups, sample.frames.shape[1] // PATCH, sample.frames.shape[2] // PATCH)
     pos, _ = model.model.get_rope_index(ids, (ids == model.config.video_token_id).long() * 2,
-                                        video_grid_thw=torch.tensor([grid]))
+                                        video_grid_thw=torch.tensor([patch_grid(sample)]))
     return pos[:, 0]
+
+
+def patch_grid(sample: TrainSample) -> tuple[int, int, int]:
+    """(frame groups, patch rows, patch columns) of a sample's video, as patchify_pairs makes it."""
+    return sample.groups, sample.frames.shape[1] // PATCH, sample.frames.shape[2] // PATCH
 
 
 def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[TrainSample],
@@ -106,8 +110,7 @@ def _final_hidden(model: nn.Module, config: SpatialTTTConfig, samples: Sequence[
         ids[b, :len(s)] = s.input_ids
         valid[b, :len(s)] = True
     video = (ids == video_pad) & valid
-    h, w = merged_grid(config)
-    grids = [(s.groups, h * MERGE, w * MERGE) for s in samples]  # patch grids, as patchify_pairs gives them
+    grids = [patch_grid(s) for s in samples]
 
     # mRoPE positions per sample (HF's own algorithm, made ahead by the loader or here); padding
     # continues counting.

@@ -22,13 +22,13 @@ for name, what, batch in runs:
     series.append((f"{name} (batch {batch})", [r["step"] for r in steps], times))
 ratio = summary["before_b32"]["median_step_s_from_step_3"] / summary["after_b32"]["median_step_s_from_step_3"]
 summary["before_over_after_b32"] = ratio
-(d / "summary.json").write_text(json.dumps({"run": run, "summary": summary}, indent=1) + "\n")
+(d / "summary.json").write_text(json.dumps({"commit": run["commit"], "run": run, "summary": summary}, indent=1) + "\n")
 (d / "step_times.svg").write_text(line_panels("Demo training step on an H100 (s per step)",
                                               [("step time, s", series)], x_unit="step"))
 text = f"""# Training step time of the demo preset on an H100, before and after the host-side changes
 
 {run['device']}; torch {run['torch']}, transformers {run['transformers']}; {run['date']}.
-After = commit {run['after_commit']}; before = {run['before']}. Data: {run['data']}.
+After = commit {run['commit']}; before = {run['before']}. Data: {run['data']}.
 Each row is one `spatial-ttt train run` of 6 steps of `config/train/demo_gpu.yaml` (clips of <= 96
 keyframes, QA, bf16 autocast, 12 loader workers) at the batch size shown, every step logged
 (`device_call.sh` made the first two rows in one call, the third ran in the next call on the same warm
