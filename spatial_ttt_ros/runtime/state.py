@@ -177,6 +177,16 @@ class MemoryState:
         another thread while this one keeps ingesting (anchor caches are compacted in place)."""
         return _map_tensors(self.trimmed(), lambda t: t.detach().to("cpu", copy=True))
 
+    def storage_bytes(self) -> int:
+        """Bytes of the distinct storages behind the state's tensors: what it keeps allocated, a
+        slice counted with the whole tensor it keeps alive. Equals the parts of `nbytes_by_part`
+        (the anchor caches at their capacity) when no part pins more than itself."""
+        found: dict[int, int] = {}
+        for t in self.tensors():
+            storage = t.untyped_storage()
+            found[storage.data_ptr()] = max(found.get(storage.data_ptr(), 0), storage.nbytes())
+        return sum(found.values())
+
     def anchor_capacity_bytes(self) -> int:
         """Bytes allocated for the anchor caches (used + headroom of the growing buffers)."""
         return sum(_nbytes(s.k, s.v) for s in self.layers if isinstance(s, AnchorLayerState))

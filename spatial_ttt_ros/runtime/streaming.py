@@ -13,6 +13,8 @@ Exactness rules (each checked against the one-pass reference in tests):
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,7 +108,7 @@ class Decoder:
         if head is not None:
             nxt = self._raw(layer, tail).index_select(1, tail.video_index) if head.has_video else None
             emitted.append(self._finish_layer(idx, layer, head, self._ttt(layer, st, head, nxt)))
-        st.held = tail
+        st.held = _owned_unit(tail)
         return emitted
 
     def _drain(self, idx: int, layer: nn.Module, st: TTTLayerState | AnchorLayerState) -> list[Unit]:
@@ -159,6 +161,12 @@ class Decoder:
                                                      scale=scaling)
             return out.reshape(1, -1)
         rep = hq // hkv
+        if rep > 1 and window is None and (q.device.type == "cpu" or q.dtype in (torch.float16, torch.bfloat16)):
+            # Against the whole cache (an anchor layer): the attention kernel shares each KV head
+            # among its query heads (GQA) instead of a repeated copy of the cache (2 x 0.38 GiB per
+            # call at 1024 frames on the 2B model). On CUDA that is the flash kernel, for half types
+            # only; fp32 keeps the copy and the memory-efficient kernel.
+            return _sdpa(q, k, v, q_start, k_start, None, scaling, gqa=True)
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=0), v.repeat_interleave(rep, dim=0)
         block = None if window is None else max(1, window // 2)
@@ -217,7 +225,7 @@ class Decoder:
         values = torch.cat((st.window_v, v.transpose(0, 1)), dim=1)
         swa = self._attend(q_rot, keys, values, st.tokens_seen, st.tokens_seen - st.window_k.shape[1],
                            cfg.window_size, attn.attn_layer.scaling)
-        st.window_k, st.window_v = keys[:, -cfg.window_size:], values[:, -cfg.window_size:]
+        st.window_k, st.window_v = _own(keys[:, -cfg.window_size:]), _own(values[:, -cfg.window_size:])
 
         # Fast-weight branch inputs, with the SP conv on the visual tokens.
         raw = attn.raw_fast_inputs(q_hat, k_hat, v)
@@ -228,7 +236,7 @@ class Decoder:
             prev = st.conv_prev if same_segment else cur[:, 0]
             conv = self.ops.conv(attn, prev, cur, cur[:, -1] if nxt is None else nxt, unit.hw)
             raw = raw.index_copy(1, unit.video_index, conv.flatten(1, 2))
-            st.conv_prev, st.conv_prev_segment = cur[:, -1], unit.segment
+            st.conv_prev, st.conv_prev_segment = _own(cur[:, -1]), unit.segment
         q, k, v_fw = self.ops.fast_qkv(attn, raw, cos, sin)
         lr, mu, gate_logits = self.ops.side(attn, x)
 
@@ -248,10 +256,10 @@ class Decoder:
             return attn.attn_layer.o_proj(swa + self.ops.gate_output(attn, out, gate_logits, x.dtype))
         if cfg.decode_update_rule == "official":  # the last C tokens, for the first decode step
             c = cfg.chunk_size
-            st.tail_k = k[:, -c:] if st.tail_k is None else torch.cat((st.tail_k, k), dim=1)[:, -c:]
-            st.tail_v = v_fw[:, -c:] if st.tail_v is None else torch.cat((st.tail_v, v_fw), dim=1)[:, -c:]
-            st.tail_lr = lr[:, -c:] if st.tail_lr is None else torch.cat((st.tail_lr, lr), dim=1)[:, -c:]
-            st.tail_mu = mu[:, -c:] if st.tail_mu is None else torch.cat((st.tail_mu, mu), dim=1)[:, -c:]
+            st.tail_k = _own(k[:, -c:] if st.tail_k is None else torch.cat((st.tail_k, k), dim=1)[:, -c:])
+            st.tail_v = _own(v_fw[:, -c:] if st.tail_v is None else torch.cat((st.tail_v, v_fw), dim=1)[:, -c:])
+            st.tail_lr = _own(lr[:, -c:] if st.tail_lr is None else torch.cat((st.tail_lr, lr), dim=1)[:, -c:])
+            st.tail_mu = _own(mu[:, -c:] if st.tail_mu is None else torch.cat((st.tail_mu, mu), dim=1)[:, -c:])
 
         # Apply-then-update in exact blocks of C tokens (global token index multiples of C).
         outputs = []
@@ -268,15 +276,13 @@ class Decoder:
                 pass  # official rule: the prefill leaves a block ending at the prompt's end pending
             elif st.pending_k.shape[1] == cfg.chunk_size and not cfg.ttt_updates:
                 # ttt_updates off (an ablation): the block is dropped, the fast weights stay at w0/w1/w2.
-                st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
-                st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
+                _clear_pending(st)
             elif st.pending_k.shape[1] == cfg.chunk_size:
                 st.fast = fw_update(st.fast, st.pending_k, st.pending_v, st.pending_lr, st.pending_mu,
                                     use_momentum=cfg.use_momentum, use_muon=cfg.use_muon, prenorm=cfg.prenorm,
                                     ns_dtype=muon_dtype(cfg), backend=self.backend,
                                     keep_bf16_weights=cfg.fw_precision == "bf16")
-                st.pending_k, st.pending_v = st.pending_k[:, :0], st.pending_v[:, :0]
-                st.pending_lr, st.pending_mu = st.pending_lr[:, :0], st.pending_mu[:, :0]
+                _clear_pending(st)
                 st.updates += 1
             i += step
         ttt = self.ops.gate_output(attn, torch.cat(outputs, dim=1), gate_logits, x.dtype)
@@ -290,9 +296,9 @@ class Decoder:
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int,
-          window: int | None, scaling: float) -> torch.Tensor:
-    """One attention call, q [H, n, hd], k/v [H, m, hd] (heads already matched) -> [n, H*hd]; the
-    last key is the last query's position."""
+          window: int | None, scaling: float, gqa: bool = False) -> torch.Tensor:
+    """One attention call, q [Hq, n, hd], k/v [H, m, hd] (H == Hq, or Hq a multiple of H with `gqa`)
+    -> [n, Hq*hd]; the last key is the last query's position."""
     n, m = q.shape[1], k.shape[1]
     if window is None or m <= window:
         # Causal with the diagonal at the bottom right: no mask is materialised (flash or
@@ -305,8 +311,30 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_sta
     # No cuDNN: it rebuilds its execution plan for every new shape (~1.5 ms of host time per call,
     # measured on an H100), and the shapes here change with every unit.
     with sdpa_kernel(list(_SDPA_BACKENDS)):
-        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling)
+        out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling, enable_gqa=gqa)
     return out[0].transpose(0, 1).reshape(n, -1)
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """`t`, or a compact copy when it is a slice of a larger tensor: what the memory keeps must not
+    pin the tensor it was cut from (a window's last W keys of window + unit, the last frame group's
+    conv inputs of a whole pass). Views kept that way held ~2.5 GiB beyond the memory's parts on the
+    2B model at 1024 frames (benchmarks/results/memory_profile_h100_20261207)."""
+    return t if t.untyped_storage().nbytes() <= t.numel() * t.element_size() else t.clone()
+
+
+def _owned_unit(unit: Unit) -> Unit:
+    """A unit kept in the memory (a held frame group) with every tensor compact (`_own`)."""
+    return replace(unit, hidden=_own(unit.hidden), position_ids=_own(unit.position_ids), video=_own(unit.video),
+                   deepstack=[_own(d) for d in unit.deepstack],
+                   video_index=None if unit.video_index is None else _own(unit.video_index),
+                   rope=None if unit.rope is None else (_own(unit.rope[0]), _own(unit.rope[1])))
+
+
+def _clear_pending(st: TTTLayerState) -> None:
+    """Empty the pending block (fresh empty tensors: an empty slice would pin the block)."""
+    st.pending_k, st.pending_v = _own(st.pending_k[:, :0]), _own(st.pending_v[:, :0])
+    st.pending_lr, st.pending_mu = _own(st.pending_lr[:, :0]), _own(st.pending_mu[:, :0])
 
 
 def _split_last_group(unit: Unit) -> tuple[Unit | None, Unit]:
