@@ -30,6 +30,9 @@ from .state import AnchorLayerState, MemoryState, TTTLayerState, Unit
 from .ttt_layer import TTTAttention, muon_dtype
 
 _SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+# Queries x query heads per KV head up to which an anchor layer's attention folds the heads into
+# rows with an explicit mask (its bias: FOLD_ROWS x cache length, 94 MB in bf16 at 92k tokens).
+FOLD_ROWS = 512
 
 
 class Decoder:
@@ -161,11 +164,25 @@ class Decoder:
                                                      scale=scaling)
             return out.reshape(1, -1)
         rep = hq // hkv
+        if rep > 1 and window is None and n * rep <= FOLD_ROWS:
+            # Few queries (a question, an answer's text) against the whole cache: as for one query,
+            # the query heads sharing a KV head become rows of one call per KV head, with the causal
+            # mask per row (FOLD_ROWS bounds it). No copy of the cache, and the many keys are split
+            # over the kernel's blocks (flash with GQA runs one block per head here: on an H100 it
+            # added ~55 ms to a question at 1024 frames, benchmarks/results/engine_compare_h100_4717cda).
+            hd = q.shape[2]
+            m = k.shape[1]
+            rows = torch.arange(m - n, m, device=q.device).repeat(rep)[:, None]
+            mask = torch.arange(m, device=q.device)[None, :] <= rows
+            with sdpa_kernel(list(_SDPA_BACKENDS)):
+                out = F.scaled_dot_product_attention(q.reshape(hkv, rep * n, hd)[None], k[None], v[None],
+                                                     attn_mask=mask[None, None], scale=scaling)
+            return out[0].reshape(hq, n, hd).transpose(0, 1).reshape(n, -1)
         if rep > 1 and window is None and (q.device.type == "cpu" or q.dtype in (torch.float16, torch.bfloat16)):
-            # Against the whole cache (an anchor layer): the attention kernel shares each KV head
-            # among its query heads (GQA) instead of a repeated copy of the cache (2 x 0.38 GiB per
-            # call at 1024 frames on the 2B model). On CUDA that is the flash kernel, for half types
-            # only; fp32 keeps the copy and the memory-efficient kernel.
+            # A long unit against the whole cache (an anchor layer's ingest): the kernel shares each
+            # KV head among its query heads (GQA) instead of a repeated copy of the cache (2 x 0.38
+            # GiB per call at 1024 frames on the 2B model). On CUDA that is the flash kernel, for
+            # half types only; fp32 keeps the copy and the memory-efficient kernel.
             return _sdpa(q, k, v, q_start, k_start, None, scaling, gqa=True)
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=0), v.repeat_interleave(rep, dim=0)

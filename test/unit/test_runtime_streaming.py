@@ -178,3 +178,24 @@ def test_streaming_equals_one_pass_with_the_pose_channel(batch):
     for image, stamp, pose in frames:
         engine.push_frame(image, stamp, pose)
     _compare(engine, [frames])
+
+
+@pytest.mark.parametrize("n,m", [(1, 9), (5, 40), (60, 60), (200, 900), (300, 700)])
+def test_attention_against_the_whole_cache_equals_repeated_heads(n, m):
+    """An anchor layer's attention (no window) with 2 query heads per KV head, whichever way it runs
+    (one query; few queries folded into rows with a mask, FOLD_ROWS; many with GQA in the kernel),
+    equals plain softmax attention over the repeated KV heads, causal with the last key at the last
+    query. The tiny model's anchor is its top layer, whose outputs before the last token no logit
+    sees, so the engine's invariant tests cannot see a misplaced row there: this one can."""
+    from spatial_ttt_ros.runtime.streaming import FOLD_ROWS
+
+    engine = StreamingEngine.from_preset("tiny", device="cpu")
+    g = torch.Generator().manual_seed(n)
+    q = torch.randn(4, n, 16, generator=g)
+    k, v = (torch.randn(2, m, 16, generator=g) for _ in range(2))
+    out = engine.decoder._attend(q, k, v, 1000 + m - n, 1000, None, 0.25)
+    scores = (q @ k.repeat_interleave(2, dim=0).transpose(1, 2)) * 0.25
+    seen = torch.arange(m)[None, :] <= torch.arange(m - n, m)[:, None]
+    ref = (scores.masked_fill(~seen, float("-inf")).softmax(-1) @ v.repeat_interleave(2, dim=0))
+    assert (n * 2 <= FOLD_ROWS) == (n <= 200)  # the cases cover both sides of the fold's bound
+    torch.testing.assert_close(out, ref.transpose(0, 1).reshape(n, -1), atol=1e-5, rtol=1e-5)
