@@ -169,7 +169,7 @@ class Decoder:
             # the query heads sharing a KV head become rows of one call per KV head, with the causal
             # mask per row (FOLD_ROWS bounds it). No copy of the cache, and the many keys are split
             # over the kernel's blocks (flash with GQA runs one block per head here: on an H100 it
-            # added ~55 ms to a question at 1024 frames, benchmarks/results/engine_compare_h100_4717cda).
+            # added ~55 ms to a question at 1024 frames, benchmarks/results/memory_h100_20261207).
             hd = q.shape[2]
             m = k.shape[1]
             rows = torch.arange(m - n, m, device=q.device).repeat(rep)[:, None]
@@ -336,7 +336,7 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     """`t`, or a compact copy when it is a slice of a larger tensor: what the memory keeps must not
     pin the tensor it was cut from (a window's last W keys of window + unit, the last frame group's
     conv inputs of a whole pass). Views kept that way held ~2.5 GiB beyond the memory's parts on the
-    2B model at 1024 frames (benchmarks/results/memory_profile_h100_20261207)."""
+    2B model at 1024 frames (benchmarks/results/memory_h100_20261207)."""
     return t if t.untyped_storage().nbytes() <= t.numel() * t.element_size() else t.clone()
 
 

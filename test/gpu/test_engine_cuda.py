@@ -78,17 +78,18 @@ def test_auto_backend_on_cuda_follows_triton(without_triton):
     assert select_backend("cuda", "auto") == ("torch" if without_triton else "triton")
 
 
-@pytest.mark.parametrize("n,m", [(7, 300), (256, 256), (1000, 5000)])
+@pytest.mark.parametrize("n,m", [(1, 300), (7, 300), (200, 5000), (256, 256), (1000, 5000)])
 def test_anchor_attention_shares_kv_heads_on_cuda(n, m):
-    """The anchor layers' attention over the whole cache in half precision runs the KV heads shared
-    among their query heads (GQA in the flash kernel, no repeated copy of the cache): it equals the
-    repeated-cache call in fp32, causal with the diagonal at the bottom right."""
+    """The anchor layers' attention over the whole cache in bf16, whichever way it runs (one query;
+    few queries folded into rows with a mask; many with GQA in the flash kernel; none repeats the
+    cache): it equals the repeated-cache call in fp32, causal with the diagonal at the bottom right."""
     from spatial_ttt_ros.runtime.streaming import _sdpa
 
+    engine = StreamingEngine.from_preset("tiny", device="cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(16, n, 128, device="cuda", generator=g)
     k, v = (torch.randn(8, m, 128, device="cuda", generator=g) for _ in range(2))
-    out = _sdpa(q.bfloat16(), k.bfloat16(), v.bfloat16(), m - n, 0, None, 128 ** -0.5, gqa=True)
+    out = engine.decoder._attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), m - n, 0, None, 128 ** -0.5)
     ref = _sdpa(q, k.repeat_interleave(2, dim=0), v.repeat_interleave(2, dim=0), m - n, 0, None, 128 ** -0.5)
     assert out.shape == ref.shape == (n, 16 * 128)
     assert (out.float() - ref).abs().max().item() < 3e-2
