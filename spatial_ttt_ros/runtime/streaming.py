@@ -154,29 +154,24 @@ class Decoder:
         The last key is the last query's own position (keys are the cache + this unit), so plain
         causal attention is the lower-right aligned kind; a window cuts off the oldest keys."""
         n, hq, hkv = q.shape[1], q.shape[0], k.shape[0]
-        if n == 1:
-            # One query sees every key (the window's last W): fold the query heads that share a KV
-            # head into rows, so no KV expansion and no mask.
-            if window is not None:
-                k, v = k[:, -window:], v[:, -window:]
-            with sdpa_kernel(list(_SDPA_BACKENDS)):
-                out = F.scaled_dot_product_attention(q.view(hkv, hq // hkv, q.shape[2])[None], k[None], v[None],
-                                                     scale=scaling)
-            return out.reshape(1, -1)
         rep = hq // hkv
-        if rep > 1 and window is None and n * rep <= FOLD_ROWS:
-            # Few queries (a question, an answer's text) against the whole cache: as for one query,
-            # the query heads sharing a KV head become rows of one call per KV head, with the causal
-            # mask per row (FOLD_ROWS bounds it). No copy of the cache, and the many keys are split
-            # over the kernel's blocks (flash with GQA runs one block per head here: on an H100 it
-            # added ~55 ms to a question at 1024 frames, benchmarks/results/memory_h100_20261207).
-            hd = q.shape[2]
-            m = k.shape[1]
-            rows = torch.arange(m - n, m, device=q.device).repeat(rep)[:, None]
-            mask = torch.arange(m, device=q.device)[None, :] <= rows
+        if n == 1 or rep > 1 and window is None and n * rep <= FOLD_ROWS:
+            # One query (the window's last W keys), or few (a question, an answer's text) against
+            # the whole cache: the query heads sharing a KV head become rows of one call per KV
+            # head, with the causal mask per row when there are several queries (FOLD_ROWS bounds
+            # it). No copy of the cache, and the many keys are split over the kernel's blocks
+            # (flash with GQA runs one block per head here: on an H100 it added ~55 ms to a
+            # question at 1024 frames, benchmarks/results/memory_h100_20261207).
+            if window is not None:  # n == 1
+                k, v = k[:, -window:], v[:, -window:]
+            m, hd = k.shape[1], q.shape[2]
+            mask = None
+            if n > 1:
+                rows = torch.arange(m - n, m, device=q.device).repeat(rep)[:, None]
+                mask = (torch.arange(m, device=q.device)[None, :] <= rows)[None, None]
             with sdpa_kernel(list(_SDPA_BACKENDS)):
                 out = F.scaled_dot_product_attention(q.reshape(hkv, rep * n, hd)[None], k[None], v[None],
-                                                     attn_mask=mask[None, None], scale=scaling)
+                                                     attn_mask=mask, scale=scaling)
             return out[0].reshape(hq, n, hd).transpose(0, 1).reshape(n, -1)
         if rep > 1 and window is None and (q.device.type == "cpu" or q.dtype in (torch.float16, torch.bfloat16)):
             # A long unit against the whole cache (an anchor layer's ingest): the kernel shares each
