@@ -10,6 +10,7 @@ import torch
 
 from spatial_ttt_ros.runtime.config import load_config
 from spatial_ttt_ros.runtime.model import build_model, ttt_parameter_names
+from spatial_ttt_ros.train.curriculum import parse_stages, total_steps
 from spatial_ttt_ros.train.optim import param_groups, set_trainable
 from spatial_ttt_ros.train.recipe import OptimSettings, load_recipe, lr_factor, parse_recipe, warmup_steps
 
@@ -67,8 +68,10 @@ def test_shipped_recipes_parse():
     cfg = load_config(official.preset)
     assert (cfg.chunk_size, cfg.window_size, cfg.use_muon, cfg.prenorm) == (2648, 2648, True, True)
     assert (cfg.frame_height, cfg.frame_width) == (352, 480)
-    demo = load_recipe(ROOT / "config/train/demo.yaml")
-    assert demo.total_steps > 0
+    for path in sorted((ROOT / "config/train").glob("*.yaml")):  # every shipped recipe, stages included
+        recipe = load_recipe(path)
+        stages = parse_stages(recipe.data["stages"])
+        assert recipe.total_steps == total_steps(stages) > 0, path.name
 
 
 def test_schedule_warmup_then_cosine_to_min_ratio():
