@@ -1,11 +1,14 @@
 """Profile the engine on the Qwen3-VL-2B architecture (random weights): where ingest and ask time goes.
 
     python -m benchmarks.profile_engine [--frames 64] [--history 256] [--batch-groups 8] [--ask]
+                                        [--decode-graph static]
 
 Prints, for `--frames` frames pushed after `--history` frames already in memory: the free-running
 rate, the synchronised split by part (vision tower / TTT layers / anchor layers / MLP), the GPU
 kernel time against the wall time (host-bound when the GPU is idle most of the wall), and
-torch.profiler's top ops; with `--ask`, the same for one count question.
+torch.profiler's top ops; with `--ask`, the same for one count question. `--decode-graph static`
+runs the question and answer passes over the static buffers uncaptured: the kernels a graph replay
+launches, one by one in the profile (a captured replay shows as one launch).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from benchmarks.bench_engine import QUESTION, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISI
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 
 
-def engine_2b(fw_precision: str, batch_groups: int) -> tuple[StreamingEngine, list[np.ndarray]]:
+def engine_2b(fw_precision: str, batch_groups: int, decode_graph: str = "auto") -> tuple[StreamingEngine, list[np.ndarray]]:
     """The Qwen3-VL-2B-shaped engine (random weights, bf16) on CUDA and 8 random 352x480 frames."""
     engine = StreamingEngine.from_preset("spatial_ttt_2b", device="cuda", overrides={
         "backbone": "tiny", "tiny_text": QWEN3_VL_2B_TEXT, "tiny_vision": QWEN3_VL_2B_VISION,
-        "dtype": "bfloat16", "fw_precision": fw_precision, "ingest_batch_groups": batch_groups})
+        "dtype": "bfloat16", "fw_precision": fw_precision, "ingest_batch_groups": batch_groups,
+        "decode_graph": decode_graph})
     rng = np.random.default_rng(0)
     return engine, [rng.integers(0, 256, (352, 480, 3), dtype=np.uint8) for _ in range(8)]
 
@@ -92,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-groups", type=int, default=1)
     parser.add_argument("--ask", action="store_true", help="also profile one ask() (count question, 8 tokens)")
     parser.add_argument("--vision", action="store_true", help="only profile the vision tower on --frames frames")
+    parser.add_argument("--decode-graph", default="auto", choices=("auto", "graph", "static", "off"),
+                        help="the engine's decode_graph (static: the graph's kernels, uncaptured)")
     args = parser.parse_args(argv)
-    engine, frames = engine_2b(args.fw_precision, args.batch_groups)
+    engine, frames = engine_2b(args.fw_precision, args.batch_groups, args.decode_graph)
     if args.vision:
         profile_vision(engine, frames, args.frames)
         return 0
@@ -160,7 +166,8 @@ def profile_ask(engine: StreamingEngine) -> None:
     wall = time.perf_counter() - t0
     print(f"ask: {wall * 1000:.1f} ms, prefill {answer.prefill_s * 1000:.1f} ms, "
           f"decode {answer.decode_s * 1000 / max(1, len(answer.token_ids) - 1):.1f} ms/token "
-          f"({engine.frames_in_memory} frames, {len(engine.state.pending_frames)} pending)")
+          f"({engine.frames_in_memory} frames, {len(engine.state.pending_frames)} pending; question pass "
+          f"{answer.question_path}, answer tokens {answer.decode_path})")
     totals = split_by_part(engine, lambda: engine.ask(QUESTION, max_new_tokens=8))
     for name, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<14} {1000 * t:8.2f} ms per ask (synchronised)")
