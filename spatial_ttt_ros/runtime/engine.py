@@ -188,14 +188,25 @@ class StreamingEngine:
 
     @torch.no_grad()
     def prepare(self) -> bool:
-        """Do now, on a kept fork, the part of the next ask() that does not depend on the question:
-        the pending frames and the frame groups the conv layers hold back (up to one per conv layer)
-        finished as the end of the video. Meant for idle time (the perception node's worker calls
-        it when its queue is empty); an ask() before the memory changes then runs only its
-        question. Costs one more copy of the TTT-layer state while kept. False when there is
-        nothing to do (no frames, or already prepared)."""
+        """Do now the part of the next ask() that does not depend on the question. Meant for idle
+        time (the perception node's worker calls it when its queue is empty); an ask() before the
+        memory changes then runs only its question. Two steps:
+
+        * the frame pairs waiting for their batch (ingest_batch_groups > 1) enter the memory itself,
+          as the next batch would have fed them (identical results): work done once, where a fork
+          would redo it after the next frames;
+        * on a kept fork, what only a question needs: a lone last frame paired with itself and the
+          frame groups the conv layers hold back (up to one per conv layer) finished as the end of
+          the video. The fork shares the memory's tensors except those its few tokens change (its
+          windows and pending blocks; its fast weights too when those tokens close a chunk).
+
+        False when there is nothing to do (no frames, or already prepared)."""
         if self.state.frames == 0 or self._prepared is not None:
             return False
+        units = self._take_pending(self.state, pairs_only=True)
+        if units:
+            self.decoder.run(self.state, units)
+            self._enforce_budget()
         fork = self.state.fork()
         self._run_fork(fork, self._take_pending(fork), drain=True)
         self._prepared = fork
@@ -354,17 +365,22 @@ class StreamingEngine:
         state.tokens += n
         return unit
 
-    def _take_pending(self, state: MemoryState) -> list[Unit]:
+    def _take_pending(self, state: MemoryState, pairs_only: bool = False) -> list[Unit]:
         """Units for the frames waiting in `state` (a lone last frame is paired with itself, as the
-        processor pads an odd frame count), which are then no longer pending."""
+        processor pads an odd frame count), which are then no longer pending. `pairs_only`: the
+        whole pairs only; a lone last frame stays pending for its partner."""
         frames, stamps, poses = state.pending_frames, state.pending_stamps, state.pending_poses
-        if not frames:
-            return []
         if len(poses) != len(frames):  # a memory loaded from before the pose channel
             poses = [None] * len(frames)
+        keep = len(frames) % 2 if pairs_only else 0
+        take = len(frames) - keep
+        if not take:
+            return []
+        frames, stamps, poses = frames[:take], stamps[:take], poses[:take]
+        state.pending_frames, state.pending_stamps = state.pending_frames[take:], state.pending_stamps[take:]
+        state.pending_poses = state.pending_poses[take:] if len(state.pending_poses) > take else []
         if len(frames) % 2:
             frames, stamps, poses = frames + frames[-1:], stamps + stamps[-1:], poses + poses[-1:]
-        state.pending_frames, state.pending_stamps, state.pending_poses = [], [], []
         return self._frame_units(state, frames, stamps, poses)
 
     def _frame_units(self, state: MemoryState, frames: list[torch.Tensor], stamps: list[float],

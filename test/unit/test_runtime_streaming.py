@@ -157,6 +157,33 @@ def test_prepared_ask_equals_a_cold_ask_and_is_dropped_by_new_frames(batch):
     assert not engine.prepared and not engine.prepare()  # no frames
 
 
+def test_prepare_feeds_the_pairs_waiting_for_their_batch_into_the_memory():
+    # 11 frames at 4 pairs per pass: 8 fed, a pair and a lone frame waiting. prepare() feeds the pair
+    # into the memory itself (the next batch would have), so the kept fork finishes only the lone
+    # frame and the held groups, and the frames after it do not redo that pair.
+    frames = _frames(16, seed=6)
+    prepared, plain = (StreamingEngine.from_preset("tiny", device="cpu", overrides={"ingest_batch_groups": 4})
+                       for _ in range(2))
+    for engine in (prepared, plain):
+        for image, stamp in frames[:11]:
+            engine.push_frame(image, stamp)
+    assert len(prepared.state.pending_frames) == 3
+    cold = prepared.ask(QUESTION, max_new_tokens=3, return_logits=True)
+    assert prepared.prepare()
+    assert len(prepared.state.pending_frames) == 1 and prepared.state.frames == 11
+    warm = prepared.ask(QUESTION, max_new_tokens=3, return_logits=True)
+    assert warm.token_ids == cold.token_ids
+    torch.testing.assert_close(warm.logits, cold.logits, rtol=0, atol=1e-6)
+    for engine in (prepared, plain):
+        for image, stamp in frames[11:]:
+            engine.push_frame(image, stamp)
+    # the two memories now wait at different points of their batches; what they answer is the same
+    a, b = (e.ask(QUESTION, max_new_tokens=3, return_logits=True) for e in (prepared, plain))
+    assert a.token_ids == b.token_ids
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-5)
+    _compare(prepared, [frames])
+
+
 def test_bf16_fast_weight_route_follows_the_one_pass_run():
     # fw_precision bf16 rounds the fast-weight q/k/v to bf16 on both sides; the streaming side splits
     # the sequence differently (units, chunks), so roundings can differ; measured 1.4e-5 here.
