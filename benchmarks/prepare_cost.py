@@ -2,14 +2,15 @@
 them, a question now and then (any device).
 
     python -m benchmarks.prepare_cost [--preset demo] [--batch-groups 8] [--frames 240] [--burst 5]
-                                      [--device cpu] [--out DIR]
+                                      [--device cpu] [--repeat 3] [--out DIR]
 
 Pushes `--frames` random frames in bursts of `--burst` (fewer than a batch of 2 x batch-groups, so
 pairs are still waiting when the idle time comes), calls prepare() after each burst and asks one
 count question every 4 bursts, as the perception node's worker does. Reports the time spent in
 pushes, in prepare() and in the questions, the frames the memory took in, and the bytes each kept
 fork held beyond the memory (storages the memory does not share). Speed and bytes do not depend on
-the frames' content. Writes prepare_cost.json / .md to --out.
+the frames' content; times are medians of `--repeat` runs (a fresh engine each). Writes
+prepare_cost.json / .md to --out.
 """
 
 from __future__ import annotations
@@ -80,19 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--burst", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if not 0 < args.burst < 2 * args.batch_groups or args.frames < args.burst:
         print(f"--burst must be 1..{2 * args.batch_groups - 1} (fewer than a batch) and at most --frames", file=sys.stderr)
         return 2
-    torch.manual_seed(0)
-    row = measure(args)
+    runs = []
+    for _ in range(max(1, args.repeat)):
+        torch.manual_seed(0)
+        runs.append(measure(args))
+    row = {**runs[0], **{k: statistics.median(r[k] for r in runs) for k in ("push_s", "prepare_s", "ask_s", "total_s")},
+           "repeats": len(runs), "total_s_each": [r["total_s"] for r in runs]}
     result = {**stamp(" ".join(["python -m benchmarks.prepare_cost", *(argv if argv is not None else sys.argv[1:])]),
                       args.device), **row}
     mib = 2 ** 20
     lines = [stamp_line(result), "",
              f"{row['frames']} frames in bursts of {row['burst']}, prepare() after each burst, a count question "
-             f"every {ASK_EVERY} bursts; {row['ingest_batch_groups']} pairs per pass.", "",
+             f"every {ASK_EVERY} bursts; {row['ingest_batch_groups']} pairs per pass; seconds are medians of "
+             f"{row['repeats']} runs.", "",
              "| preset | seconds in pushes | in prepare() | in questions | total | frames waiting before prepare(), mean "
              "| kept fork beyond the memory, MiB: mean / max | memory at the end, MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|",
