@@ -6,6 +6,8 @@ Three granularities, all built from the Scene and a visibility table (observatio
   and position, and pairwise relations (what rests on what, each object's nearest neighbour).
 * `describe_episode`: the same restricted to the objects the recording saw, plus the order in
   which they first appeared.
+* `summarize_episode`: its first lines only: the layout and the counts per category of what the
+  recording saw (a few hundred characters where a whole description runs to thousands).
 * `describe_chunks`: one short text per chunk of consecutive frames: what is visible, what is new,
   and the running counts so far (the training data for a streaming memory).
 
@@ -136,6 +138,14 @@ def describe_episode(scene: Scene, table: Mapping[int, Iterable[str]]) -> str:
     frames = sorted(table)
     return (f"The recording has {len(frames)} frames, {frames[0]} to {frames[-1]}.\n{text}\n"
             f"Objects first appear in this order: {appearance}.")
+
+
+def summarize_episode(scene: Scene, table: Mapping[int, Iterable[str]]) -> str:
+    """The layout (rooms and floor areas) and the counts per category of the objects the recording saw."""
+    table = check_table(scene, table)
+    objects = [scene.get(i) for i in seen_ids(table)]
+    counts = f"It contains {_counts_sentence(objects)}." if objects else "No objects are annotated."
+    return "\n".join(_layout(scene) + [counts])
 
 
 def describe_chunks(scene: Scene, table: Mapping[int, Iterable[str]], chunk_size: int) -> list[ChunkDescription]:

@@ -30,8 +30,12 @@ task by its mix, then:
   (re-indexed from 0). Otherwise: a chunk description of the shard whose chunk ends within the
   first max_frames frames, clip = frame 0 to its last frame (its "Seen so far" counts from frame
   0, so the clip starts there).
+* "summary": as "describe" with visibility and a scene, target = spatial.describe.summarize_episode
+  (the rooms and the counts per category of what the clip saw: a dense count signal a few hundred
+  bytes long, where a whole description of a 96-frame clip runs to ~6,000 bytes and outgrows a
+  GPU batch). Shards without visibility have no summary.
 
-`meta` of every sample: stage, task, kind ("describe" or the QA kind), episode, source, clip
+`meta` of every sample: stage, task, kind ("describe", "summary" or the QA kind), episode, source, clip
 [first, last] (shard frames), item (the QA item, or None), question and answer (the texts), window (the training window of this
 step, curriculum.window_at), and `evidence_outside_window`: whether every frame in which an
 object the answer depends on is visible lies wholly before the preset's sliding window
@@ -50,7 +54,7 @@ import numpy as np
 from ..runtime.config import SpatialTTTConfig
 from ..runtime.tokens import LONGEST_POSE, ChatLayout, group_text
 from ..spatial.answers import format_position
-from ..spatial.describe import describe_episode
+from ..spatial.describe import describe_episode, summarize_episode
 from ..spatial.prompts import ROBOT_KINDS, build_prompt
 from ..spatial.qa import item_prompt
 from ..spatial.scene import Scene, validate_scene
@@ -58,6 +62,8 @@ from .curriculum import Stage, parse_stages, stage_at, window_at
 from .samples import IGNORE, TrainSample, layout_sample, merged_grid
 from .shards import Episode, find_shards, read_episode, read_frames
 
+SUMMARY_QUESTION = ("Summarize what you have seen in the video so far: the rooms with their floor areas, and how "
+                    "many objects of each kind.")
 DESCRIBE_QUESTION = ("Describe everything you have seen in the video so far: the rooms, each object with its "
                      "size and position, and the order in which the objects first appeared.")
 CHUNK_QUESTION = "Describe what the latest frames show, what is new in them, and what you have seen so far."
@@ -132,6 +138,8 @@ class SampleSource:
             if stage.weight("qa") > 0 and not any(self.qa.get(k) for k in stage.kinds):
                 raise ValueError(f"stage {stage.name!r} asks for qa, but no shard has an item of the kinds "
                                  f"{list(stage.kinds)} spanning <= max_frames = {max_frames} frames")
+            if stage.weight("summary") > 0 and not any(di is None for _, di in self.describe):
+                raise ValueError(f"stage {stage.name!r} asks for summary, but no shard has visibility + scene")
             if stage.weight("describe") > 0 and not self.describe:
                 raise ValueError(f"stage {stage.name!r} asks for describe, but no shard has visibility + scene or a "
                                  f"chunk description ending within max_frames = {max_frames} frames")
@@ -163,7 +171,7 @@ class SampleSource:
         rng = np.random.default_rng([self.seed, int(index), int(step)])
         tasks = [t for t, _ in stage.mix]
         task = tasks[int(rng.choice(len(tasks), p=[p for _, p in stage.mix]))]
-        sample = self._qa(rng, stage) if task == "qa" else self._describe(rng)
+        sample = self._qa(rng, stage) if task == "qa" else self._describe(rng, summary=task == "summary")
         sample.meta.update(stage=stage.name, task=task, window=window_at(stage, in_stage, self.config))
         return sample
 
@@ -206,8 +214,9 @@ class SampleSource:
         prompt = item_prompt(item, append_many_rooms=self.config.append_many_rooms)
         return self._finish(sh, start, end, prompt.text, answer_text(item), item["kind"], dict(item), item["objects"])
 
-    def _describe(self, rng: np.random.Generator) -> TrainSample:
-        si, di = self.describe[int(rng.integers(len(self.describe)))]
+    def _describe(self, rng: np.random.Generator, summary: bool = False) -> TrainSample:
+        pool = [e for e in self.describe if e[1] is None] if summary else self.describe
+        si, di = pool[int(rng.integers(len(pool)))]
         sh = self.shards[si]
         if di is None:
             n = sh.episode.num_frames
@@ -216,13 +225,16 @@ class SampleSource:
             start = int(rng.integers(0, n - length + 1))
             end = start + length - 1
             table = {f - start: sh.visibility.get(f, []) for f in range(start, end + 1)}
-            text, question = describe_episode(sh.scene, table), DESCRIBE_QUESTION
+            if summary:
+                text, question = summarize_episode(sh.scene, table), SUMMARY_QUESTION
+            else:
+                text, question = describe_episode(sh.scene, table), DESCRIBE_QUESTION
         else:
             desc = sh.episode.descriptions[di]
             start, end = 0, desc["frame_range"][1]
             text, question = desc["text"], CHUNK_QUESTION
         prompt = build_prompt("free_form", question=question, append_many_rooms=self.config.append_many_rooms)
-        return self._finish(sh, start, end, prompt.text, text, "describe", None, ())
+        return self._finish(sh, start, end, prompt.text, text, "summary" if summary else "describe", None, ())
 
 
 def build_source(data_cfg: Mapping, config: SpatialTTTConfig, tokenizer: Any, layout: ChatLayout, *,

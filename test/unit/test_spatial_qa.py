@@ -5,7 +5,7 @@ import pytest
 
 from spatial_ttt_ros.spatial.answers import parse_answer
 from spatial_ttt_ros.spatial.camera import CameraIntrinsics, look_at_pose
-from spatial_ttt_ros.spatial.describe import describe_chunks, describe_episode
+from spatial_ttt_ros.spatial.describe import describe_chunks, describe_episode, summarize_episode
 from spatial_ttt_ros.spatial.metrics import score_item
 from spatial_ttt_ros.spatial.observations import compute_visibility_table
 from spatial_ttt_ros.spatial.qa import generate_qa, item_prompt
@@ -158,6 +158,11 @@ def test_descriptions():
     assert "Objects first appear in this order: the tv (frame 0), chair 3 (frame 1), chair 1 (frame 2)" in text
     assert "The nearest object to the sofa is the lamp, 0.8 m away." in text  # y gap 1.5 - 0.65 = 0.85
     assert "The table measures 1.2 by 0.8 by 0.8 meters (longest side 120 cm)" in text
+    summary = summarize_episode(SCENE, TABLE)  # the description's layout and counts lines, nothing else
+    assert text.split("\n")[1:3] == summary.split("\n")
+    assert summary.endswith("It contains 3 chairs, 1 lamp, 1 sofa, 1 table and 1 tv.")
+    assert summarize_episode(SCENE, {0: {"tv_0"}, 1: set()}).endswith("It contains 1 tv.")
+    assert summarize_episode(SCENE, {0: set()}).endswith("No objects are annotated.")
     chunks = describe_chunks(SCENE, TABLE, chunk_size=3)
     assert [c.frame_range for c in chunks] == [(0, 2), (3, 5), (6, 6)]
     assert chunks[0].text.startswith("Frames 0 to 2 show chair 1, chair 3, the table and the tv.")

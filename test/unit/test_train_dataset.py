@@ -12,7 +12,7 @@ from spatial_ttt_ros.data.synth import synthesize
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 from spatial_ttt_ros.runtime.reference import build_sequence
 from spatial_ttt_ros.spatial.answers import parse_answer
-from spatial_ttt_ros.spatial.describe import describe_episode
+from spatial_ttt_ros.spatial.describe import describe_episode, summarize_episode
 from spatial_ttt_ros.spatial.qa import item_prompt
 from spatial_ttt_ros.spatial.scene import validate_scene
 from spatial_ttt_ros.train.bake import BakeOptions, bake_bag
@@ -99,6 +99,21 @@ def test_describe_target_is_what_the_clip_has_seen(engine, shards):
     chunk = next(d for d in ep2.descriptions if d["text"] == s2.meta["answer"])
     assert chunk["type"] == "chunk_description" and s2.meta["clip"] == [0, chunk["frame_range"][1]]
     assert s2.meta["evidence_outside_window"] is None
+
+
+def test_summary_target_counts_what_the_clip_has_seen(engine, shards):
+    src = _source(engine, shards[:1], stages=[{"steps": 3, "mix": {"summary": 1}}])
+    for index in range(4):
+        s = src.sample(index, 1)
+        ep = read_episode(shards[0] / s.meta["episode"])
+        first, last = s.meta["clip"]
+        table = {f - first: ep.visibility[f] for f in range(first, last + 1)}
+        assert s.meta["answer"] == summarize_episode(validate_scene(ep.scene), table)
+        assert s.meta["kind"] == "summary" and s.meta["task"] == "summary"
+        assert len(s.meta["answer"]) < len(describe_episode(validate_scene(ep.scene), table)) / 2
+    # without visibility there is nothing to count from: a clear error when the source is built
+    with pytest.raises(ValueError, match="summary"):
+        _source(engine, shards[1:], stages=[{"steps": 3, "mix": {"summary": 1}}])
 
 
 def test_every_answer_text_parses_back_to_the_items_answer(shards):
