@@ -6,8 +6,8 @@ Three granularities, all built from the Scene and a visibility table (observatio
   and position, and pairwise relations (what rests on what, each object's nearest neighbour).
 * `describe_episode`: the same restricted to the objects the recording saw, plus the order in
   which they first appeared.
-* `summarize_episode`: its first lines only: the layout and the counts per category of what the
-  recording saw (a few hundred characters where a whole description runs to thousands).
+* `summarize_episode`: the rooms the recording saw objects in and the counts per category of what
+  it saw (a few hundred characters where a whole description runs to thousands).
 * `describe_chunks`: one short text per chunk of consecutive frames: what is visible, what is new,
   and the running counts so far (the training data for a streaming memory).
 
@@ -65,17 +65,20 @@ def _rests_on(a: SceneObject, b: SceneObject) -> bool:
     return bool(point_in_polygon(b.box.footprint(), a.box.center[None])[0])
 
 
-def _layout(scene: Scene) -> list[str]:
-    if not scene.rooms:
+def _layout(scene: Scene, only: list | None = None) -> list[str]:
+    """The rooms and their floor areas: all of the scene's, or `only` those (in the scene's order)."""
+    chosen = [r for r in scene.rooms if only is None or any(r is o for o in only)]
+    if not chosen:
         return []
     rooms = []
-    for r in scene.rooms:
+    for r in chosen:
         poly = np.asarray(r.polygon)
         ext = poly.max(0) - poly.min(0)
         rooms.append(f"the {r.name.replace('_', ' ')} ({r.area:.1f} square meters, about {_m(ext[0])} by {_m(ext[1])})")
     head = f"The space has {len(rooms)} room{'s' if len(rooms) > 1 else ''}: {_join(rooms)}."
     if len(rooms) > 1:
-        head += f" The total floor area is {scene.floor_area:.1f} square meters."
+        total = scene.floor_area if only is None else sum(r.area for r in chosen)
+        head += f" The total floor area is {total:.1f} square meters."
     return [head]
 
 
@@ -141,11 +144,15 @@ def describe_episode(scene: Scene, table: Mapping[int, Iterable[str]]) -> str:
 
 
 def summarize_episode(scene: Scene, table: Mapping[int, Iterable[str]]) -> str:
-    """The layout (rooms and floor areas) and the counts per category of the objects the recording saw."""
+    """The rooms the recording saw objects in (with their floor areas) and the counts per category
+    of the objects it saw. (describe_episode names every room of the scene, also those a short
+    clip never reached: a target the clip cannot tell.)"""
     table = check_table(scene, table)
     objects = [scene.get(i) for i in seen_ids(table)]
-    counts = f"It contains {_counts_sentence(objects)}." if objects else "No objects are annotated."
-    return "\n".join(_layout(scene) + [counts])
+    if not objects:
+        return "No objects are annotated."
+    rooms = [room for room in (scene.room_of(o) for o in objects) if room is not None]
+    return "\n".join(_layout(scene, rooms) + [f"It contains {_counts_sentence(objects)}."])
 
 
 def describe_chunks(scene: Scene, table: Mapping[int, Iterable[str]], chunk_size: int) -> list[ChunkDescription]:

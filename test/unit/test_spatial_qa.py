@@ -158,11 +158,22 @@ def test_descriptions():
     assert "Objects first appear in this order: the tv (frame 0), chair 3 (frame 1), chair 1 (frame 2)" in text
     assert "The nearest object to the sofa is the lamp, 0.8 m away." in text  # y gap 1.5 - 0.65 = 0.85
     assert "The table measures 1.2 by 0.8 by 0.8 meters (longest side 120 cm)" in text
-    summary = summarize_episode(SCENE, TABLE)  # the description's layout and counts lines, nothing else
+    summary = summarize_episode(SCENE, TABLE)  # one room here: the description's layout and counts lines
     assert text.split("\n")[1:3] == summary.split("\n")
     assert summary.endswith("It contains 3 chairs, 1 lamp, 1 sofa, 1 table and 1 tv.")
     assert summarize_episode(SCENE, {0: {"tv_0"}, 1: set()}).endswith("It contains 1 tv.")
-    assert summarize_episode(SCENE, {0: set()}).endswith("No objects are annotated.")
+    assert summarize_episode(SCENE, {0: set()}) == "No objects are annotated."
+    # Two rooms: a clip that saw objects in one of them names that one only (the description names both).
+    two = validate_scene({"format": "spatial_ttt_scene/1", "frame_id": "map",
+                          "rooms": [{"name": "kitchen", "polygon": [[0, 0], [4, 0], [4, 5], [0, 5]]},
+                                    {"name": "bedroom", "polygon": [[4, 0], [9, 0], [9, 5], [4, 5]]}],
+                          "objects": [obj("bed_0", "bed", [6.5, 2.5, 0.3], [2.0, 1.6, 0.6]),
+                                      obj("table_0", "table", [2.0, 2.5, 0.4], [1.0, 0.8, 0.8])]})
+    assert summarize_episode(two, {0: {"table_0"}}) == (
+        "The space has 1 room: the kitchen (20.0 square meters, about 4.0 m by 5.0 m).\nIt contains 1 table.")
+    both = summarize_episode(two, {0: {"table_0"}, 1: {"bed_0"}})
+    assert both.startswith("The space has 2 rooms: the kitchen") and "total floor area is 45.0" in both
+    assert "bedroom" in describe_episode(two, {0: {"table_0"}})
     chunks = describe_chunks(SCENE, TABLE, chunk_size=3)
     assert [c.frame_range for c in chunks] == [(0, 2), (3, 5), (6, 6)]
     assert chunks[0].text.startswith("Frames 0 to 2 show chair 1, chair 3, the table and the tv.")
