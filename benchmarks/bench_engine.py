@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks.kv_peer import KVCachePeer
-from benchmarks.stamp import stamp, stamp_line
+from benchmarks.stamp import stamp, stamp_line, write_result
 from spatial_ttt_ros.runtime.config import SpatialTTTConfig, load_config
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 from spatial_ttt_ros.runtime.model import tiny_qwen3_vl_config
@@ -284,11 +284,7 @@ def run_baseline(args: argparse.Namespace, config: SpatialTTTConfig) -> dict:
 
 
 def write(out: Path, stem: str, result: dict, table: list[str]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    head = [stamp_line(result), ""]
-    (out / f"{stem}.md").write_text("\n".join(head + table) + "\n")
-    print("\n".join(head + table))
+    write_result(out, stem, result, [stamp_line(result), "", *table])
 
 
 def main(argv: list[str] | None = None) -> int:

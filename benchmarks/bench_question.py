@@ -17,13 +17,12 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from benchmarks.bench_engine import QUESTION, bench_config, test_frames, warm_engine
 from benchmarks.compare_table import question_table
-from benchmarks.stamp import stamp
+from benchmarks.stamp import stamp, write_result
 
 SHORT = "How many chair(s) are in this room?"
 PATHS = (("eager", ()), ("graph", None))
@@ -74,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     result = {**stamp(" ".join(["python -m benchmarks.bench_question", *(argv if argv is not None else sys.argv[1:])]),
                       "cuda"), "rows": rows}
-    table = question_table(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "question_pass.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "question_pass.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    write_result(args.out, "question_pass", result, question_table(result))
     return 0
 
 

@@ -16,16 +16,14 @@ prepare_cost.json / .md to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.stamp import stamp, stamp_line
+from benchmarks.stamp import stamp, stamp_line, write_result
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 from spatial_ttt_ros.runtime.state import MemoryState
 
@@ -106,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
              f"| {row['preset']} | {row['push_s']:.2f} | {row['prepare_s']:.2f} | {row['ask_s']:.2f} | {row['total_s']:.2f} "
              f"| {row['mean_frames_waiting_before_prepare']:.1f} | {row['prepared_fork_extra_bytes_mean'] / mib:.2f} / "
              f"{row['prepared_fork_extra_bytes_max'] / mib:.2f} | {row['memory_bytes_at_end'] / mib:.2f} |"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prepare_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "prepare_cost.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, "prepare_cost", result, lines)
     return 0
 
 

@@ -7,6 +7,7 @@ run that produced it (benchmarks/plot.py shows them beside every table).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 import time
 from pathlib import Path
@@ -47,3 +48,12 @@ def stamp_line(meta: dict) -> str:
     """One markdown line naming where a result comes from."""
     return (f"{meta['gpu']}, torch {meta['torch']}, transformers {meta.get('transformers', '?')}, "
             f"commit {meta.get('commit', 'not recorded')}, {meta.get('date', '')}: `{meta['command']}`")
+
+
+def write_result(out: str | Path, stem: str, result: dict, lines: list[str]) -> None:
+    """OUT/STEM.json (the result) and OUT/STEM.md (the lines), and the lines on stdout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
