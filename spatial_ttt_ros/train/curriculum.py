@@ -6,8 +6,8 @@ A recipe's `data.stages` is a list of stages, run in order:
     - {name: qa, steps: 800, mix: {qa: 0.85, describe: 0.15}}
 
 * `mix`: task -> weight ("describe": dense description of what the clip has seen up to its last
-  frame; "summary": its first lines only, the rooms and the counts per category; "qa": the eight
-  QA kinds, balanced per kind). Weights are normalised.
+  frame; "summary": the rooms the clip saw objects in and the counts per category; "qa": the
+  eight QA kinds, balanced per kind). Weights are normalised.
 * `kinds` (optional): the QA kinds this stage draws (default: the eight VSI-Bench kinds; the
   robot-relative ones, locate / robot_distance / robot_direction, need a preset with pose_text).
 * `window` (optional): the sliding window annealed over the stage,

@@ -130,6 +130,7 @@ class SampleSource:
             else:
                 self.describe += [(si, di) for di, d in enumerate(sh.episode.descriptions)
                                   if d["type"] == "chunk_description" and d["frame_range"][1] < max_frames]
+        self.summary = [(si, di) for si, di in self.describe if di is None]  # shards with visibility + scene
         robot_kinds = {k.value for k in ROBOT_KINDS}
         for stage in stages:
             if stage.weight("qa") > 0 and robot_kinds & set(stage.kinds) and not config.pose_text:
@@ -138,7 +139,7 @@ class SampleSource:
             if stage.weight("qa") > 0 and not any(self.qa.get(k) for k in stage.kinds):
                 raise ValueError(f"stage {stage.name!r} asks for qa, but no shard has an item of the kinds "
                                  f"{list(stage.kinds)} spanning <= max_frames = {max_frames} frames")
-            if stage.weight("summary") > 0 and not any(di is None for _, di in self.describe):
+            if stage.weight("summary") > 0 and not self.summary:
                 raise ValueError(f"stage {stage.name!r} asks for summary, but no shard has visibility + scene")
             if stage.weight("describe") > 0 and not self.describe:
                 raise ValueError(f"stage {stage.name!r} asks for describe, but no shard has visibility + scene or a "
@@ -215,7 +216,7 @@ class SampleSource:
         return self._finish(sh, start, end, prompt.text, answer_text(item), item["kind"], dict(item), item["objects"])
 
     def _describe(self, rng: np.random.Generator, summary: bool = False) -> TrainSample:
-        pool = [e for e in self.describe if e[1] is None] if summary else self.describe
+        pool = self.summary if summary else self.describe
         si, di = pool[int(rng.integers(len(pool)))]
         sh = self.shards[si]
         if di is None:
