@@ -59,7 +59,7 @@ def compare_table(result: dict) -> list[str]:
                 lines.append(f"| {frames} | {OURS}, prepared when idle | | | | {_ms(q['prepared_count_answer_s'])} | "
                              f"{_ms(q['prepared_first_token_s'])} |")
             if "eager_question_count_answer_s" in q:
-                lines.append(f"| {frames} | {OURS}, prepared, question pass eager (before the question graph) | | | | "
+                lines.append(f"| {frames} | {OURS}, prepared, question pass eager (no static buffers, same run) | | | | "
                              f"{_ms(q['eager_question_count_answer_s'])} | {_ms(q['eager_question_first_token_s'])} |")
         if peer:
             lines.append(f"| {frames} | {PEER} | {peer['frames_per_s']:.1f} | {_gib(peer['peak_gib'])} | "

@@ -140,13 +140,18 @@ def compare_verdicts(data: dict) -> list[str]:
     """One line per issue-13 target with a measurement in the compare / question-pass results."""
     lines = []
     for cmp in data.get("compare", []):
+        queries = {q["frames"]: q for q in cmp["ours"].get("queries", [])}
         for frames, values in compare_values(cmp).items():
             for name, target, at_most in COMPARE_TARGETS.get(frames, ()):
                 if name in values:
                     ok = values[name] <= target if at_most else values[name] >= target
+                    # which path the question took (eager when it crosses a fast-weight update there)
+                    taken = queries.get(frames, {}).get("question_path")
+                    path = f"; question pass {taken}" if taken and name.startswith(("count answer", "first token")) else ""
                     lines.append(f"- {frames} frames, {name} ({'<=' if at_most else '>='} {target:g}): "
                                  f"{values[name]:.{2 if values[name] < 10 else 1}f} — **{'met' if ok else 'not met'}** "
-                                 f"({cmp['device']}, commit {str(cmp.get('commit'))[:7]})" + _work_rate(cmp, frames, name, target))
+                                 f"({cmp['device']}, commit {str(cmp.get('commit'))[:7]}{path})"
+                                 + _work_rate(cmp, frames, name, target))
     question = data.get("question")
     if question:
         # the target is at 1024 frames; bench_question's largest default is 1000 (a shorter stream is easier)
