@@ -68,16 +68,30 @@ def band_works(q: torch.Tensor) -> bool:
     return True
 
 
-def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-           scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(output [H, n, d], log-sum-exp [H, n] fp32) of q [H, n, d] against k/v [H, m, d]; `causal`
-    is top-left aligned (row r sees keys 0..r)."""
-    q, k, v = q[None], k[None], v[None]
+def flash_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+              scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output [B, H, n, d], log-sum-exp [B, H, n] fp32) of q [B, H, n, d] against k/v [B, H, m, d]
+    with the flash kernels that return the log-sum-exp (private torch ops: callers probe them, as
+    band_works does); `causal` is top-left aligned (row r sees keys 0..r)."""
     if q.device.type == "cuda":
         out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scaling)
     else:
         out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scaling)
-    return out[0][0], out[1][0].float()
+    return out[0], out[1].float()
+
+
+def merge_lse(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Attention over the union of disjoint key sets from each set's (output [..., n, d], lse [..., n]):
+    the outputs weighted by exp(lse - the joint lse), in fp32."""
+    lse = torch.logsumexp(torch.stack([s for _, s in parts]), dim=0)
+    return sum(o.float() * (s - lse).exp()[..., None] for o, s in parts)
+
+
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+           scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """flash_lse for one batch row: q [H, n, d], k/v [H, m, d]."""
+    out, lse = flash_lse(q[None], k[None], v[None], causal, scaling)
+    return out[0], lse[0]
 
 
 def band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scaling: float) -> torch.Tensor:
@@ -91,6 +105,4 @@ def band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     parts = [(tail_o.flip(1), tail_lse.flip(1)), _flash(q, k[:, -n:], v[:, -n:], True, scaling)]
     if window - n - 1 > 0:
         parts.append(_flash(q, k[:, n:window - 1], v[:, n:window - 1], False, scaling))
-    lse = torch.logsumexp(torch.stack([s for _, s in parts]), dim=0)
-    out = sum(o.float() * (s - lse).exp()[..., None] for o, s in parts)
-    return out.to(q.dtype).transpose(0, 1).reshape(n, h * hd)
+    return merge_lse(parts).to(q.dtype).transpose(0, 1).reshape(n, h * hd)
