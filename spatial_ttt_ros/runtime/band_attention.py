@@ -17,6 +17,8 @@ Used on the CPU only: there it is 1.31x faster per 2B-shaped block (band_attenti
 H100 the three flash calls lost to the one masked call, 0.82 against 0.64 ms per block
 (band_attention_cuda.md), and ingest fell from 245 to 196 frames/s at 1024 frames
 (benchmarks/results/band_ingest_h100_20261207/). `benchmarks.bench_band --device cuda` re-measures it.
+Its two primitives, `flash_lse` (a flash call that returns the log-sum-exp) and `merge_lse`, also
+serve the split-KV candidate of benchmarks/bench_question_attention.py.
 """
 
 from __future__ import annotations
