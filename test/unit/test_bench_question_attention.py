@@ -4,10 +4,15 @@ merged by log-sum-exp), so that its GPU timings compare equal answers."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from benchmarks.bench_question_attention import VARIANTS, reference, split
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks package, as test_bench_readme
+
+from benchmarks.bench_question_attention import VARIANTS, reference, split  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -2,8 +2,6 @@
 its answer beside the truth (spatial.describe.summarize_episode of what the stream saw)."""
 import sys
 
-import numpy as np
-
 from spatial_ttt_ros.runtime.config import load_config
 from spatial_ttt_ros.runtime.engine import StreamingEngine
 from spatial_ttt_ros.spatial.describe import summarize_episode
