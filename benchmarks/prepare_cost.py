@@ -25,15 +25,9 @@ import torch
 
 from benchmarks.stamp import stamp, stamp_line, write_result
 from spatial_ttt_ros.runtime.engine import StreamingEngine
-from spatial_ttt_ros.runtime.state import MemoryState
 
 QUESTION = "How many chairs are in this room?"
 ASK_EVERY = 4  # bursts
-
-
-def storages(state: MemoryState) -> dict[int, int]:
-    """{storage address: bytes} of the tensors a state holds."""
-    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in state.tensors()}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -60,15 +54,15 @@ def measure(args: argparse.Namespace) -> dict:
         timed("push_s", push)
         waiting.append(len(engine.state.pending_frames))
         timed("prepare_s", engine.prepare)
-        memory = storages(engine.state)
-        extra.append(sum(b for p, b in storages(engine._prepared).items() if p not in memory))
+        memory = engine.state.storages()
+        extra.append(sum(b for p, b in engine._prepared.storages().items() if p not in memory))
         if burst % ASK_EVERY == ASK_EVERY - 1:
             timed("ask_s", lambda: engine.ask(QUESTION, max_new_tokens=3))
     return {"preset": args.preset, "ingest_batch_groups": args.batch_groups, "frames": args.frames,
             "burst": args.burst, "bursts": len(waiting), "questions": len(waiting) // ASK_EVERY, **spent,
             "total_s": sum(spent.values()), "mean_frames_waiting_before_prepare": statistics.mean(waiting),
             "frames_waiting_at_end": len(engine.state.pending_frames),
-            "memory_bytes_at_end": sum(storages(engine.state).values()),
+            "memory_bytes_at_end": engine.state.storage_bytes(),
             "prepared_fork_extra_bytes_mean": statistics.mean(extra), "prepared_fork_extra_bytes_max": max(extra)}
 
 

@@ -177,15 +177,19 @@ class MemoryState:
         another thread while this one keeps ingesting (anchor caches are compacted in place)."""
         return _map_tensors(self.trimmed(), lambda t: t.detach().to("cpu", copy=True))
 
-    def storage_bytes(self) -> int:
-        """Bytes of the distinct storages behind the state's tensors: what it keeps allocated, a
-        slice counted with the whole tensor it keeps alive. Equals the parts of `nbytes_by_part`
-        (the anchor caches at their capacity) when no part pins more than itself."""
+    def storages(self) -> dict[int, int]:
+        """{address: bytes} of the distinct storages behind the state's tensors (a slice stands for
+        the whole tensor it keeps alive); two states share what they both list."""
         found: dict[int, int] = {}
         for t in self.tensors():
             storage = t.untyped_storage()
             found[storage.data_ptr()] = max(found.get(storage.data_ptr(), 0), storage.nbytes())
-        return sum(found.values())
+        return found
+
+    def storage_bytes(self) -> int:
+        """Bytes the state keeps allocated (`storages`). Equals the parts of `nbytes_by_part` (the
+        anchor caches at their capacity) when no part pins more than itself."""
+        return sum(self.storages().values())
 
     def anchor_capacity_bytes(self) -> int:
         """Bytes allocated for the anchor caches (used + headroom of the growing buffers)."""

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
 HISTORY, FRAMES = 936, 64          # profile_engine --history 936 --frames 64 (device_call.sh)
 HEADS, HEAD_DIM = 16, 128          # Qwen3-VL-2B query heads and head size (the anchor layers' attention)
+STAMP_KEYS = ("commit", "gpu", "device", "torch", "transformers", "triton", "python")  # of the machine's compare run
 FA2_H100_TFLOPS = 350              # ~35 % of the H100's 989 dense bf16 TFLOP/s: FlashAttention-2's forward
                                    # there, as the FlashAttention-3 paper reports it (arXiv:2407.08608)
 
@@ -83,8 +84,7 @@ def main() -> None:
     command = line.split(": `", 1)[1].rstrip("`")
     date = line.split(", commit ", 1)[1].split(", ", 1)[1].split(": `", 1)[0]
     machine = json.loads((HERE / "engine_compare_bf16_b32.json").read_text())
-    keys = ("commit", "gpu", "device", "torch", "transformers", "triton", "python")
-    result = {"command": command, **{k: machine[k] for k in keys}, "date": date,
+    result = {"command": command, **{k: machine[k] for k in STAMP_KEYS}, "date": date,
               "rebuilt_from": "benchmarks/results/h100_20261207_evening/q.log (rows as printed by bench_question)",
               "rows": rows}
     (RESULTS / "question_pass.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -100,7 +100,7 @@ def write_summary() -> None:
     machine = json.loads((HERE / "engine_compare_bf16_b32.json").read_text())
     (HERE / "summary.json").write_text(json.dumps({
         "source": "profile_1000.txt, engine_compare_bf16_b32.json",
-        **{k: machine[k] for k in ("commit", "device", "torch", "transformers", "triton", "python")},
+        **{k: machine[k] for k in STAMP_KEYS},
         "ingest_profile": prof}, indent=2) + "\n")
     a = prof["anchor_attention"]
     lines = [
